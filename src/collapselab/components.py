@@ -1,0 +1,20 @@
+"""Imports every light component module (they register themselves) and lists the heavy ones lazily.
+
+Heavy families (torch, transformers) register as ``"module:Class"`` strings so that importing
+collapselab, validating a config or listing components never imports torch.
+"""
+
+from __future__ import annotations
+
+from collapselab import registry
+
+# light modules: NumPy/SciPy/scikit-learn only; importing them registers their components
+from collapselab import policies  # noqa: F401
+from collapselab.models import categorical, gaussian, gmm, kde, ngram  # noqa: F401
+from collapselab.sources import distributions, text  # noqa: F401
+from collapselab.metrics import continuous, discrete, text as text_metrics  # noqa: F401
+from collapselab import curation  # noqa: F401
+
+# heavy modules: imported on first use
+registry.families.register("gpt", "collapselab.models.gpt:GPT")
+registry.families.register("hf", "collapselab.models.hf:HFCausalLM")

@@ -1,0 +1,1 @@
+"""Registered metrics, measured on every generation against the real distribution."""

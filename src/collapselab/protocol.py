@@ -1,0 +1,87 @@
+"""The one protocol every generative model family follows.
+
+Data everywhere is an array with a leading *chains* axis: ``(chains, n, *event_shape)``. Chains are
+independent replicates of the whole experiment; vectorised families run them in one NumPy call,
+neural families loop over them. A family:
+
+- takes its hyperparameters only as ``__init__`` keywords (typed: they are its config fields),
+- keeps fitted state in trailing-underscore attributes,
+- ``fit(data, rng=...) -> self``; ``sample(n, rng) -> (chains, n, ...)``;
+  ``score_samples(data) -> (chains, n)`` log-likelihood per sample (per token for text);
+  ``score(data) -> (chains,)`` its mean.
+
+Randomness is always passed in as a ``numpy.random.Generator``; nothing stores a seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class NotFittedError(RuntimeError):
+    """``sample`` or ``score`` called before ``fit``."""
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GenerativeModel: ...
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def score_samples(self, data: np.ndarray) -> np.ndarray: ...
+
+    def score(self, data: np.ndarray) -> np.ndarray: ...
+
+
+class Model:
+    """Shared plumbing for families: params, clone, fitted checks, ``score`` from ``score_samples``."""
+
+    def get_params(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def clone(self) -> Model:
+        """A fresh, unfitted copy with the same hyperparameters."""
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def is_fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(data) first")
+
+    def score(self, data: np.ndarray) -> np.ndarray:
+        """Mean log-likelihood per sample, one value per chain: ``(chains,)``."""
+        return np.asarray(self.score_samples(data)).mean(axis=1)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def clone(model: Any) -> Any:
+    """A fresh copy of ``model`` with its hyperparameters and none of its fitted state."""
+    return model.clone()
+
+
+def check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer number of samples; got {n!r}")
+    return int(n)
+
+
+def check_data(data: Any, *, name: str = "data", min_samples: int = 1) -> np.ndarray:
+    """Validate a ``(chains, n, ...)`` array: finite, at least ``min_samples`` per chain."""
+    arr = np.asarray(data)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must have shape (chains, n, ...); got shape {arr.shape}")
+    if arr.shape[1] < min_samples:
+        raise ValueError(f"{name} needs at least {min_samples} samples per chain; got {arr.shape[1]}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    return arr

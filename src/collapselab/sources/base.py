@@ -1,0 +1,42 @@
+"""The data-source protocol.
+
+A source provides the *real* distribution of an experiment. Every array it returns has a leading
+chains axis, like all data in collapselab: ``(chains, n, *event_shape)``.
+
+- ``kind``: ``"continuous"`` (float vectors), ``"categorical"`` (ints in ``[0, k)``, one per sample),
+  ``"tokens"`` (int blocks ``(chains, n, block_len)``) or ``"images"`` (float ``(chains, n, h, w)``);
+  metrics and families declare which kinds they accept.
+- ``real(n, chains, rng)``: the real training pool of generation 0 (``n`` samples per chain).
+  Finite corpora return a subset of their train split; every chain may share it.
+- ``fresh(n, chains, rng)``: new real samples for the ``fresh`` policy (finite corpora draw a new
+  random subset of the train split).
+- ``heldout(rng)``: real held-out data for metrics, ``(1, m, ...)``; broadcast over chains.
+- optional attributes a metric may use: ``truth`` (a dict of closed-form parameters), ``vocab``
+  (list of strings, for text), ``vocab_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Source(Protocol):
+    kind: str
+
+    def real(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def fresh(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def heldout(self, rng: np.random.Generator) -> np.ndarray: ...
+
+
+def tile_chains(data: np.ndarray, chains: int) -> np.ndarray:
+    """Share one ``(n, ...)`` pool across ``chains``: ``(chains, n, ...)`` without copying."""
+    return np.broadcast_to(data, (chains, *data.shape))
+
+
+def describe(source: Any) -> dict[str, Any]:
+    return {"kind": source.kind, **getattr(source, "truth", {})}
