@@ -1,0 +1,312 @@
+"""Batched autoregressive decoding with a KV cache, generic over a model's *step* function.
+
+A step function runs the network on the tokens not yet seen and returns the next-token logits::
+
+    step(ids, cache) -> (logits, cache)     # ids (B, t) int64; logits (B, vocab) for the last position
+
+``cache`` is ``None`` on the first call (``ids`` is then the whole prompt) and afterwards whatever the
+step returned (``ids`` is then the one token just chosen, ``(B, 1)``). Our :class:`~collapselab.models.
+gpt.GPT` passes a static KV cache; a Hugging Face model fits in a three-line wrapper around
+``model(input_ids=ids, past_key_values=cache, use_cache=True)``. Beam search reorders the cache along
+the batch axis with ``reorder_cache(cache, index)``; the default calls ``cache.reorder_cache(index)``
+when the cache has that method (our cache, HF ``Cache`` objects) and otherwise ``index_select``-s every
+tensor in a nested tuple/list.
+
+Decoding order per step (Hugging Face's): repetition penalty -> eos suppression (``min_new_tokens``)
+-> temperature -> top-k -> top-p -> draw. Everything is batched over sequences: no Python loop over
+sequences, one over decoding steps.
+
+Randomness comes in as a ``numpy.random.Generator``: one ``torch.Generator`` is seeded from it per call
+(:func:`torch_generator`), so the same numpy seed gives the same text and two calls on one generator
+differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from collapselab.errors import ConfigError
+
+StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+ReorderFn = Callable[[Any, torch.Tensor], Any]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Decoding controls, validated together (every problem is reported at once).
+
+    ``do_sample=False`` with ``num_beams=1`` is greedy decoding; ``num_beams > 1`` is deterministic
+    beam search (Shumailov et al. used 5 beams), where ``temperature``/``top_k``/``top_p`` do not apply
+    and ``repetition_penalty``/``min_new_tokens`` do.
+    """
+
+    temperature: float = 1.0  # > 0; logits are divided by it
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
+    top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches top_p; 1 = off
+    repetition_penalty: float = 1.0  # CTRL penalty on tokens already in the sequence; 1 = off
+    num_beams: int = 1  # > 1: beam search
+    do_sample: bool = True  # False: greedy (with num_beams=1)
+    min_new_tokens: int = 0  # eos_id is suppressed until this many tokens are written
+    eos_id: int | None = None  # after eos a sequence is padded with eos
+    batch_size: int = 256  # sequences decoded together
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+
+        def bad_number(x: Any, *, integer: bool) -> bool:
+            kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+            return isinstance(x, bool) or not isinstance(x, kinds) or not np.isfinite(x)
+
+        if bad_number(self.temperature, integer=False) or self.temperature <= 0:
+            out.append(f"temperature must be a number > 0; got {self.temperature!r}")
+        if bad_number(self.top_k, integer=True) or self.top_k < 0:
+            out.append(f"top_k must be an integer >= 0 (0 = off); got {self.top_k!r}")
+        if bad_number(self.top_p, integer=False) or not 0 < self.top_p <= 1:
+            out.append(f"top_p must be in (0, 1]; got {self.top_p!r}")
+        if bad_number(self.repetition_penalty, integer=False) or self.repetition_penalty <= 0:
+            out.append(f"repetition_penalty must be a number > 0; got {self.repetition_penalty!r}")
+        if bad_number(self.num_beams, integer=True) or self.num_beams < 1:
+            out.append(f"num_beams must be an integer >= 1; got {self.num_beams!r}")
+        if not isinstance(self.do_sample, bool):
+            out.append(f"do_sample must be a bool; got {self.do_sample!r}")
+        if bad_number(self.min_new_tokens, integer=True) or self.min_new_tokens < 0:
+            out.append(f"min_new_tokens must be an integer >= 0; got {self.min_new_tokens!r}")
+        if self.eos_id is not None and (bad_number(self.eos_id, integer=True) or self.eos_id < 0):
+            out.append(f"eos_id must be None or an integer >= 0; got {self.eos_id!r}")
+        if bad_number(self.batch_size, integer=True) or self.batch_size < 1:
+            out.append(f"batch_size must be an integer >= 1; got {self.batch_size!r}")
+        return out
+
+    def replace(self, **changes: Any) -> SamplerSettings:
+        return SamplerSettings(**{**asdict(self), **changes})
+
+
+def torch_generator(
+    rng: np.random.Generator | torch.Generator, device: Any = "cpu"
+) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``rng`` (drawing advances ``rng``)."""
+    if isinstance(rng, torch.Generator):
+        return rng
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
+    return gen
+
+
+# ---------------------------------------------------------------- logits processors (batched, in place)
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, ids: torch.Tensor, penalty: float
+) -> torch.Tensor:
+    """CTRL's penalty (Keskar et al. 2019): every token already in ``ids`` gets its logit divided by
+    ``penalty`` if positive, multiplied if negative. ``logits`` (B, V), ``ids`` (B, L)."""
+    if penalty == 1.0 or ids.shape[1] == 0:
+        return logits
+    seen = logits.gather(1, ids)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter_(1, ids, seen)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Set every logit below the k-th largest of its row to -inf (ties with the k-th survive)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
+    return logits.masked_fill_(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter (Holtzman et al. 2020): keep the smallest set of most likely tokens whose total
+    probability is >= p; the most likely token always survives."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # probability mass strictly ahead of each token
+    drop_sorted = before >= p
+    drop_sorted[:, 0] = False
+    drop = torch.empty_like(drop_sorted).scatter_(1, order, drop_sorted)
+    return logits.masked_fill_(drop, float("-inf"))
+
+
+def process_logits(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    n_new: int,
+    settings: SamplerSettings,
+    *,
+    sampling: bool,
+) -> torch.Tensor:
+    """Apply the controls to next-token ``logits`` (B, V) given the sequences so far ``ids`` (B, L),
+    of which ``n_new`` tokens were generated. Returns float32 logits (a new tensor)."""
+    logits = logits.float().clone()
+    logits = apply_repetition_penalty(logits, ids, settings.repetition_penalty)
+    if settings.eos_id is not None and n_new < settings.min_new_tokens:
+        logits[:, settings.eos_id] = float("-inf")
+    if sampling:
+        if settings.temperature != 1.0:
+            logits.div_(settings.temperature)
+        logits = top_k_filter(logits, settings.top_k)
+        logits = top_p_filter(logits, settings.top_p)
+    return logits
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def default_reorder(cache: Any, index: torch.Tensor) -> Any:
+    """Select rows ``index`` of every cached tensor (batch axis first)."""
+    if cache is None:
+        return None
+    if hasattr(cache, "reorder_cache"):
+        out = cache.reorder_cache(index)
+        return cache if out is None else out
+    if isinstance(cache, torch.Tensor):
+        return cache.index_select(0, index.to(cache.device))
+    if isinstance(cache, (tuple, list)):
+        return type(cache)(default_reorder(c, index) for c in cache)
+    raise TypeError(f"cannot reorder a cache of type {type(cache).__name__}; pass reorder_cache")
+
+
+def generate(
+    step: StepFn,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    rng: np.random.Generator | torch.Generator | None = None,
+    settings: SamplerSettings | None = None,
+    reorder_cache: ReorderFn = default_reorder,
+    **controls: Any,
+) -> torch.Tensor:
+    """Continue each prompt by exactly ``max_new_tokens`` tokens: ``prompts`` (B, p) -> (B, p + new).
+
+    ``settings`` (or keyword ``controls`` such as ``top_k=50``) choose the decoding. ``rng`` is needed
+    when sampling; greedy and beam search are deterministic. Sequences that emit ``eos_id`` are padded
+    with it. Prompts are decoded ``batch_size`` at a time (``batch_size`` counts sequences before
+    beams are expanded).
+    """
+    settings = settings or SamplerSettings()
+    if controls:
+        settings = settings.replace(**controls)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
+        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
+    if prompts.ndim != 2 or prompts.shape[1] < 1:
+        raise ValueError(f"prompts must have shape (B, p) with p >= 1; got {tuple(prompts.shape)}")
+    prompts = prompts.long()
+    if max_new_tokens == 0 or prompts.shape[0] == 0:
+        return prompts.clone()
+    sampling = settings.do_sample and settings.num_beams == 1
+    gen = None
+    if sampling:
+        if rng is None:
+            raise ValueError("rng is required when sampling (do_sample=True, num_beams=1)")
+        gen = torch_generator(rng, prompts.device)
+    outs = []
+    for start in range(0, prompts.shape[0], settings.batch_size):
+        chunk = prompts[start : start + settings.batch_size]
+        if settings.num_beams > 1:
+            outs.append(beam_search(step, chunk, max_new_tokens, settings, reorder_cache))
+        else:
+            outs.append(_decode(step, chunk, max_new_tokens, settings, gen))
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def _decode(
+    step: StepFn,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    settings: SamplerSettings,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """Sampling (``gen`` given) or greedy decoding of one batch."""
+    b, p = prompts.shape
+    ids = torch.empty(b, p + max_new_tokens, dtype=torch.long, device=prompts.device)
+    ids[:, :p] = prompts
+    logits, cache = step(prompts, None)
+    eos = settings.eos_id
+    done = torch.zeros(b, dtype=torch.bool, device=prompts.device) if eos is not None else None
+    for i in range(max_new_tokens):
+        scores = process_logits(logits, ids[:, : p + i], i, settings, sampling=gen is not None)
+        if gen is None:
+            nxt = scores.argmax(dim=-1)
+        else:
+            probs = scores.softmax(dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+        if done is not None:
+            nxt = nxt.masked_fill_(done, eos)
+            done |= nxt == eos
+        ids[:, p + i] = nxt
+        if i + 1 < max_new_tokens:
+            logits, cache = step(ids[:, p + i : p + i + 1], cache)
+    return ids
+
+
+@torch.no_grad()
+def beam_search(
+    step: StepFn,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    settings: SamplerSettings,
+    reorder_cache: ReorderFn = default_reorder,
+) -> torch.Tensor:
+    """Deterministic beam search: keeps the ``num_beams`` highest total log-probability continuations
+    per prompt and returns the best one, ``(B, p + max_new_tokens)``. Finished beams (after eos)
+    continue with eos at log-probability 0; no length penalty (all outputs have the same length)."""
+    k = settings.num_beams
+    b, p = prompts.shape
+    dev = prompts.device
+    ids = torch.empty(b * k, p + max_new_tokens, dtype=torch.long, device=dev)
+    ids[:, :p] = prompts.repeat_interleave(k, dim=0)
+    logits, cache = step(ids[:, :p], None)
+    vocab = logits.shape[-1]
+    # only beam 0 is live at the start, so the first step picks k distinct tokens
+    beam_scores = torch.full((b, k), float("-inf"), device=dev)
+    beam_scores[:, 0] = 0.0
+    base = (torch.arange(b, device=dev) * k).unsqueeze(1)  # (b, 1) row of each prompt's beam 0
+    eos = settings.eos_id
+    done = torch.zeros(b * k, dtype=torch.bool, device=dev) if eos is not None else None
+    for i in range(max_new_tokens):
+        scores = process_logits(logits, ids[:, : p + i], i, settings, sampling=False)
+        logp = scores.log_softmax(dim=-1)  # (b*k, V)
+        if done is not None and bool(done.any()):
+            finished = torch.full((vocab,), float("-inf"), device=dev)
+            finished[eos] = 0.0
+            logp[done] = finished
+        cand = (beam_scores.unsqueeze(-1) + logp.view(b, k, vocab)).view(b, k * vocab)
+        beam_scores, flat = torch.topk(cand, k, dim=-1)  # sorted: beam 0 is the best
+        rows = (base + torch.div(flat, vocab, rounding_mode="floor")).view(-1)  # (b*k,)
+        tok = (flat % vocab).view(-1)
+        ids = ids.index_select(0, rows)
+        ids[:, p + i] = tok
+        if done is not None:
+            done = done.index_select(0, rows) | (tok == eos)
+        if i + 1 < max_new_tokens:
+            cache = reorder_cache(cache, rows)
+            logits, cache = step(tok.unsqueeze(1), cache)
+    return ids.view(b, k, -1)[:, 0]
+
+
+def sequence_logprob(step: StepFn, ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """Total log-probability of ``ids[:, prompt_len:]`` given the prompt, by full recompute: (B,)."""
+    with torch.no_grad():
+        total = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)
+        for t in range(prompt_len, ids.shape[1]):
+            logits, _ = step(ids[:, :t], None)
+            logp = logits.double().log_softmax(-1)
+            total += logp.gather(1, ids[:, t : t + 1]).squeeze(1)
+    return total
