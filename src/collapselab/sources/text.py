@@ -267,8 +267,8 @@ class BuiltinSource(TokenSource):
                 tokens[mask] = np.minimum(ids, v_max)
         return tokens
 
-    def log_prob(self, blocks: np.ndarray) -> np.ndarray:
-        """Exact mean log-likelihood per token of each block: ``(..., n, T) -> (..., n)``."""
+    def log_prob_tokens(self, blocks: np.ndarray) -> np.ndarray:
+        """Exact ``log p(x_t | x_<t)`` of every token (forward algorithm): ``(..., T) -> (..., T)``."""
         x = np.asarray(blocks)
         if x.ndim < 1 or x.shape[-1] < 1:
             raise ValueError(f"blocks must have shape (..., T) with T >= 1; got {x.shape}")
@@ -277,17 +277,20 @@ class BuiltinSource(TokenSource):
                 f"token ids must be in [0, {self.vocab_size_}); got range [{x.min()}, {x.max()}]"
             )
         flat = x.reshape(-1, x.shape[-1]).astype(np.int64)  # (M, T)
+        out = np.empty(flat.shape)
         emit_t = self.emission_.T  # (V, S)
-        alpha = self.initial_ * emit_t[flat[:, 0]]  # (M, S)
-        c = alpha.sum(axis=1)
-        total = np.log(c)
-        alpha /= c[:, None]
-        for t in range(1, flat.shape[1]):
-            alpha = (alpha @ self.transition_) * emit_t[flat[:, t]]
-            c = alpha.sum(axis=1)
-            total += np.log(c)
+        alpha = self.initial_ * emit_t[flat[:, 0]]  # (M, S) joint of state and tokens so far
+        for t in range(flat.shape[1]):
+            if t:
+                alpha = (alpha @ self.transition_) * emit_t[flat[:, t]]
+            c = alpha.sum(axis=1)  # p(x_t | x_<t)
+            out[:, t] = np.log(c)
             alpha /= c[:, None]
-        return (total / flat.shape[1]).reshape(x.shape[:-1])
+        return out.reshape(x.shape)
+
+    def log_prob(self, blocks: np.ndarray) -> np.ndarray:
+        """Exact mean log-likelihood per token of each block: ``(..., n, T) -> (..., n)``."""
+        return self.log_prob_tokens(blocks).mean(axis=-1)
 
     def entropy_rate(self, n: int, rng: np.random.Generator) -> float:
         """Monte Carlo estimate (``n`` fresh blocks) of the source's entropy per token, nats."""
