@@ -6,14 +6,12 @@ collapselab, validating a config or listing components never imports torch.
 
 from __future__ import annotations
 
-from collapselab import registry
-
 # light modules: NumPy/SciPy/scikit-learn only; importing them registers their components
-from collapselab import policies  # noqa: F401
+from collapselab import curation, policies, registry  # noqa: F401
+from collapselab.metrics import continuous, discrete  # noqa: F401
+from collapselab.metrics import text as text_metrics  # noqa: F401
 from collapselab.models import categorical, gaussian, gmm, kde, ngram  # noqa: F401
 from collapselab.sources import distributions, text  # noqa: F401
-from collapselab.metrics import continuous, discrete, text as text_metrics  # noqa: F401
-from collapselab import curation  # noqa: F401
 
 # heavy modules: imported on first use
 registry.families.register("gpt", "collapselab.models.gpt:GPT")

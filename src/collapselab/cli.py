@@ -1,0 +1,162 @@
+"""The ``collapselab`` command: a thin layer over config, loop, store and report."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from collapselab.errors import CollapselabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Run, measure and prevent model collapse.")
+console = Console(stderr=True)
+state = {"debug": False}
+
+Overrides = Annotated[list[str] | None, typer.Argument(
+    help="key=value overrides, e.g. generations=20 policy.real_fraction=0.1")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="show Python tracebacks")] = False) -> None:
+    state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Input problems end in one clear message and exit code 2 (a traceback only with --debug)."""
+    try:
+        yield
+    except (CollapselabError, OSError) as exc:
+        if state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: completed generations are kept; rerun with --resume")
+        raise typer.Exit(130) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[callable]:  # type: ignore[valid-type]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False,
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _run_one(cfg, resume: bool, takeover: bool) -> Path:  # type: ignore[no-untyped-def]
+    from collapselab.loop import run as run_experiment
+
+    with progress_bar(cfg.name) as update:
+        store = run_experiment(cfg, resume=resume, takeover=takeover, progress=update)
+    status = store.manifest()["status"]
+    console.print(f"{cfg.name}: {status}, {store.completed()} generations in {store.root}")
+    return store.root
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="experiment YAML")],
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,
+    takeover: Annotated[bool, typer.Option(help="take over a stale lock of a dead writer")] = False,
+    report: Annotated[bool, typer.Option(help="write report.html in the run directory")] = True,
+) -> None:
+    """Run one experiment into <out_dir>/<name>."""
+    from collapselab.config import load_config
+
+    with user_errors():
+        cfg = load_config(config, overrides or [])
+        root = _run_one(cfg, resume, takeover)
+        if report:
+            from collapselab.report import write_report
+
+            console.print(f"report: {write_report([root])}")
+
+
+def demo_configs() -> list[Path]:
+    folder = resources.files("collapselab") / "configs" / "demo"
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="where the demo runs go")] = Path("runs/demo"),
+    resume: Annotated[bool, typer.Option(help="continue an interrupted demo")] = False,
+    overrides: Overrides = None,
+) -> None:
+    """The embedded demo (no download): a ground-truth language and a Gaussian, each under
+    replace / keep 10% real / accumulate; ends in out_dir/report.html."""
+    from collapselab.config import load_config
+    from collapselab.report import write_report
+    from collapselab.store import RunStore
+
+    with user_errors():
+        roots = []
+        for path in demo_configs():
+            cfg = load_config(path, [f"out_dir={out_dir}", *(overrides or [])])
+            store = RunStore(cfg.run_dir)
+            if resume and store.exists and store.manifest().get("status") == "complete":
+                roots.append(store.root)
+                continue
+            roots.append(_run_one(cfg, resume, takeover=False))
+        console.print(f"report: {write_report(roots, out_dir / 'report.html')}")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write")] = None,
+) -> None:
+    """Write an HTML report of one run, or compare several."""
+    from collapselab.report import write_report
+
+    with user_errors():
+        console.print(f"report: {write_report(list(run_dirs), out)}")
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
+             overrides: Overrides = None) -> None:
+    """Check a config and print it resolved (every default filled in)."""
+    from collapselab.config import load_config
+
+    with user_errors():
+        cfg = load_config(config, overrides or [])
+        typer.echo(cfg.to_yaml())
+
+
+@app.command("list")
+def list_components() -> None:
+    """Registered model families, data sources, policies, filters and metrics."""
+    import collapselab.components  # noqa: F401
+    from collapselab import registry
+
+    table = Table("kind", "names")
+    for reg in (registry.families, registry.sources, registry.policies, registry.filters,
+                registry.metrics):
+        table.add_row(reg.kind, ", ".join(reg.names()))
+    Console().print(table)

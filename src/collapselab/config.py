@@ -1,0 +1,285 @@
+"""Experiment configuration: typed, layered (defaults < YAML file < ``key=value`` overrides) and
+validated once, before anything runs. Every problem is reported at once as
+``field: rule; got value``.
+
+Component sections (``model``, ``data``, ``policy``, ``curation[i]``, ``metrics[i]``) name a
+registered component (``family``, ``source``, ``name``) and carry its parameters beside that name;
+the parameters are checked against the component's typed ``__init__`` signature, and the resolved
+config (all defaults filled in) is what the run directory records.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from collapselab import registry
+from collapselab.errors import ConfigError
+
+
+class Spec(BaseModel):
+    """A component: its registered name plus its parameters (pydantic extras)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelSpec(Spec):
+    family: str = Field("gaussian", description="registered model family (collapselab list)")
+
+
+class DataSpec(Spec):
+    source: str = Field("normal", description="registered data source")
+    size: int = Field(100, ge=1, description="real training samples (blocks for text) per generation")
+
+
+class PolicySpec(Spec):
+    name: str = Field("replace", description="registered data policy")
+
+
+class NamedSpec(Spec):
+    name: str = Field(description="registered component name")
+
+
+class ExperimentConfig(BaseModel):
+    """One collapse experiment. Each field is documented here once; the CLI help is built from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description=(
+        "run name: the run directory is <out_dir>/<name>"))] = "experiment"
+    generations: Annotated[int, Field(ge=1, le=1_000_000, description=(
+        "model fits: generation 0 trains on real data, each later one on composed data"))] = 10
+    seed: Annotated[int, Field(ge=0, description="root seed of every random stream")] = 0
+    chains: Annotated[int, Field(ge=1, description=(
+        "independent replicates run side by side (vectorised where the family allows)"))] = 1
+    synthetic_size: Annotated[int | None, Field(ge=1, description=(
+        "samples generated per generation; default: data.size"))] = None
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    policy: PolicySpec = PolicySpec()
+    curation: Annotated[list[NamedSpec], Field(description=(
+        "filters applied to synthetic data, in order"))] = []
+    metrics: Annotated[list[NamedSpec] | None, Field(description=(
+        "metrics per generation; default: every metric that applies to the data"))] = None
+    on_degenerate: Annotated[Literal["stop", "continue"], Field(description=(
+        "a generation that fails to train or yields non-finite samples: stop the run, or "
+        "record it and retrain from the previous training set"))] = "stop"
+    keep_samples: Annotated[Literal["all", "needed"], Field(description=(
+        "store every generation's samples, or only those resume and the report need"))] = "needed"
+    out_dir: Annotated[str, Field(description="folder that holds run directories")] = "runs"
+
+    @pydantic.field_validator("curation", "metrics", mode="before")
+    @classmethod
+    def _names_as_specs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Defaults, then the YAML file at ``path``, then ``key.sub=value`` overrides; validated."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config file {str(p)!r} does not exist"])
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config file {str(p)!r} is not valid YAML: {exc}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {str(p)!r} must hold a mapping; got {type(data).__name__}"])
+    return data
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in ``raw``; the value is parsed as YAML (``0.1``, ``[w2, kl]``, ``null``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError([f"override {item!r} must look like key=value (e.g. policy.real_fraction=0.1)"])
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError([f"override {item!r}: {where} is not a section; got {child!r}"])
+        node = child
+    node[parts[-1]] = value
+
+
+# --- validation --------------------------------------------------------------------------------
+
+COMPONENTS = {  # section -> (registry, key that names the component)
+    "model": (registry.families, "family"),
+    "data": (registry.sources, "source"),
+    "policy": (registry.policies, "name"),
+    "curation": (registry.filters, "name"),
+    "metrics": (registry.metrics, "name"),
+}
+SECTION_FIELDS = {"data": {"source", "size"}}  # keys of a section that are not component params
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    """Check everything, report every problem at once, and return the resolved config."""
+    import collapselab.components  # noqa: F401  (registers every component)
+
+    problems: list[str] = []
+    try:
+        cfg: ExperimentConfig | None = ExperimentConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors()]
+        cfg = None
+    resolved, more = _check_components(raw)
+    problems += more
+    if problems or cfg is None:
+        raise ConfigError(problems)
+    return cfg.model_copy(update=resolved)
+
+
+def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    problems: list[str] = []
+    resolved: dict[str, Any] = {}
+    defaults = ExperimentConfig()
+    source_kind = None
+    for section, (reg, key) in COMPONENTS.items():
+        value = raw.get(section, getattr(defaults, section))
+        if section == "metrics" and value is None:
+            continue  # filled from the source kind below
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        listed = section in ("curation", "metrics")
+        items = value if listed else [value]
+        if not isinstance(items, list):
+            continue  # structural validation already reported it
+        out = []
+        for i, spec in enumerate(items):
+            where = f"{section}[{i}]" if listed else section
+            if isinstance(spec, str):
+                spec = {key: spec}
+            if not isinstance(spec, dict):
+                continue
+            spec = {key: getattr(defaults, section).model_dump()[key], **spec} if not listed else spec
+            checked, issues = _check_one(reg, where, key, spec, SECTION_FIELDS.get(section, set()))
+            problems += issues
+            if checked is not None:
+                out.append(checked)
+                if section == "data":
+                    source_kind = getattr(reg.get(checked[key]), "kind", None)
+        if len(out) == len(items):
+            resolved[section] = [NamedSpec(**s) for s in out] if listed else _spec_type(section)(**out[0])
+    if source_kind is not None:
+        problems += _check_kinds(raw, resolved, source_kind)
+        if raw.get("metrics") is None:
+            resolved["metrics"] = [
+                NamedSpec(name=n) for n in registry.metrics.names()
+                if source_kind in getattr(registry.metrics.get(n), "kinds", ())
+            ]
+    return resolved, problems
+
+
+def _spec_type(section: str) -> type[Spec]:
+    return {"model": ModelSpec, "data": DataSpec, "policy": PolicySpec}[section]
+
+
+def _check_one(
+    reg: registry.Registry[Any], where: str, key: str, spec: dict[str, Any], own: set[str]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    name = spec.get(key)
+    if not isinstance(name, str):
+        return None, [f"{where}.{key}: must name a registered {reg.kind}; got {name!r}"]
+    if name not in reg:
+        return None, [f"{where}.{key}: {reg.unknown_message(name)}"]
+    params = {k: v for k, v in spec.items() if k != key and k not in own}
+    try:
+        target = reg.get(name)
+        fields = registry.params_model(target).model_validate(params)
+    except pydantic.ValidationError as exc:
+        return None, [_describe(err, prefix=where, target=reg.get(name)) for err in exc.errors()]
+    except ImportError as exc:
+        return None, [f"{where}.{key}: {name!r} needs an optional dependency: {exc}"]
+    values = fields.model_dump()
+    if not inspect.isclass(target) or getattr(target, "kind", None) is None:
+        try:  # run the component's own cross-field checks (sources build lazily, in the loop)
+            target(**values)
+        except (ValueError, TypeError) as exc:
+            return None, [f"{where}: {exc}"]
+    return {key: name, **{k: spec[k] for k in own if k in spec}, **values}, []
+
+
+def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], kind: str) -> list[str]:
+    problems = []
+    model = resolved.get("model")
+    if model is not None:
+        kinds = getattr(registry.families.get(model.family), "kinds", None)
+        if kinds is not None and kind not in kinds:
+            problems.append(f"model.family: {model.family!r} cannot model {kind} data; "
+                            f"families for {kind}: {', '.join(_accepting(registry.families, kind))}")
+    if raw.get("metrics") is not None:
+        for i, spec in enumerate(resolved.get("metrics", [])):
+            kinds = getattr(registry.metrics.get(spec.name), "kinds", frozenset())
+            if kind not in kinds:
+                problems.append(f"metrics[{i}]: {spec.name!r} does not apply to {kind} data; "
+                                f"metrics for {kind}: {', '.join(_accepting(registry.metrics, kind))}")
+    return problems
+
+
+def _accepting(reg: registry.Registry[Any], kind: str) -> list[str]:
+    out = []
+    for n in reg.names():
+        try:
+            kinds = getattr(reg.get(n), "kinds", None)
+        except ImportError:
+            continue
+        if kinds is None or kind in kinds:
+            out.append(n)
+    return out
+
+
+def _describe(err: Any, prefix: str = "", target: Any = None) -> str:
+    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
+    loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        field = str(err["loc"][-1])
+        known = list(ExperimentConfig.model_fields) if target is None and not prefix else list(
+            registry.params_model(target).model_fields) if target is not None else []
+        close = difflib.get_close_matches(field, known, n=1)
+        hint = f" Did you mean: {close[0]}?" if close else ""
+        return f"{loc}: unknown field.{hint} Allowed: {', '.join(known) or '(none)'}"
+    if kind == "missing":
+        return f"{loc}: required field is missing"
+    return f"{loc}: {err['msg']}; got {err['input']!r}"

@@ -1,0 +1,222 @@
+"""The collapse loop: train on real data, then again and again on what the last model wrote.
+
+Read ``run_generations`` top to bottom; everything else here is set-up and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from collapselab import registry, theory
+from collapselab.config import ExperimentConfig
+from collapselab.curation import CurationContext, curate
+from collapselab.errors import RunError
+from collapselab.metrics.base import GenerationContext
+from collapselab.protocol import clone
+from collapselab.store import RunStore, RunWriter, remove_run
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Streams:
+    """Independent random streams of one generation, all derived from the root seed.
+
+    Generation g's streams are ``SeedSequence(seed, spawn_key=(1, g)).spawn(5)``; set-up (the real
+    pool and held-out data) uses ``spawn_key=(0,)``. Any generation can be replayed alone.
+    """
+
+    compose: np.random.Generator
+    fit: np.random.Generator
+    sample: np.random.Generator
+    curate: np.random.Generator
+    metrics: np.random.Generator
+
+    @classmethod
+    def for_generation(cls, seed: int, gen: int) -> Streams:
+        seqs = np.random.SeedSequence(seed, spawn_key=(1, gen)).spawn(5)
+        return cls(*(np.random.default_rng(s) for s in seqs))
+
+
+def setup_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    real, heldout = np.random.SeedSequence(seed, spawn_key=(0,)).spawn(2)
+    return np.random.default_rng(real), np.random.default_rng(heldout)
+
+
+@dataclass
+class Experiment:
+    """A config turned into objects: what the loop needs, built (and checked) before any writing."""
+
+    config: ExperimentConfig
+    source: Any
+    prototype: Any
+    policy: Any
+    filters: list[tuple[str, Any]]
+    metrics: list[tuple[str, Any]]
+    predictions: dict[str, theory.Prediction]
+
+    @classmethod
+    def build(cls, cfg: ExperimentConfig) -> Experiment:
+        source = registry.sources.build(cfg.data.source, cfg.data.params)
+        return cls(
+            config=cfg,
+            source=source,
+            prototype=build_model(cfg, source),
+            policy=registry.policies.build(cfg.policy.name, cfg.policy.params),
+            filters=[(f.name, registry.filters.build(f.name, f.params)) for f in cfg.curation],
+            metrics=[(m.name, registry.metrics.build(m.name, m.params)) for m in cfg.metrics or []],
+            predictions=theory.predict(cfg, source),
+        )
+
+
+def build_model(cfg: ExperimentConfig, source: Any) -> Any:
+    """The family's prototype; sizes the model can learn from the source (vocabulary, number of
+    states) are filled in when the config leaves them unset."""
+    params = dict(cfg.model.params)
+    accepted = inspect.signature(registry.families.get(cfg.model.family)).parameters
+    for name, attr in (("vocab_size", "vocab_size"), ("n_states", "n_states")):
+        if name in accepted and params.get(name) is None and hasattr(source, attr):
+            params[name] = getattr(source, attr)
+    return registry.families.build(cfg.model.family, params)
+
+
+def run(
+    cfg: ExperimentConfig, *, resume: bool = False, takeover: bool = False,
+    progress: Progress | None = None,
+) -> RunStore:
+    """Run (or resume) ``cfg`` into ``cfg.run_dir``. A run that fails before its first generation
+    completes leaves no directory behind."""
+    store = RunStore(cfg.run_dir)
+    if store.exists and not resume:
+        raise RunError(f"{store.root} already holds a run; pass --resume to continue it "
+                       "or choose another name")
+    if resume and store.exists and store.config() != cfg:
+        raise RunError(f"{store.root} was started with a different config; "
+                       f"diff it against {store.root / 'config.yaml'} or choose another name")
+    exp = Experiment.build(cfg)  # bad sources or parameters fail here, before anything is written
+    new_run = not store.exists
+    try:
+        with store.writer(takeover=takeover) as writer:
+            writer.start(cfg.to_yaml(), seeds={
+                "seed": cfg.seed,
+                "streams": "generation g: SeedSequence(seed, spawn_key=(1, g)).spawn(5) -> "
+                           "compose, fit, sample, curate, metrics; set-up: spawn_key=(0,)",
+            })
+            # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
+            # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
+            threads = None if getattr(exp.prototype, "threaded", False) else 1
+            with threadpool_limits(limits=threads):
+                status = run_generations(exp, store, writer, progress)
+            writer.finish(status)
+    except BaseException:
+        if new_run and store.completed() == 0:
+            remove_run(store.root)
+        raise
+    return store
+
+
+def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
+                    progress: Progress | None) -> str:
+    cfg, policy = exp.config, exp.policy
+    size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
+    real_rng, heldout_rng = setup_rngs(cfg.seed)
+    real = exp.source.real(size, cfg.chains, real_rng)  # (chains, size, ...) generation 0's data
+    heldout = exp.source.heldout(heldout_rng)  # (1, n_heldout, ...) never trained on
+    start = store.completed()
+    history, reference = restore(store, policy, start)
+    train = real
+
+    for gen in range(start, cfg.generations):
+        rng = Streams.for_generation(cfg.seed, gen)
+        tic = time.perf_counter()
+        if gen > 0 and history:
+            train = policy.compose(real=real, history=history, size=size, rng=rng.compose,
+                                   source=exp.source)
+        try:
+            model = clone(exp.prototype).fit(train, rng=rng.fit)
+            produced = model.sample(m, rng.sample)
+            failure = degenerate(produced)
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+            failure, model = f"{type(exc).__name__}: {exc}", None
+        if failure is not None:
+            log.warning("generation %d is degenerate: %s", gen, failure)
+            writer.generation(gen, {"generation": gen, "degenerate": failure},
+                              samples=None, artifacts={})
+            if cfg.on_degenerate == "stop" or gen == 0:
+                return "stopped"
+            continue  # history unchanged: the next generation retrains on the last good data
+        reference = reference if gen > 0 else model
+        synthetic, kept = curate(exp.filters, produced,
+                                 CurationContext(gen, model, reference, rng.curate))
+        ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
+                                synthetic=synthetic, real=real, heldout=heldout,
+                                source=exp.source, rng=rng.metrics)
+        row = {"generation": gen, **measure(exp.metrics, ctx), **kept,
+               **theory_row(exp.predictions, gen, cfg.chains),
+               "train_size": int(train.shape[1]), "generated": int(produced.shape[1]),
+               "wall_s": time.perf_counter() - tic}
+        writer.generation(gen, row, samples=synthetic, artifacts=ctx.artifacts,
+                          model=model if gen == 0 else None)
+        history = [*history, synthetic] if policy.history == "all" else [synthetic]
+        if cfg.keep_samples == "needed" and policy.history == "last" and gen > 1:
+            writer.drop_samples(gen - 1)  # generation 0 and the newest stay for resume and report
+        if progress:
+            progress(gen + 1, cfg.generations)
+    return "complete"
+
+
+def restore(store: RunStore, policy: Any, start: int) -> tuple[list[np.ndarray], Any]:
+    """History and reference model of a resumed run (nothing for a new one)."""
+    if start == 0:
+        return [], None
+    kept = [g for g in range(start) if store.has_samples(g)]
+    gens = kept if policy.history == "all" else kept[-1:]
+    return [store.samples(g) for g in gens], store.model(0)
+
+
+def degenerate(samples: np.ndarray) -> str | None:
+    if samples.shape[1] == 0:
+        return "no samples"
+    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        return "non-finite samples"
+    return None
+
+
+def measure(metrics: list[tuple[str, Any]], ctx: GenerationContext) -> dict[str, Any]:
+    """Run every metric; per-chain values become a mean and its standard error."""
+    row: dict[str, Any] = {}
+    nonfinite = []
+    for _name, metric in metrics:
+        for key, value in metric(ctx).items():
+            arr = np.asarray(value, dtype=float)
+            if arr.ndim == 0:
+                row[key] = float(arr)
+            else:
+                ctx.artifacts[f"chain.{key}"] = arr
+                row[key] = float(arr.mean())
+                if arr.size > 1:
+                    row[f"{key}.sem"] = float(arr.std(ddof=1) / np.sqrt(arr.size))
+            if not np.isfinite(row[key]):
+                nonfinite.append(key)
+    if nonfinite:
+        row["nonfinite"] = nonfinite
+    return row
+
+
+def theory_row(predictions: dict[str, theory.Prediction], gen: int, chains: int) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, pred in predictions.items():
+        row[f"{key}.theory"] = float(pred.mean[gen])
+        if pred.sd is not None:
+            row[f"{key}.theory_se"] = float(pred.sd[gen] / np.sqrt(chains))
+    return row

@@ -1,0 +1,57 @@
+"""Metrics for categorical data: which states survive, and how far the fit is from the truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import rel_entr
+
+from collapselab.metrics.base import GenerationContext
+from collapselab.registry import metrics
+
+CATEGORICAL = frozenset({"categorical"})
+
+
+def _probs(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
+    """The model's probabilities ``(C, K)`` and the truth's ``(K,)``."""
+    return ctx.model.probs_, np.asarray(ctx.source.truth["probs"])
+
+
+@metrics.register("support")
+class Support:
+    """Support size, lost states (true states with zero model mass) and the absorbed share."""
+
+    kinds = CATEGORICAL
+
+    def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
+        probs, true = _probs(ctx)
+        alive = probs > 0
+        return {
+            "support_size": alive.sum(axis=1),
+            "lost_states": ((true > 0) & ~alive).sum(axis=1),
+            "absorbed": (alive.sum(axis=1) == 1).astype(float),
+        }
+
+
+@metrics.register("entropy")
+class Entropy:
+    """Shannon entropy of the model (nats), next to the truth's."""
+
+    kinds = CATEGORICAL
+
+    def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
+        probs, true = _probs(ctx)
+        return {"entropy": -rel_entr(probs, 1.0).sum(axis=1),  # rel_entr(p, 1) = p log p
+                "entropy_real": float(-rel_entr(true, 1.0).sum())}
+
+
+@metrics.register("categorical_kl")
+class CategoricalKL:
+    """KL(model || truth): finite even after states are lost (KL(truth || model) is then inf)."""
+
+    kinds = CATEGORICAL
+
+    def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
+        probs, true = _probs(ctx)
+        return {"kl_model_truth": rel_entr(probs, true[None]).sum(axis=1)}

@@ -1,0 +1,276 @@
+"""The run directory: everything a report, a comparison or a resume needs, and nothing half-written.
+
+    runs/<name>/
+      config.yaml        the resolved config (all defaults filled in)
+      manifest.json      status, completed generations, seeds, versions — the commit point
+      metrics.jsonl      one JSON object per generation: "<metric>", "<metric>.sem", theory columns
+      gen_000/           model.pkl (generation 0: the reference), samples.npz, artifacts.npz
+      .lock              pid and host of the one writer
+
+Every file is written to a temporary name, fsynced and renamed over the target, so a reader (or a
+crash) only ever sees a whole old file or a whole new one. A generation counts as done when the
+manifest says so; files of a later generation than the manifest records are ignored on resume.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import platform
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collapselab import __version__
+from collapselab.errors import RunError
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the path never holds a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values; non-finite floats become null (JSON has no NaN/inf)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.integer, bool, np.bool_)):
+        return value.item() if hasattr(value, "item") else value
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    return value
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+class RunStore:
+    """Reads and writes one run directory. Use ``RunStore(path)`` to read; ``writer()`` to write."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / "manifest.json").is_file()
+
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            raise RunError(f"{self.root} is not a collapselab run directory (no manifest.json)")
+        return json.loads(path.read_text())
+
+    def completed(self) -> int:
+        return int(self.manifest()["completed_generations"]) if self.exists else 0
+
+    def config_text(self) -> str:
+        return (self.root / "config.yaml").read_text()
+
+    def config(self) -> Any:
+        import yaml
+
+        from collapselab.config import ExperimentConfig
+
+        return ExperimentConfig.model_validate(yaml.safe_load(self.config_text()))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Rows of completed generations only."""
+        path = self.root / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        done = self.completed()
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a torn last line of an interrupted append: not committed
+            if row["generation"] < done:
+                rows.append(row)
+        return rows
+
+    def metrics_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.metrics())
+
+    def gen_dir(self, gen: int) -> Path:
+        return self.root / f"gen_{gen:03d}"
+
+    def samples(self, gen: int) -> np.ndarray:
+        path = self.gen_dir(gen) / "samples.npz"
+        if not path.is_file():
+            raise RunError(f"samples of generation {gen} were not kept in {self.root}")
+        with np.load(path) as f:
+            return f["samples"]
+
+    def has_samples(self, gen: int) -> bool:
+        return (self.gen_dir(gen) / "samples.npz").is_file()
+
+    def artifacts(self, gen: int) -> dict[str, np.ndarray]:
+        path = self.gen_dir(gen) / "artifacts.npz"
+        if not path.is_file():
+            return {}
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
+    def model(self, gen: int) -> Any:
+        with open(self.gen_dir(gen) / "model.pkl", "rb") as f:
+            return pickle.load(f)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, *, takeover: bool = False) -> Iterator[RunWriter]:
+        """Hold the run's lock while writing; a second writer is refused with the owner's pid."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = self.root / ".lock"
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = _read_lock(lock)
+            alive = owner.get("host") == me["host"] and _pid_alive(owner.get("pid"))
+            if alive or not takeover:
+                state = "is running" if alive else "holds a stale lock (its process is gone)"
+                hint = "" if alive else "; pass --takeover to take the lock over"
+                raise RunError(
+                    f"{self.root} is locked: pid {owner.get('pid')} on {owner.get('host')} "
+                    f"{state}{hint}"
+                ) from None
+            lock.unlink()
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            yield RunWriter(self)
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+class RunWriter:
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.root = store.root
+        self._rows = store.metrics() if store.exists else []
+        # uncommitted or torn lines from a crash must go before the first append
+        self._dirty = (self.root / "metrics.jsonl").exists()
+
+    def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
+        write_atomic(self.root / "config.yaml", config_yaml.encode())
+        if not self.store.exists:
+            self._manifest(status="running", completed=0, seeds=seeds, created=time.time())
+        else:
+            self._manifest(status="running")
+
+    def generation(
+        self,
+        gen: int,
+        row: dict[str, Any],
+        *,
+        samples: np.ndarray | None,
+        artifacts: dict[str, np.ndarray],
+        model: Any | None = None,
+    ) -> None:
+        """Write generation ``gen``'s files, then its metrics row, then commit it in the manifest."""
+        gdir = self.store.gen_dir(gen)
+        if model is not None:
+            write_atomic(gdir / "model.pkl", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        if samples is not None:
+            write_atomic(gdir / "samples.npz", npz_bytes({"samples": np.asarray(samples)}))
+        if artifacts:
+            write_atomic(gdir / "artifacts.npz", npz_bytes(artifacts))
+        self._append_row(jsonable(row))
+        self._manifest(completed=gen + 1)
+
+    def _append_row(self, row: dict[str, Any]) -> None:
+        """Append one line (O(1) per generation); the manifest, written next, commits it.
+        After a crash the file is rewritten once with only the committed rows."""
+        path = self.root / "metrics.jsonl"
+        if self._dirty:
+            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self._rows)
+            write_atomic(path, text.encode())
+            self._dirty = False
+        line = json.dumps(row, allow_nan=False) + "\n"
+        with open(path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._rows.append(row)
+
+    def drop_samples(self, gen: int) -> None:
+        path = self.store.gen_dir(gen) / "samples.npz"
+        path.unlink(missing_ok=True)
+
+    def finish(self, status: str, **extra: Any) -> None:
+        self._manifest(status=status, **extra)
+
+    def _manifest(self, **update: Any) -> None:
+        manifest = self.store.manifest() if self.store.exists else {
+            "collapselab": __version__,
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        }
+        if "completed" in update:
+            update["completed_generations"] = update.pop("completed")
+        manifest.update(update, updated=time.time())
+        write_atomic(self.root / "manifest.json", json.dumps(jsonable(manifest), indent=2).encode())
+
+
+def remove_run(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
