@@ -106,7 +106,7 @@ def chi_square_pvalue(draws: np.ndarray, proba: np.ndarray) -> float:
     return float(stats.chisquare(observed[keep], expected[keep]).pvalue)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.6])
+@pytest.mark.parametrize("temperature", [1.0, 0.6, 1.5])
 def test_sampled_next_tokens_follow_the_model(temperature):
     data = random_corpus(2)
     model = NGram(order=3, vocab_size=8, temperature=temperature).fit(data)

@@ -34,7 +34,6 @@ from collapselab.errors import DataError
 
 _LN10 = math.log(10.0)
 _ARPA_ZERO = -99.0  # ARPA's log10 of probability zero (<s>, </s>, and <unk> when not a real word)
-_DENSE_CHUNK = 1 << 22  # max elements of one (rows, vocab) block of dense next-token distributions
 
 
 @dataclass
@@ -115,21 +114,73 @@ class _Tables:
         w[pending] = np.minimum(np.searchsorted(cdf, u, side="right"), self.vocab_size - 1)
         return w
 
-    def dense(self, state: list[np.ndarray]) -> np.ndarray:
-        """Full next-token distributions ``(b, V)``: p_k = gamma(h) p_{k-1} + disc, order by order."""
+    def sparse(self, state: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Next-token distributions as ``scale[r] * p1 + sparse additions`` (exact, no (b, V) array).
+
+        Unrolling the interpolation, p(w|h) = (prod of the gammas) p1(w) + the discounted masses of
+        w's observed continuations, each scaled by the gammas above its order. Returns ``scale``
+        (b,) and the additions as ``rows, tokens, mass`` (nnz,), sorted by (row, token), unique.
+        """
         b = state[1].size
-        p = np.tile(np.exp(self.logp[1][: self.vocab_size]), (b, 1))
-        for k in range(2, self.order + 1):
+        scale = np.ones(b)
+        rows, tokens, mass = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+        levels = []
+        for k in range(self.order, 1, -1):
             ctx = state[k - 1]
-            p *= self.gamma(k, ctx)[:, None]
             c = np.maximum(ctx, 0)
             lo = self.starts[k][c]
             lengths = np.where(ctx >= 0, self.starts[k][c + 1] - lo, 0)
             rows = np.repeat(np.arange(b), lengths)
             # concatenated ranges lo[r]:lo[r]+lengths[r] without a Python loop
             entries = np.arange(rows.size) + np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
-            p[rows, self.keys[k][entries] % self.base] += self.disc[k][entries]
+            tokens = self.keys[k][entries] % self.base
+            mass = self.disc[k][entries] * scale[rows]
+            levels.append((rows * self.vocab_size + tokens, mass))
+            scale *= self.gamma(k, ctx)
+        # an observed k-gram's suffix is an observed (k-1)-gram, so the bigram continuations (the
+        # last level, sorted by row then token) hold every higher level's tokens: merge into them
+        if levels:
+            merged, mass = levels.pop()
+            mass = mass.copy()
+            for key, m in levels:
+                mass[np.searchsorted(merged, key)] += m
+        return scale, rows, tokens, mass
+
+    def dense(self, state: list[np.ndarray]) -> np.ndarray:
+        """Full next-token distributions ``(b, V)``."""
+        scale, rows, tokens, added = self.sparse(state)
+        p = np.outer(scale, np.exp(self.logp[1][: self.vocab_size]))
+        p[rows, tokens] += added
         return p
+
+    def draw_tempered(
+        self, state: list[np.ndarray], temperature: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """One token per context from p^(1/T), renormalised, without building (b, V) arrays.
+
+        With p = s p1 + a (a sparse): p^e = s^e p1^e + [(s p1 + a)^e - (s p1)^e], a dense part whose
+        row mass is s^e sum(p1^e) and a sparse non-negative correction; draw u over the row's total
+        and pick from the correction (cumulative sums + searchsorted) or from p1^e.
+        """
+        e = 1.0 / temperature
+        p1 = np.exp(self.logp[1][: self.vocab_size])
+        cdf1 = np.cumsum(p1**e)
+        scale, rows, tokens, added = self.sparse(state)
+        b = scale.size
+        below = scale[rows] * p1[tokens]
+        delta = (below + added) ** e - below**e
+        delta_sum = np.bincount(rows, weights=delta, minlength=b)
+        scale_e = scale**e
+        u = rng.random(b) * (scale_e * cdf1[-1] + delta_sum)
+        w = np.empty(b, dtype=np.int64)
+        corr = u < delta_sum
+        cum = np.concatenate([[0.0], np.cumsum(delta)])
+        lo, hi = np.searchsorted(rows, np.arange(b)), np.searchsorted(rows, np.arange(b), "right")
+        idx = np.searchsorted(cum, cum[lo[corr]] + u[corr], side="right") - 1
+        w[corr] = tokens[np.clip(idx, lo[corr], hi[corr] - 1)]
+        v = (u[~corr] - delta_sum[~corr]) / scale_e[~corr]
+        w[~corr] = np.minimum(np.searchsorted(cdf1, v, side="right"), self.vocab_size - 1)
+        return w
 
     def ids(self, x: np.ndarray) -> list[np.ndarray]:
         """For BOS-padded blocks ``x`` (n, L + 1): ``ids[k]`` (n, L + 1), the row of the k-gram ending
@@ -457,24 +508,12 @@ class NGram(protocol.Model):
         state = self._read(t, prompts)
         for j in range(p, p + new_tokens):
             out[:, j] = (
-                t.draw(state, rng) if self.temperature == 1 else self._tempered(t, state, rng)
+                t.draw(state, rng)
+                if self.temperature == 1
+                else t.draw_tempered(state, self.temperature, rng)
             )
             state = t.advance(state, out[:, j])
         return out
-
-    def _tempered(
-        self, t: _Tables, state: list[np.ndarray], rng: np.random.Generator
-    ) -> np.ndarray:
-        """Draw from p^(1/T) renormalised: needs the dense distributions, built in row chunks."""
-        b, vocab = state[1].size, t.vocab_size
-        w = np.empty(b, dtype=np.int64)
-        step = max(1, _DENSE_CHUNK // vocab)
-        for lo in range(0, b, step):
-            rows = slice(lo, lo + step)
-            cdf = np.cumsum(t.dense([s[rows] for s in state]) ** (1.0 / self.temperature), axis=1)
-            u = rng.random(cdf.shape[0]) * cdf[:, -1]
-            w[rows] = np.minimum((cdf <= u[:, None]).sum(axis=1), vocab - 1)
-        return w
 
     def to_arpa(self, path: str | Path, vocab: list[str], chain: int = 0) -> None:
         """Write chain ``chain``'s LM as an ARPA file (log10 probabilities and backoff weights).
