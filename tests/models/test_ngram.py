@@ -289,3 +289,41 @@ def test_wikitext2_slice_perplexity():
     # full-corpus (2M-token) trigram's ~230
     assert 600 < ppl[1] < 2000
     assert 230 < ppl[3] < 0.6 * ppl[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WIKITEXT.is_dir(), reason="WikiText-2 not found in ../shared/data")
+def test_wikitext2_full_speed_and_kenlm(tmp_path):
+    """The speed targets on all of WikiText-2 (3-gram, blocks of 128): fit < 10 s, score the test
+    split < 5 s, sample 100k tokens < 5 s; KenLM agrees on the exported ARPA. Run with -m slow -s."""
+    import time
+
+    train, test = wikitext_words("train", 10**8), wikitext_words("test", 10**8)
+    vocab, ids = np.unique(np.concatenate([train, test]), return_inverse=True)
+    blocks = [a[: a.size // 128 * 128].reshape(1, -1, 128) for a in np.split(ids, [train.size])]
+    model = NGram(order=3, vocab_size=vocab.size)
+    seconds = {}
+    start = time.perf_counter()
+    model.fit(blocks[0])
+    seconds["fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    score = model.score_samples(blocks[1])[0]
+    seconds["score"] = time.perf_counter() - start
+    start = time.perf_counter()
+    model.sample(100_000 // 128, np.random.default_rng(0))
+    seconds["sample"] = time.perf_counter() - start
+    print(f"{train.size} train tokens, {seconds}, test perplexity {np.exp(-score.mean()):.2f}")
+    assert seconds["fit"] < 10 and seconds["score"] < 5 and seconds["sample"] < 5
+    kenlm = pytest.importorskip("kenlm")
+    lm = kenlm.Model(str(write_arpa(model, tmp_path, vocab.tolist())))
+    theirs = (
+        sum(
+            p
+            for block in blocks[1][0]
+            for p, _, _ in lm.full_scores(" ".join(vocab[block]), bos=True, eos=False)
+        )
+        * np.log(10)
+        / blocks[1][0].size
+    )
+    print(f"KenLM perplexity {np.exp(-theirs):.4f}")
+    assert np.exp(-theirs) == pytest.approx(np.exp(-score.mean()), rel=1e-4)
