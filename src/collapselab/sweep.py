@@ -1,0 +1,547 @@
+"""Sweeps: one experiment config, many points (a grid and/or a list), run on a local process pool
+or on Ray, resumable, each point an ordinary run directory.
+
+A sweep file::
+
+    base: ../gaussian/replace.yaml      # an experiment YAML (relative to this file) or a mapping
+    grid:                               # cartesian product of dotted keys -> value lists
+      policy.name: [replace, accumulate]
+      seed: [0, 1, 2]
+    points:                             # optional list of override dicts, crossed with the grid
+      - {policy.name: real_fraction, policy.real_fraction: 0.1}
+    backend: local                      # local (process pool) | ray
+    workers: null                       # local: processes (default: the machine's CPUs)
+    address: null                       # ray: auto | ray://host:10001 | null (start a local Ray)
+    out_dir: sweeps/my_sweep            # the sweep directory (default: sweeps/<file stem>)
+
+The sweep directory holds ``sweep.yaml`` (the resolved sweep), ``sweep.json`` (the manifest: points,
+overrides, status, attempts, timings) and one run directory per point, named from its overrides
+(``policy-replace__seed-0``). The run directories are the truth: a re-run skips points whose run
+finished, resumes interrupted ones and starts missing ones. A worker that dies mid-point leaves a
+stale run lock; the point is retried once (alone, so a second death is its own) and takes the lock
+over.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from collapselab.config import ExperimentConfig, apply_override, read_yaml, validate
+from collapselab.errors import ConfigError, RunError
+from collapselab.store import RunStore, _pid_alive, _read_lock, jsonable, write_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "sweep.json"
+FINISHED = ("complete", "stopped")  # a run that ended (stopped = degenerate, by its config)
+RETRIES = 1  # a point whose worker died is run once more
+COMPONENT_KEYS = ("name", "family", "source")  # `policy.name` is named `policy` in run names
+
+
+class SweepSpec(BaseModel):
+    """A sweep file, parsed. Each field is documented once, here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: dict[str, Any] | str = Field(default_factory=dict, description=(
+        "the experiment every point starts from: a mapping, or a path to an experiment YAML "
+        "(relative to the sweep file)"))
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description=(
+        "dotted config keys -> value lists; every combination is a point"))
+    points: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "override dicts; crossed with the grid when both are given"))
+    backend: Literal["local", "ray"] = Field("local", description=(
+        "local: a process pool on this machine; ray: Ray tasks (pip install 'collapselab[ray]')"))
+    workers: int | None = Field(None, ge=1, description=(
+        "parallel points; default: this machine's CPUs (local) or num_cpus of a local Ray"))
+    address: str | None = Field(None, description=(
+        "ray only: 'auto' (a running cluster, e.g. on its head node), 'ray://host:10001', "
+        "or null to start a local Ray instance"))
+    out_dir: str | None = Field(None, description=(
+        "the sweep directory; default: sweeps/<sweep file stem>"))
+
+
+SWEEP_FIELDS = set(SweepSpec.model_fields)
+
+
+@dataclass
+class Point:
+    """One run of a sweep: its name (= run directory), its overrides and its validated config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: ExperimentConfig
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    root: Path
+    points: list[Point]
+    source: str | None = None  # the sweep file, if any
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+
+# --- loading and expanding ---------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+               raw: dict[str, Any] | None = None) -> Sweep:
+    """Read a sweep file (or ``raw``), apply ``key=value`` overrides and validate every point.
+
+    Overrides whose first key is a sweep field (``backend=ray``, ``workers=4``, ``grid.seed=[0]``)
+    change the sweep; any other key (``generations=3``, ``base.generations=3``) changes the base
+    experiment of every point.
+    """
+    data: dict[str, Any] = copy.deepcopy(raw) if raw is not None else (
+        read_yaml(path) if path is not None else {})
+    here = Path(path).parent if path is not None else Path.cwd()
+    base_overrides = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        head = key.split(".")[0]
+        if head == "base":
+            base_overrides.append(item[len("base."):])
+        elif head in SWEEP_FIELDS and head != "base":
+            if head == "grid" and "." in key:  # grid keys are dotted themselves: grid.policy.name=
+                gkey, _, text = item[len("grid."):].partition("=")
+                import yaml
+
+                data.setdefault("grid", {})[gkey.strip()] = yaml.safe_load(text)
+            else:
+                apply_override(data, item)
+        else:
+            base_overrides.append(item)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError([_describe_sweep(err) for err in exc.errors()]) from None
+    base = resolve_base(spec.base, here)
+    for item in base_overrides:
+        apply_override(base, item)
+    spec = spec.model_copy(update={"base": base})
+    stem = Path(path).stem if path is not None else "sweep"
+    root = Path(spec.out_dir or Path("sweeps") / stem).absolute()
+    spec = spec.model_copy(update={"out_dir": str(root)})
+    return Sweep(spec, root, expand(spec, root), str(path) if path is not None else None)
+
+
+def resolve_base(base: dict[str, Any] | str, here: Path) -> dict[str, Any]:
+    if isinstance(base, dict):
+        return copy.deepcopy(base)
+    candidates = [here / base, Path(base)]
+    for p in candidates:
+        if p.is_file():
+            return read_yaml(p)
+    raise ConfigError([f"base: experiment file {base!r} not found (looked in {here} and the "
+                       f"current folder)"])
+
+
+def combinations(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every point's overrides, in order: grid combinations (last key fastest) x points."""
+    grid = [dict(zip(spec.grid, values, strict=True))
+            for values in itertools.product(*spec.grid.values())]
+    points = spec.points or [{}]
+    return [{**g, **p} for g in grid for p in points] if spec.grid else list(points)
+
+
+def expand(spec: SweepSpec, root: Path) -> list[Point]:
+    """Validate every point's config before anything runs; all problems at once, per point."""
+    assert isinstance(spec.base, dict)
+    problems: list[str] = []
+    for key, values in spec.grid.items():
+        if not values:
+            problems.append(f"grid.{key}: needs at least one value; got []")
+    if problems:
+        raise ConfigError(problems)
+    combos = combinations(spec)
+    names = point_names(combos)
+    points = []
+    for name, combo in zip(names, combos, strict=True):
+        raw = copy.deepcopy(spec.base)
+        for key, value in combo.items():
+            set_dotted(raw, key, value)
+        raw["name"], raw["out_dir"] = name, str(root)
+        try:
+            points.append(Point(name, combo, validate(raw)))
+        except ConfigError as exc:
+            problems += [f"point {name}: {p}" for p in exc.problems]
+        except RunError as exc:
+            problems.append(f"point {name}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return points
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``raw[a][b][c] = value`` for ``key='a.b.c'``; a dict value replaces the whole section."""
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError([f"{'.'.join(parts[: depth + 1])} is not a section; got {child!r}"])
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def point_names(combos: list[dict[str, Any]]) -> list[str]:
+    """Readable, filesystem-safe, unique run names: ``policy-replace__size-10__seed-0``.
+
+    A key is shortened to its shortest dotted suffix that no other swept key shares; a component
+    key (``policy.name``, ``model.family``) is named by its section."""
+    keys = list(dict.fromkeys(k for c in combos for k in c))
+    short = _short_keys(keys)
+    names = []
+    for combo in combos:
+        parts = [f"{short[k]}-{_slug(v)}" for k, v in combo.items()]
+        name = "__".join(parts) or "base"
+        if len(name) > 120:
+            name = f"{name[:100]}-{_digest(combo)}"
+        names.append(name)
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    return [f"{n}-{_digest(c)}" if seen[n] > 1 else n for n, c in zip(names, combos, strict=True)]
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    def label(key: str, depth: int) -> str:
+        parts = key.split(".")
+        if len(parts) > 1 and parts[-1] in COMPONENT_KEYS:
+            parts = parts[:-1]
+        return ".".join(parts[-depth:])
+
+    out = {}
+    for key in keys:
+        depth = 1
+        while depth < len(key.split(".")) and any(
+                label(o, depth) == label(key, depth) for o in keys if o != key):
+            depth += 1
+        out[key] = _slug(label(key, depth))
+    return out
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, dict):
+        named = [str(value[k]) for k in COMPONENT_KEYS if k in value]
+        rest = [f"{k}-{_slug(v)}" for k, v in value.items() if k not in COMPONENT_KEYS]
+        text = "-".join(named + rest)
+    elif isinstance(value, (list, tuple)):
+        text = "-".join(_slug(v) for v in value)
+    else:
+        text = str(value)
+    text = re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.") or "x"
+    return text
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def _describe_sweep(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return (f"{loc}: unknown sweep field. Allowed: {', '.join(SWEEP_FIELDS)} "
+                "(experiment keys go under base)")
+    return f"{loc}: {err['msg']}; got {err['input']!r}"
+
+
+# --- the worker's side -------------------------------------------------------------------------
+
+
+def run_point(config: dict[str, Any]) -> dict[str, Any]:
+    """Run (or resume) one point in a worker; never raises for a problem with the point itself.
+
+    ``config`` is the resolved experiment config as plain data, so the same call works in a
+    forked process and in a Ray worker on another machine."""
+    from collapselab.loop import run
+
+    started = time.time()
+    result: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
+                              "started": started}
+    try:
+        cfg = validate(config)
+        before = RunStore(cfg.run_dir).completed()
+        # takeover: the sweep lock makes this driver the only one, so a lock here is stale
+        store = run(cfg, resume=True, takeover=True)
+        result.update(status=store.manifest()["status"], completed=store.completed(),
+                      resumed_from=before)
+    except Exception as exc:  # noqa: BLE001  (reported per point; the sweep goes on)
+        log.debug("point failed", exc_info=True)
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc(limit=8))
+    result.update(finished=time.time(), wall_s=time.time() - started)
+    return result
+
+
+def _worker_init() -> None:
+    """Pool workers die with the driver (Linux), so a killed sweep leaves no orphan writing on."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+# --- backends ----------------------------------------------------------------------------------
+
+OnResult = Callable[[Point, dict[str, Any]], None]
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run_local(points: list[Point], workers: int, on_result: OnResult) -> None:
+    """A process pool. When a worker dies, the pool breaks and every point in flight fails with
+    it; those whose run holds a lock of a dead process are retried alone, one at a time, so a
+    second death is theirs; points never started go back in the queue."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    queue: deque[Point] = deque(points)
+    alone: deque[Point] = deque()
+    deaths: dict[str, int] = {}
+
+    def pool(n: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+
+    def died(p: Point) -> None:
+        deaths[p.name] = deaths.get(p.name, 0) + 1
+        if deaths[p.name] > RETRIES:
+            on_result(p, {"status": "failed", "error": (
+                f"its worker process died {deaths[p.name]} times (killed, or out of memory?)")})
+        else:
+            log.warning("%s: worker process died; retrying", p.name)
+            alone.append(p)
+
+    while queue or alone:
+        if alone:  # suspects of a worker death, alone
+            p = alone.popleft()
+            with pool(1) as ex:
+                try:
+                    result = ex.submit(run_point, _payload(p)).result()
+                except BrokenProcessPool:
+                    died(p)
+                    continue
+            on_result(p, result)
+            continue
+        with pool(min(workers, len(queue))) as ex:
+            futures = {ex.submit(run_point, _payload(p)): p for p in queue}
+            queue.clear()
+            for fut in as_completed(futures):
+                p = futures[fut]
+                try:
+                    on_result(p, fut.result())
+                except BrokenProcessPool:
+                    if _stale_lock(p):
+                        died(p)
+                    else:
+                        queue.append(p)  # never started: not its fault
+
+
+def run_ray(points: list[Point], workers: int | None, address: str | None,
+            on_result: OnResult) -> None:
+    """Ray core tasks, one per point (1 CPU each). A task whose worker dies is retried once by
+    Ray itself (``max_retries=1``); the retry takes the dead worker's run lock over."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RunError("backend 'ray' needs Ray: pip install 'collapselab[ray]' "
+                       f"(or: pip install 'ray[default]'); import failed: {exc}") from None
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
+                     log_to_driver=False)
+    task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_point)
+    refs = {task.remote(_payload(p)): p for p in points}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            p = refs[ref]
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # the worker died twice, or the node went away
+                result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            on_result(p, result)
+
+
+def _payload(p: Point) -> dict[str, Any]:
+    return p.config.model_dump(mode="json")
+
+
+def _stale_lock(p: Point) -> bool:
+    lock = p.config.run_dir / ".lock"
+    if not lock.is_file():
+        return False
+    owner = _read_lock(lock)
+    return not (owner.get("host") == socket.gethostname() and _pid_alive(owner.get("pid")))
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    root: Path
+    statuses: dict[str, str]
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def point_status(p: Point) -> str:
+    """From the run directory: complete / stopped / interrupted / missing."""
+    store = RunStore(p.config.run_dir)
+    if not store.exists:
+        return "missing"
+    status = store.manifest().get("status", "running")
+    return status if status in FINISHED else "interrupted"
+
+
+def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) -> SweepResult:
+    """Run every point not yet finished; returns what ran, what was skipped and what failed."""
+    spec = sweep.spec
+    sweep.root.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(sweep.root):
+        manifest = _load_manifest(sweep)
+        write_atomic(sweep.root / "sweep.yaml", _spec_yaml(spec).encode())
+        todo, result = [], SweepResult(sweep.root, {})
+        for p in sweep.points:
+            status = point_status(p)
+            entry = manifest["points"][p.name]
+            entry["status"] = status
+            if status in FINISHED:
+                result.skipped.append(p.name)
+            else:
+                todo.append(p)
+            result.statuses[p.name] = status
+        manifest["invocations"].append({"started": time.time(), "backend": spec.backend,
+                                        "address": spec.address, "points": len(todo)})
+        _save_manifest(sweep, manifest)
+        total, done = len(sweep.points), len(result.skipped)
+        if progress:
+            progress(done, total)
+
+        def on_result(p: Point, res: dict[str, Any]) -> None:
+            nonlocal done
+            entry = manifest["points"][p.name]
+            entry["attempts"] = entry.get("attempts", 0) + 1
+            entry.update({k: res.get(k) for k in ("status", "started", "finished", "wall_s",
+                                                  "host", "pid", "resumed_from", "completed")})
+            entry["error"] = res.get("error")
+            result.statuses[p.name] = res["status"]
+            if res["status"] == "failed":
+                result.failed[p.name] = res.get("error", "?")
+                log.error("%s failed: %s\n%s", p.name, res.get("error"), res.get("traceback", ""))
+            else:
+                result.ran.append(p.name)
+            _save_manifest(sweep, manifest)
+            done += 1
+            if progress:
+                progress(done, total)
+
+        if todo:
+            if spec.backend == "ray":
+                run_ray(todo, spec.workers, spec.address, on_result)
+            else:
+                run_local(todo, spec.workers or min(default_workers(), len(todo)), on_result)
+        manifest["invocations"][-1]["finished"] = time.time()
+        _save_manifest(sweep, manifest)
+    return result
+
+
+def _spec_yaml(spec: SweepSpec) -> str:
+    import yaml
+
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def _load_manifest(sweep: Sweep) -> dict[str, Any]:
+    path = sweep.manifest_path
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old_points = {e["name"]: e for e in old.get("points", [])}
+    points = {}
+    for p in sweep.points:
+        entry = old_points.get(p.name, {"attempts": 0})
+        entry.update(name=p.name, overrides=p.overrides,
+                     run_dir=str(p.config.run_dir.relative_to(sweep.root)))
+        points[p.name] = entry
+    return {"created": old.get("created", time.time()), "sweep_file": sweep.source,
+            "swept_keys": list(dict.fromkeys(k for p in sweep.points for k in p.overrides)),
+            "invocations": old.get("invocations", []), "points": points}
+
+
+def _save_manifest(sweep: Sweep, manifest: dict[str, Any]) -> None:
+    out = {**manifest, "points": list(manifest["points"].values()), "updated": time.time()}
+    write_atomic(sweep.manifest_path, json.dumps(jsonable(out), indent=2).encode())
+
+
+@contextmanager
+def sweep_lock(root: Path) -> Iterator[None]:
+    """One driver per sweep directory (which is what lets workers take stale run locks over)."""
+    lock = root / ".sweep.lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = _read_lock(lock)
+        if owner.get("host") == me["host"] and _pid_alive(owner.get("pid")):
+            raise RunError(f"{root} is being swept by pid {owner.get('pid')}; wait for it or "
+                           "stop it first") from None
+        if owner.get("host") not in (None, me["host"]):
+            raise RunError(f"{root} is locked by a sweep on {owner.get('host')} (pid "
+                           f"{owner.get('pid')}); if it is gone, delete {lock}") from None
+        lock.unlink(missing_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise RunError(f"{root} is not a sweep directory (no {MANIFEST})")
+    return json.loads(path.read_text())
