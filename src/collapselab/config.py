@@ -11,7 +11,6 @@ config (all defaults filled in) is what the run directory records.
 from __future__ import annotations
 
 import difflib
-import inspect
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -232,11 +231,10 @@ def _check_one(
     except ImportError as exc:
         return None, [f"{where}.{key}: {name!r} needs an optional dependency: {exc}"]
     values = fields.model_dump()
-    if not inspect.isclass(target) or getattr(target, "kind", None) is None:
-        try:  # run the component's own cross-field checks (sources build lazily, in the loop)
-            target(**values)
-        except (ValueError, TypeError) as exc:
-            return None, [f"{where}: {exc}"]
+    try:  # the component's own checks: cross-field rules, a missing file (constructors are cheap;
+        target(**values)  # sources load their data later, on first use)
+    except (ValueError, TypeError) as exc:
+        return None, [f"{where}: {exc}"]
     return {key: name, **{k: spec[k] for k in own if k in spec}, **values}, []
 
 
