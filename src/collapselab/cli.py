@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from collapselab.errors import CollapselabError
 
@@ -131,11 +131,72 @@ def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write")] = None,
 ) -> None:
-    """Write an HTML report of one run, or compare several."""
+    """Write an HTML report of one run, or compare several; of a sweep directory: the sweep
+    report (bands across seeds, tidy.csv, costs)."""
     from collapselab.report import write_report
+    from collapselab.sweep import is_sweep_dir
 
     with user_errors():
+        if len(run_dirs) == 1 and is_sweep_dir(run_dirs[0]):
+            from collapselab.aggregate import write_sweep_report
+
+            console.print(f"report: {write_sweep_report(run_dirs[0], out)}")
+            return
         console.print(f"report: {write_report(list(run_dirs), out)}")
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML (base + grid/points + backend)")],
+    overrides: Annotated[list[str] | None, typer.Argument(help=(
+        "key=value: sweep fields (backend=ray address=auto workers=4 out_dir=...) or, for "
+        "any other key, the base experiment (generations=20)"))] = None,
+    report: Annotated[bool, typer.Option(help="write the sweep report when done")] = True,
+) -> None:
+    """Run every point of a sweep (skipping finished ones, resuming interrupted ones)."""
+    from collapselab.sweep import load_sweep, run_sweep
+
+    with user_errors():
+        sw = load_sweep(sweep_file, overrides or [])
+        console.print(f"sweep: {len(sw.points)} points into {sw.root} ({sw.spec.backend})")
+        with progress_bar("points") as update:
+            result = run_sweep(sw, progress=update)
+        console.print(f"ran {len(result.ran)}, skipped {len(result.skipped)} finished, "
+                      f"failed {len(result.failed)}")
+        for name, error in result.failed.items():
+            console.print(f"[red]{_escape(name)}[/]: {_escape(error)}")
+        if report:
+            from collapselab.aggregate import write_sweep_report
+
+            console.print(f"report: {write_sweep_report(sw.root)}")
+        if result.failed:
+            raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="run directory A")],
+    run_b: Annotated[Path, typer.Argument(help="run directory B")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=(
+        "HTML file (a PNG is written beside it); default: ./compare_<A>_vs_<B>.html"))] = None,
+) -> None:
+    """Per-generation differences (B - A) of the metrics two runs share."""
+    from collapselab.aggregate import write_compare
+
+    with user_errors():
+        table, page, png = write_compare(run_a, run_b, out)
+        shown = Table(Column("metric", no_wrap=True), "A final", "B final", "B - A final", "mean B - A",
+                      "max |B - A| (gen)", title=f"{run_b.name} - {run_a.name}")
+        for metric, t in table.groupby("metric", sort=False):
+            t = t.dropna(subset=["diff"])
+            if t.empty:
+                continue
+            last, worst = t.iloc[-1], t.loc[t["diff"].abs().idxmax()]
+            shown.add_row(metric, f"{last['a']:.4g}", f"{last['b']:.4g}", f"{last['diff']:+.4g}",
+                          f"{t['diff'].mean():+.4g}",
+                          f"{abs(worst['diff']):.4g} ({int(worst['generation'])})")
+        Console().print(shown)
+        console.print(f"compare: {page} and {png}")
 
 
 @app.command()

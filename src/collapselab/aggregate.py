@@ -1,0 +1,393 @@
+"""Sweep reports and run comparisons, read only from run directories.
+
+- :func:`tidy_frame`: one long table ``run, group, seed, generation, metric, value`` (+ one column
+  per swept key) of every finished generation of every point; written as ``tidy.csv`` (and
+  ``tidy.parquet`` when pyarrow is importable).
+- :func:`write_sweep_report`: runs grouped by everything but the seed; each metric against
+  generation, one line per group: the mean across seeds with a 95% t-interval
+  (``mean ± t(0.975, n-1) · s / √n``, n = seeds in the group); a table of final-generation values
+  with the same intervals; per-run cost totals.
+- :func:`compare_runs`: per-generation differences (B - A) of the metrics two runs share.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collapselab.report import Figure, _png, metric_keys
+from collapselab.store import RunStore, write_atomic
+from collapselab.sweep import read_manifest
+
+log = logging.getLogger(__name__)
+
+TIDY_COLUMNS = ["run", "group", "seed", "generation", "metric", "value"]
+LEVEL = 0.95
+
+
+# --- the tidy table ----------------------------------------------------------------------------
+
+
+def group_label(overrides: dict[str, Any]) -> str:
+    """Everything swept but the seed, e.g. ``policy.name=replace, data.size=10``."""
+    parts = [f"{k}={v}" for k, v in overrides.items() if k != "seed"]
+    return ", ".join(parts) or "all"
+
+
+def _dotted(cfg: dict[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if not isinstance(node, (dict, list)) else str(node)
+
+
+def sweep_runs(root: str | Path) -> list[tuple[dict[str, Any], RunStore]]:
+    """(manifest entry, store) of every point with a run directory, in sweep order."""
+    root = Path(root)
+    out = []
+    for entry in read_manifest(root)["points"]:
+        store = RunStore(root / entry["run_dir"])
+        if store.exists:
+            out.append((entry, store))
+    return out
+
+
+def tidy_frame(root: str | Path) -> Any:
+    """The long table of a sweep directory (pandas DataFrame)."""
+    import pandas as pd
+
+    manifest = read_manifest(root)
+    swept = [k for k in manifest["swept_keys"] if k != "seed"]
+    records = []
+    for entry, store in sweep_runs(root):
+        cfg = store.config()
+        dumped = cfg.model_dump(mode="json")
+        extra = {k: _dotted(dumped, k) for k in swept}
+        group = group_label(entry["overrides"])
+        rows = store.metrics()
+        for row in rows:
+            for key in metric_keys(rows):
+                value = row.get(key)
+                records.append({"run": entry["name"], "group": group, "seed": cfg.seed,
+                                "generation": row["generation"], "metric": key,
+                                "value": np.nan if value is None else float(value), **extra})
+    frame = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, *swept])
+    return frame.astype({"seed": "int64", "generation": "int64", "value": "float64"})
+
+
+def export_tidy(frame: Any, root: Path) -> list[Path]:
+    """tidy.csv always; tidy.parquet too when pyarrow is importable."""
+    paths = [root / "tidy.csv"]
+    write_atomic(paths[0], frame.to_csv(index=False).encode())
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        log.info("pyarrow is not installed: tidy.parquet skipped")
+        return paths
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    paths.append(root / "tidy.parquet")
+    write_atomic(paths[1], buf.getvalue())
+    return paths
+
+
+# --- statistics across seeds -------------------------------------------------------------------
+
+
+def band_stats(frame: Any) -> Any:
+    """Per group, metric and generation: n seeds, mean, and the t-interval's half-width
+    (NaN with a single seed)."""
+    from scipy import stats
+
+    g = frame.groupby(["group", "metric", "generation"], sort=False)["value"]
+    out = g.agg(n="count", mean="mean", sd="std").reset_index()
+    t = stats.t.ppf(0.5 + LEVEL / 2, np.maximum(out["n"] - 1, 1))
+    out["half"] = np.where(out["n"] > 1, t * out["sd"] / np.sqrt(out["n"].clip(lower=1)), np.nan)
+    return out
+
+
+def final_stats(frame: Any) -> Any:
+    """Band statistics at each run's last completed generation (the same one across a group
+    when every seed finished)."""
+    last = frame.groupby("run")["generation"].transform("max")
+    return band_stats(frame[frame["generation"] == last].assign(generation=0))
+
+
+def band_figure(metric: str, stats: Any) -> Figure:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sub = stats[stats["metric"] == metric]
+    n_seeds = set()
+    for i, (group, g) in enumerate(sub.groupby("group", sort=False)):
+        color = f"C{i % 10}"
+        g = g.sort_values("generation")
+        n_seeds.update(g["n"].unique().tolist())
+        ax.plot(g["generation"], g["mean"], color=color, lw=1.6,
+                label=f"{group} (n={int(g['n'].max())})")
+        if g["half"].notna().any():
+            ax.fill_between(g["generation"], g["mean"] - g["half"], g["mean"] + g["half"],
+                            color=color, alpha=0.18, lw=0)
+    finite = sub["mean"].to_numpy()
+    finite = finite[np.isfinite(finite)]
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("generation")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean across seeds, 95% t-interval")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    n = ", ".join(str(int(v)) for v in sorted(n_seeds))
+    caption = (f"{metric}: mean across seeds with a 95% t-interval band "
+               f"(mean ± t(0.975, n−1)·s/√n; n = {n} seeds per group; no band where n = 1)")
+    return Figure(f"band-{metric}", caption, _png(fig))
+
+
+# --- costs -------------------------------------------------------------------------------------
+
+
+def parameter_count(model: Any) -> int | None:
+    """A neural family's parameter count, if the fitted model exposes one (per chain)."""
+    n = getattr(model, "n_parameters_", None)
+    if n is None and callable(getattr(model, "num_parameters", None)):
+        n = model.num_parameters()
+    if n is None and getattr(model, "state_dicts_", None):
+        n = sum(int(v.numel()) for v in model.state_dicts_[0].values())
+    return int(n) if n is not None else None
+
+
+def run_costs(store: RunStore) -> dict[str, Any]:
+    """Totals over completed generations: wall time, samples (tokens for text) trained on and
+    generated, summed over chains; FLOPs ≈ 6·N·trained + 2·N·generated tokens when the model
+    exposes its parameter count N."""
+    from collapselab import registry
+
+    cfg = store.config()
+    rows = store.metrics()
+    unit, per = "samples", 1
+    try:
+        kind = getattr(registry.sources.get(cfg.data.source), "kind", None)
+    except (KeyError, ImportError):
+        kind = None
+    if kind == "tokens" and cfg.data.params.get("block_len"):
+        unit, per = "tokens", int(cfg.data.params["block_len"])
+    trained = sum(r.get("train_size") or 0 for r in rows) * cfg.chains * per
+    generated = sum(r.get("generated") or 0 for r in rows) * cfg.chains * per
+    out: dict[str, Any] = {"run": store.root.name, "generations": len(rows), "unit": unit,
+                           "wall_s": sum(r.get("wall_s") or 0.0 for r in rows),
+                           "trained": trained, "generated": generated, "flops": None,
+                           "flops_note": "not a neural family: no parameter count"}
+    if (store.gen_dir(0) / "model.pkl").is_file() and _maybe_neural(cfg.model.family):
+        try:
+            n = parameter_count(store.model(0))
+        except Exception as exc:  # noqa: BLE001  (a missing optional dependency, an old pickle)
+            n, out["flops_note"] = None, f"model not loadable here: {type(exc).__name__}"
+        if n is not None:
+            out["flops"] = 6.0 * n * trained + 2.0 * n * generated
+            out["flops_note"] = f"6·N·trained + 2·N·generated, N = {n:,} per chain"
+    return out
+
+
+def _maybe_neural(family: str) -> bool:
+    from collapselab import registry
+
+    if isinstance(getattr(registry.families, "_entries", {}).get(family), str):  # lazily registered heavy families (torch, transformers)
+        return True
+    try:
+        target = registry.families.get(family)
+    except (KeyError, ImportError):
+        return False
+    return bool(getattr(target, "threaded", False))
+
+
+# --- the sweep report --------------------------------------------------------------------------
+
+
+def write_sweep_report(root: str | Path, out: str | Path | None = None) -> Path:
+    """report.html, tidy.csv (+ .parquet) and costs.csv in the sweep directory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    root = Path(root)
+    manifest = read_manifest(root)
+    frame = tidy_frame(root)
+    exported = export_tidy(frame, root)
+    costs = pd.DataFrame([run_costs(s) for _, s in sweep_runs(root)])
+    if not costs.empty:
+        write_atomic(root / "costs.csv", costs.to_csv(index=False).encode())
+    stats = band_stats(frame) if not frame.empty else None
+    figures = [band_figure(m, stats) for m in frame["metric"].unique()] if stats is not None \
+        else []
+    out = Path(out) if out else root / "report.html"
+    write_atomic(out, render_sweep(manifest, frame, costs, figures, exported).encode())
+    return out
+
+
+def final_table_html(frame: Any) -> str:
+    if frame.empty:
+        return "<p>no finished generations yet</p>"
+    fs = final_stats(frame)
+    metrics = list(dict.fromkeys(fs["metric"]))
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = ""
+    for group, g in fs.groupby("group", sort=False):
+        cells = ""
+        for m in metrics:
+            r = g[g["metric"] == m]
+            if r.empty or not np.isfinite(r["mean"].iloc[0]):
+                cells += "<td>–</td>"
+                continue
+            mean, half = r["mean"].iloc[0], r["half"].iloc[0]
+            cells += f"<td>{mean:.4g}" + (f" ± {half:.2g}" if np.isfinite(half) else "") + "</td>"
+        n = int(g["n"].max())
+        body += f"<tr><td>{html.escape(group)}</td><td>{n}</td>{cells}</tr>"
+    return f"<table><tr><th>group</th><th>seeds</th>{head}</tr>{body}</table>"
+
+
+def render_sweep(manifest: dict[str, Any], frame: Any, costs: Any, figures: list[Figure],
+                 exported: list[Path]) -> str:
+    esc = html.escape
+    points = "".join(
+        f"<tr><td>{esc(e['name'])}</td><td>{esc(group_label(e['overrides']))}</td>"
+        f"<td>{esc(str(e['overrides'].get('seed', '')))}</td><td>{esc(str(e.get('status')))}</td>"
+        f"<td>{e.get('attempts', 0)}</td><td>{esc(str(e.get('error') or ''))}</td></tr>"
+        for e in manifest["points"])
+    cost_rows = ""
+    notes = set()
+    for c in costs.to_dict("records") if not costs.empty else []:
+        flops = f"{c['flops']:.3g}" if c["flops"] is not None and np.isfinite(c["flops"]) else "–"
+        notes.add(c["flops_note"])
+        cost_rows += (f"<tr><td>{esc(c['run'])}</td><td>{c['generations']}</td>"
+                      f"<td>{c['wall_s']:.2f}</td><td>{c['trained']:,} {c['unit']}</td>"
+                      f"<td>{c['generated']:,} {c['unit']}</td><td>{flops}</td></tr>")
+    if not costs.empty:
+        cost_rows += (f"<tr><th>total</th><th>{int(costs['generations'].sum())}</th>"
+                      f"<th>{costs['wall_s'].sum():.2f}</th><th>{int(costs['trained'].sum()):,}</th>"
+                      f"<th>{int(costs['generated'].sum()):,}</th><th></th></tr>")
+    imgs = "\n".join(
+        f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
+        f"<figcaption>{esc(f.title)}</figcaption></figure>" for f in figures)
+    files = ", ".join(esc(p.name) for p in exported)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>collapselab sweep report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+figure {{ margin: 0; }} figure img {{ max-width: 660px; }}
+figcaption {{ font-size: 0.8em; color: #555; max-width: 660px; }}
+</style></head><body>
+<h1>Sweep report</h1>
+<p>Runs are grouped by every swept key but the seed. Each curve is the mean across the group's
+seeds (each seed's value is itself a mean over its chains); the band is a 95% Student-t
+confidence interval across seeds, mean ± t(0.975, n−1)·s/√n. The same intervals are given in the
+final-generation table. Tidy data: {files}.</p>
+<h2>Final generation (mean ± 95% t-interval half-width across seeds)</h2>{final_table_html(frame)}
+<h2>Metrics by generation</h2><div class="grid">{imgs}</div>
+<h2>Cost per run</h2>
+<table><tr><th>run</th><th>generations</th><th>wall s</th><th>trained</th><th>generated</th>
+<th>FLOPs (est.)</th></tr>{cost_rows}</table>
+<p>Samples and tokens are summed over generations and chains. FLOPs: {esc('; '.join(sorted(notes)))}.
+</p>
+<h2>Points</h2>
+<table><tr><th>run</th><th>group</th><th>seed</th><th>status</th><th>attempts</th><th>error</th>
+</tr>{points}</table>
+</body></html>
+"""
+
+
+# --- comparing two runs ------------------------------------------------------------------------
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path) -> Any:
+    """Per-generation table of shared metrics: a, b, diff = b - a, and the diff's standard error
+    where both runs recorded one (independent runs: the SEs add in quadrature)."""
+    import pandas as pd
+
+    a, b = RunStore(run_a), RunStore(run_b)
+    ra, rb = a.metrics(), b.metrics()
+    shared = [k for k in metric_keys(ra) if k in set(metric_keys(rb))]
+    by_gen_b = {r["generation"]: r for r in rb}
+    records = []
+    for row_a in ra:
+        row_b = by_gen_b.get(row_a["generation"])
+        if row_b is None:
+            continue
+        for k in shared:
+            va, vb = row_a.get(k), row_b.get(k)
+            sa, sb = row_a.get(f"{k}.sem"), row_b.get(f"{k}.sem")
+            records.append({
+                "generation": row_a["generation"], "metric": k,
+                "a": np.nan if va is None else va, "b": np.nan if vb is None else vb,
+                "diff": np.nan if va is None or vb is None else vb - va,
+                "diff_se": np.nan if sa is None or sb is None else float(np.hypot(sa, sb)),
+            })
+    return pd.DataFrame.from_records(
+        records, columns=["generation", "metric", "a", "b", "diff", "diff_se"])
+
+
+def compare_figure(table: Any, label_a: str, label_b: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(table["metric"]))
+    cols = min(3, max(len(metrics), 1))
+    rows = max(1, -(-len(metrics) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, m in zip(axes.ravel(), metrics, strict=False):
+        t = table[table["metric"] == m]
+        ax.plot(t["generation"], t["diff"], color="C0", lw=1.5)
+        if t["diff_se"].notna().any():
+            ax.fill_between(t["generation"], t["diff"] - 1.96 * t["diff_se"],
+                            t["diff"] + 1.96 * t["diff_se"], color="C0", alpha=0.2, lw=0)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("generation", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"{label_b} − {label_a} per generation (band: ±1.96 SE of the difference)",
+                 fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def write_compare(run_a: str | Path, run_b: str | Path, out: str | Path | None = None,
+                  ) -> tuple[Any, Path, Path]:
+    """compare_<a>_vs_<b>.html (the plot embedded, plus the table) and .png; returns
+    (table, html path, png path)."""
+    a, b = RunStore(run_a), RunStore(run_b)
+    a.manifest(), b.manifest()  # clear errors for folders that are not runs
+    table = compare_runs(run_a, run_b)
+    out = Path(out) if out else Path(f"compare_{a.root.name}_vs_{b.root.name}.html")
+    png = compare_figure(table, a.root.name, b.root.name)
+    png_path = out.with_suffix(".png")
+    write_atomic(png_path, png)
+    last = table[table["generation"] == table["generation"].max()] if not table.empty else table
+    rows = "".join(
+        f"<tr><td>{html.escape(r['metric'])}</td><td>{r['a']:.4g}</td><td>{r['b']:.4g}</td>"
+        f"<td>{r['diff']:+.4g}</td></tr>" for r in last.to_dict("records"))
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>collapselab compare</title></head><body style="font-family: system-ui, sans-serif">
+<h1>{html.escape(b.root.name)} − {html.escape(a.root.name)}</h1>
+<img alt="differences" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>
+<h2>Final shared generation</h2><table border="1" cellpadding="4"><tr><th>metric</th>
+<th>A: {html.escape(str(run_a))}</th><th>B: {html.escape(str(run_b))}</th><th>B − A</th></tr>
+{rows}</table></body></html>"""
+    write_atomic(out, page.encode())
+    return table, out, png_path
