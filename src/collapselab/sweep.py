@@ -188,8 +188,8 @@ def expand(spec: SweepSpec, root: Path) -> list[Point]:
             points.append(Point(name, combo, validate(raw)))
         except ConfigError as exc:
             problems += [f"point {name}: {p}" for p in exc.problems]
-        except RunError as exc:
-            problems.append(f"point {name}: {exc}")
+        except pydantic.ValidationError as exc:  # a section field config.validate lets through
+            problems += [f"point {name}: {_describe_sweep(err)}" for err in exc.errors()]
     if problems:
         raise ConfigError(problems)
     return points
@@ -216,7 +216,8 @@ def point_names(combos: list[dict[str, Any]]) -> list[str]:
     short = _short_keys(keys)
     names = []
     for combo in combos:
-        parts = [f"{short[k]}-{_slug(v)}" for k, v in combo.items()]
+        ordered = sorted(combo.items(), key=lambda kv: kv[0] == "seed")  # the seed goes last
+        parts = [f"{short[k]}-{_slug(v)}" for k, v in ordered]
         name = "__".join(parts) or "base"
         if len(name) > 120:
             name = f"{name[:100]}-{_digest(combo)}"
@@ -355,20 +356,27 @@ def run_local(points: list[Point], workers: int, on_result: OnResult) -> None:
                 except BrokenProcessPool:
                     died(p)
                     continue
-            on_result(p, result)
+            on_result(p, {**result, "worker_deaths": deaths.get(p.name, 0)})
             continue
+        broken: list[Point] = []
         with pool(min(workers, len(queue))) as ex:
             futures = {ex.submit(run_point, _payload(p)): p for p in queue}
             queue.clear()
             for fut in as_completed(futures):
                 p = futures[fut]
                 try:
-                    on_result(p, fut.result())
+                    result = fut.result()
                 except BrokenProcessPool:
-                    if _stale_lock(p):
-                        died(p)
-                    else:
-                        queue.append(p)  # never started: not its fault
+                    broken.append(p)
+                    continue
+                on_result(p, {**result, "worker_deaths": deaths.get(p.name, 0)})
+        # the pool is shut down: every worker is gone, so a point in flight holds a stale lock
+        suspects = [p for p in broken if _stale_lock(p)] or broken
+        for p in broken:
+            if p in suspects:
+                died(p)
+            else:
+                queue.append(p)  # never started: not its fault
 
 
 def run_ray(points: list[Point], workers: int | None, address: str | None,
@@ -464,6 +472,7 @@ def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) 
             entry.update({k: res.get(k) for k in ("status", "started", "finished", "wall_s",
                                                   "host", "pid", "resumed_from", "completed")})
             entry["error"] = res.get("error")
+            entry["worker_deaths"] = entry.get("worker_deaths", 0) + res.get("worker_deaths", 0)
             result.statuses[p.name] = res["status"]
             if res["status"] == "failed":
                 result.failed[p.name] = res.get("error", "?")

@@ -1,0 +1,208 @@
+"""Sweeps: expansion and validation, local pool vs Ray (same files), kill + resume, worker death,
+aggregation (tidy table, band report), compare. Tiny Gaussian runs: the whole file in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from collapselab.aggregate import TIDY_COLUMNS, tidy_frame, write_sweep_report
+from collapselab.cli import app
+from collapselab.errors import ConfigError
+from collapselab.store import RunStore
+from collapselab.sweep import load_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = {  # 2 policies x 2 sizes x 2 seeds = 8 points, ~0.1-0.5 s each
+    "base": {
+        "generations": 25, "chains": 40,
+        "model": {"family": "gaussian", "variance": "mle"},
+        "data": {"source": "normal", "size": 10, "dim": 1},
+        "metrics": ["variance_ratio", "w2"],
+    },
+    "grid": {"policy.name": ["replace", "accumulate"], "data.size": [10, 20], "seed": [0, 1]},
+}
+NAMES = [f"policy-{p}__size-{n}__seed-{s}" for p in ("replace", "accumulate") for n in (10, 20)
+         for s in (0, 1)]
+
+
+def sweep_at(out: Path, **fields):
+    return load_sweep(raw={**SPEC, "out_dir": str(out), **fields})
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the only non-deterministic column."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The sweep, run once, uninterrupted, on the local pool."""
+    out = tmp_path_factory.mktemp("ref") / "sweep"
+    result = run_sweep(sweep_at(out, backend="local", workers=2))
+    assert result.failed == {} and sorted(result.ran) == sorted(NAMES)
+    return out
+
+
+def test_points_are_named_from_their_overrides_and_crossed_with_points(tmp_path):
+    sw = load_sweep(raw={"base": SPEC["base"], "grid": {"seed": [0, 1]}, "out_dir": str(tmp_path),
+                         "points": [{"policy.name": "replace"},
+                                    {"policy.name": "real_fraction", "policy.real_fraction": 0.1}]})
+    assert [p.name for p in sw.points] == [
+        "policy-replace__seed-0", "policy-real_fraction__real_fraction-0.1__seed-0",
+        "policy-replace__seed-1", "policy-real_fraction__real_fraction-0.1__seed-1"]
+    assert sw.points[1].config.policy.params == {"real_fraction": 0.1}
+    assert all(p.config.run_dir == tmp_path / p.name for p in sw.points)
+
+
+def test_every_bad_point_is_reported_before_anything_runs(tmp_path):
+    raw = {"base": SPEC["base"], "out_dir": str(tmp_path / "bad"),
+           "grid": {"generations": [0, 10], "policy.name": ["replace", "replac"]}}
+    with pytest.raises(ConfigError) as info:
+        load_sweep(raw=raw)
+    assert info.value.problems == [
+        "point generations-0__policy-replace: generations: Input should be greater than or "
+        "equal to 1; got 0",
+        "point generations-0__policy-replac: generations: Input should be greater than or "
+        "equal to 1; got 0",
+        "point generations-0__policy-replac: policy.name: Unknown policy 'replac'. Did you mean: "
+        "replace? Available: accumulate, accumulate_subsample, fresh, real_fraction, replace",
+        "point generations-10__policy-replac: policy.name: Unknown policy 'replac'. Did you mean: "
+        "replace? Available: accumulate, accumulate_subsample, fresh, real_fraction, replace",
+    ]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_sweep_fields_and_base_overrides_from_the_command_line(tmp_path):
+    sw = load_sweep(raw={**SPEC, "out_dir": str(tmp_path)},
+                    overrides=["backend=ray", "address=auto", "generations=3", "grid.seed=[5]"])
+    assert (sw.spec.backend, sw.spec.address) == ("ray", "auto")
+    assert {p.config.generations for p in sw.points} == {3}
+    assert {p.config.seed for p in sw.points} == {5} and len(sw.points) == 4
+
+
+def test_shipped_sweeps_expand_and_validate():
+    sizes = {}
+    for path in sorted((ROOT / "configs" / "sweeps").glob("*.yaml")):
+        sizes[path.stem] = len(load_sweep(path).points)
+    assert sizes == {"gaussian_table": 40, "language_policies": 15}
+
+
+def test_ray_backend_writes_the_same_runs_as_the_local_pool(reference, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'collapselab[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_sweep(sweep_at(tmp_path / "ray", backend="ray"))
+    finally:
+        ray.shutdown()
+    assert result.failed == {} and sorted(result.ran) == sorted(NAMES)
+    for name in NAMES:  # deterministic from config + seed, whichever backend ran it
+        assert metric_rows(tmp_path / "ray" / name) == metric_rows(reference / name), name
+
+
+def test_killed_sweep_resumes_without_recomputing_finished_runs(reference, tmp_path):
+    out = tmp_path / "killed"
+    code = ("import sys; from collapselab.sweep import load_sweep, run_sweep; "
+            f"run_sweep(load_sweep(raw={{**{SPEC!r}, 'out_dir': {str(out)!r}, 'workers': 1}}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(_complete(out / n) for n in NAMES) < 3:
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool worker, mid-point
+        proc.wait()
+    finished = {n: RunStore(out / n).manifest()["updated"] for n in NAMES if _complete(out / n)}
+    assert 3 <= len(finished) < len(NAMES)
+
+    result = run_sweep(sweep_at(out, workers=2))
+    assert sorted(result.skipped) == sorted(finished) and result.failed == {}
+    assert sorted(result.ran) == sorted(set(NAMES) - set(finished))
+    for name, stamp in finished.items():  # not recomputed: the run's commit point is untouched
+        assert RunStore(out / name).manifest()["updated"] == stamp
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert {p["status"] for p in manifest["points"]} == {"complete"}
+    assert len(manifest["invocations"]) == 2
+    pd.testing.assert_frame_equal(tidy_frame(out), tidy_frame(reference))
+
+
+def test_a_worker_killed_mid_point_is_retried_once(reference, tmp_path):
+    out = tmp_path / "worker"
+    sw = sweep_at(out, workers=2)
+    killed: list[str] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name in NAMES:
+                lock = out / name / ".lock"
+                try:
+                    pid = json.loads(lock.read_text())["pid"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(name)
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_first_worker)
+    watcher.start()
+    result = run_sweep(sw)
+    watcher.join()
+    assert len(killed) == 1 and result.failed == {}
+    entries = {p["name"]: p for p in json.loads((out / "sweep.json").read_text())["points"]}
+    assert entries[killed[0]]["worker_deaths"] == 1 and entries[killed[0]]["status"] == "complete"
+    assert {e["status"] for e in entries.values()} == {"complete"}
+    pd.testing.assert_frame_equal(tidy_frame(out), tidy_frame(reference))
+
+
+def test_tidy_table_and_band_report(reference):
+    report = write_sweep_report(reference)
+    frame = pd.read_csv(reference / "tidy.csv")
+    assert list(frame.columns) == [*TIDY_COLUMNS, "policy.name", "data.size"]
+    assert set(frame["metric"]) == {"variance_ratio", "w2", "log_variance_ratio", "w2_sq"}
+    assert len(frame) == len(NAMES) * 25 * 4
+    assert set(frame["group"]) == {f"policy.name={p}, data.size={n}"
+                                   for p in ("replace", "accumulate") for n in (10, 20)}
+    if (reference / "tidy.parquet").exists():
+        pd.testing.assert_frame_equal(pd.read_parquet(reference / "tidy.parquet"),
+                                      tidy_frame(reference))
+    page = report.read_text()
+    assert page.count('src="data:image/png;base64,') == 4  # one band plot per metric
+    assert "95% t-interval" in page and "t(0.975, n−1)" in page
+    costs = pd.read_csv(reference / "costs.csv")
+    assert costs["generated"].tolist() == [25 * 40 * n for n in (10, 10, 20, 20) * 2]
+
+
+def test_cli_report_of_a_sweep_dir_and_compare(reference, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", str(reference), "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert "Sweep report" in (tmp_path / "r.html").read_text()
+    a, b = reference / NAMES[0], reference / NAMES[4]
+    res = runner.invoke(app, ["compare", str(a), str(b), "-o", str(tmp_path / "c.html")])
+    assert res.exit_code == 0, res.output
+    assert "variance_ratio" in res.output
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def _complete(run_dir: Path) -> bool:
+    try:
+        return RunStore(run_dir).manifest()["status"] == "complete"
+    except (OSError, ValueError, Exception):
+        return False
