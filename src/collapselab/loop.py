@@ -105,8 +105,8 @@ def run(
                        f"diff it against {store.root / 'config.yaml'} or choose another name")
     exp = Experiment.build(cfg)  # bad sources or parameters fail here, before anything is written
     new_run = not store.exists
-    try:
-        with store.writer(takeover=takeover) as writer:
+    with store.writer(takeover=takeover) as writer:  # a refused writer must not clean up below
+        try:
             writer.start(cfg.to_yaml(), seeds={
                 "seed": cfg.seed,
                 "streams": "generation g: SeedSequence(seed, spawn_key=(1, g)).spawn(5) -> "
@@ -118,10 +118,10 @@ def run(
             with threadpool_limits(limits=threads):
                 status = run_generations(exp, store, writer, progress)
             writer.finish(status)
-    except BaseException:
-        if new_run and store.completed() == 0:
-            remove_run(store.root)
-        raise
+        except BaseException:
+            if new_run and store.completed() == 0:
+                remove_run(store.root)
+            raise
     return store
 
 
@@ -135,6 +135,16 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
     start = store.completed()
     history, reference = restore(store, policy, start)
     train = real
+    last = store.metrics()[-1] if start else {}
+    if "degenerate" in last and (cfg.on_degenerate == "stop" or start == 1):
+        return "stopped"  # a crash came between the stop and the manifest saying so
+    prune = cfg.keep_samples == "needed" and policy.history == "last"
+    # samples beyond generation 0 that the next generation may drop; a crash between a commit and
+    # its clean-up leaves older ones behind, and only the newest is needed
+    stale = [g for g in range(1, start) if store.has_samples(g)] if prune else []
+    for old in stale[:-1]:
+        writer.drop_samples(old)
+    stale = stale[-1:]
 
     for gen in range(start, cfg.generations):
         rng = Streams.for_generation(cfg.seed, gen)
@@ -168,8 +178,10 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
         writer.generation(gen, row, samples=synthetic, artifacts=ctx.artifacts,
                           model=model if gen == 0 else None)
         history = [*history, synthetic] if policy.history == "all" else [synthetic]
-        if cfg.keep_samples == "needed" and policy.history == "last" and gen > 1:
-            writer.drop_samples(gen - 1)  # generation 0 and the newest stay for resume and report
+        if prune:  # generation 0 and the newest stay for resume and report
+            for old in stale:
+                writer.drop_samples(old)
+            stale = [gen] if gen > 0 else []
         if progress:
             progress(gen + 1, cfg.generations)
     return "complete"

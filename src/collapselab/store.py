@@ -37,22 +37,28 @@ from collapselab.errors import RunError
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that the path never holds a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a lost mount: say which file
+            raise cannot_write(path, exc) from exc
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def cannot_write(path: Path, exc: OSError) -> RunError:
+    return RunError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def jsonable(value: Any) -> Any:
@@ -190,6 +196,8 @@ class RunWriter:
         self._rows = store.metrics() if store.exists else []
         # uncommitted or torn lines from a crash must go before the first append
         self._dirty = (self.root / "metrics.jsonl").exists()
+        for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob("gen_*/.*.tmp-*")]:
+            tmp.unlink(missing_ok=True)  # a crashed writer's files that were never renamed in
 
     def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
         write_atomic(self.root / "config.yaml", config_yaml.encode())
@@ -227,10 +235,14 @@ class RunWriter:
             write_atomic(path, text.encode())
             self._dirty = False
         line = json.dumps(row, allow_nan=False) + "\n"
-        with open(path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(path, "a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self._dirty = True  # part of the line may be on disk
+            raise cannot_write(path, exc) from exc
         self._rows.append(row)
 
     def drop_samples(self, gen: int) -> None:

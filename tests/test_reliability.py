@@ -1,0 +1,455 @@
+"""Reliability: crash-safe runs, exact resume, one writer, numerical faults, a full disk.
+
+Faults are inflicted, not imagined. ``crash`` forks this process; the child arms one fault point and
+runs the real CLI (``collapselab run``), and dies by SIGKILL at the k-th event of that point: no
+``finally``, no ``atexit``, no flush, exactly like a power cut for the files. Fault points:
+
+- ``rename``  a temporary file is written and fsynced, the target not yet replaced
+- ``renamed`` the target is replaced, its directory not yet fsynced
+- ``torn``    half of a metrics line is appended (a torn last line)
+- ``fit`` / ``sample``  inside the model, between the files of two generations
+
+After each kill the run directory must be readable, and ``--resume --takeover`` must finish it
+bit for bit equal to an uninterrupted run (timing fields aside).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pytest
+from pydantic import Field
+from typer.testing import CliRunner
+
+import collapselab.components  # noqa: F401  (registers every component)
+from collapselab import registry, store
+from collapselab.cli import app
+from collapselab.errors import RunError
+from collapselab.models.gaussian import Gaussian
+from collapselab.store import RunStore
+
+POINTS = ("rename", "renamed", "torn", "fit", "sample")
+TIMING = {"wall_s"}
+
+GAUSSIAN = """
+name: {name}
+generations: 4
+seed: 7
+chains: 3
+model: {{family: gaussian}}
+data: {{source: normal, size: 20, dim: 2}}
+policy: {{name: {policy}}}
+metrics: [variance_ratio, w2, kl, tail_mass]
+keep_samples: {keep}
+out_dir: {out}
+"""
+NGRAM = """
+name: {name}
+generations: 3
+seed: 5
+chains: 2
+model: {{family: ngram, order: 2}}
+data: {{source: builtin, size: 12, vocab_size: 40, states: 4, block_len: 6, train_blocks: 30,
+        valid_blocks: 4, test_blocks: 8}}
+policy: {{name: {policy}}}
+metrics: [perplexity, types, true_kl]
+keep_samples: {keep}
+out_dir: {out}
+"""
+TEMPLATES = {"gaussian": (GAUSSIAN, "gaussian"), "ngram": (NGRAM, "ngram")}
+
+
+# ------------------------------------------------------------------------------ the fault harness
+
+
+def arm(mp: pytest.MonkeyPatch, family: str, point: str | None = None, k: int = 0) -> Counter:
+    """Count fault-point events in this process; SIGKILL it at the k-th ``point`` event."""
+    counts: Counter = Counter()
+
+    def tick(name: str) -> None:
+        counts[name] += 1
+        if name == point and counts[name] == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        tick("rename")
+        real_replace(src, dst)
+        tick("renamed")
+
+    def open_(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = open(path, mode, *args, **kwargs)
+        if "a" in mode:
+            counts["torn"] += 1
+            if point == "torn" and counts["torn"] == k:
+                write = f.write
+
+                def torn(text: str) -> int:
+                    write(text[: len(text) // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                    os.kill(os.getpid(), signal.SIGKILL)
+                    return 0  # pragma: no cover
+
+                f.write = torn
+        return f
+
+    mp.setattr(store.os, "replace", replace)
+    mp.setattr(store, "open", open_, raising=False)
+    cls = registry.families.get(family)
+    for name in ("fit", "sample"):
+        real = getattr(cls, name)
+
+        def wrapped(self: Any, *a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            tick(_name)
+            return _real(self, *a, **kw)
+
+        mp.setattr(cls, name, wrapped)
+    return counts
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(app, [*args])
+
+
+def crash(config: Path, family: str, point: str, k: int) -> None:
+    """Run the CLI in a forked child that SIGKILLs itself at the k-th ``point`` event."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            arm(pytest.MonkeyPatch(), family, point, k)
+            app(["run", str(config), "--no-report"], standalone_mode=False)
+        finally:
+            os._exit(0)  # reached only when the fault never fired
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        f"fault {point}:{k} never fired")
+
+
+def write_config(tmp: Path, kind: str, policy: str, keep: str = "needed", name: str = "r") -> Path:
+    template, _ = TEMPLATES[kind]
+    path = tmp / f"{name}.yaml"
+    path.write_text(template.format(name=name, policy=policy, keep=keep, out=tmp / "runs"))
+    return path
+
+
+def snapshot(root: Path) -> dict[str, Any]:
+    """What a run directory stores, timing aside: {relative path: content}."""
+    out: dict[str, Any] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_dir() or p.name in (".lock", "report.html"):
+            continue
+        rel = p.relative_to(root).as_posix()
+        if p.name == "metrics.jsonl":
+            rows = [json.loads(line) for line in p.read_text().splitlines()]
+            out[rel] = [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+        elif p.name == "manifest.json":
+            m = json.loads(p.read_text())
+            out[rel] = (m["status"], m["completed_generations"], m["seeds"])
+        elif p.suffix == ".npz":
+            with np.load(p) as f:
+                out[rel] = {k: f[k] for k in f.files}
+        else:
+            out[rel] = p.read_bytes()
+    return out
+
+
+def assert_same_run(got: dict[str, Any], want: dict[str, Any], when: str = "") -> None:
+    assert sorted(got) == sorted(want), when
+    for rel, value in want.items():
+        if isinstance(value, dict):
+            assert sorted(got[rel]) == sorted(value), f"{when}: {rel}"
+            for key, arr in value.items():
+                assert got[rel][key].dtype == arr.dtype, f"{when}: {rel}:{key}"
+                assert np.array_equal(got[rel][key], arr, equal_nan=arr.dtype.kind == "f"), (
+                    f"{when}: {rel}:{key} differs")
+        else:
+            assert got[rel] == value, f"{when}: {rel}"
+
+
+def assert_readable(root: Path) -> None:
+    """A killed run's directory: manifest, config and metrics parse; committed files load."""
+    run = RunStore(root)
+    if not run.exists:  # killed before the first manifest: nothing was committed
+        return
+    done = run.completed()
+    run.config()
+    rows = run.metrics()
+    assert [r["generation"] for r in rows] == list(range(done))
+    for gen in range(done):
+        for f in run.gen_dir(gen).iterdir():
+            assert not f.name.startswith(".") or ".tmp-" in f.name, f
+            if f.suffix == ".npz" and not f.name.startswith("."):
+                with np.load(f) as z:
+                    [z[k] for k in z.files]
+            elif f.suffix == ".pkl":
+                pickle.loads(f.read_bytes())
+    good = [r["generation"] for r in rows if "degenerate" not in r]
+    if good:
+        run.samples(max(g for g in good if run.has_samples(g)))
+
+
+def reference(tmp: Path, kind: str, policy: str, keep: str) -> tuple[dict[str, Any], Counter]:
+    """An uninterrupted run and the number of events of each fault point in it."""
+    cfg = write_config(tmp, kind, policy, keep, name="ref")
+    with pytest.MonkeyPatch.context() as mp:
+        counts = arm(mp, TEMPLATES[kind][1])
+        result = cli("run", str(cfg), "--no-report")
+    assert result.exit_code == 0, result.output
+    return snapshot(tmp / "runs" / "ref"), counts
+
+
+def crash_and_resume(tmp: Path, kind: str, policy: str, keep: str,
+                     points: list[tuple[str, int]] | None = None, every: int = 1) -> int:
+    want, counts = reference(tmp, kind, policy, keep)
+    want["config.yaml"] = None  # the run name differs; compared through the metrics and samples
+    if points is None:
+        points = [(p, k) for p in POINTS for k in range(1, counts[p] + 1, every)]
+    for point, k in points:
+        assert k <= counts[point], f"{point}:{k} does not happen in a run of this config"
+        name = f"{point}{k}"
+        cfg = write_config(tmp, kind, policy, keep, name=name)
+        root = tmp / "runs" / name
+        crash(cfg, TEMPLATES[kind][1], point, k)
+        assert_readable(root)
+        result = cli("run", str(cfg), "--resume", "--takeover", "--no-report")
+        assert result.exit_code == 0, f"{point}:{k}: {result.output}"
+        got = snapshot(root)
+        got["config.yaml"] = None
+        assert_same_run(got, want, f"after a kill at {point}:{k}")
+    return len(points)
+
+
+# ------------------------------------------------------------------ crash safety and exact resume
+
+
+def test_sigkill_at_many_fault_points_then_resume_is_exact_gaussian_replace(tmp_path):
+    """Every third event of each fault point (all of them under ``-m slow``)."""
+    assert crash_and_resume(tmp_path, "gaussian", "replace", "needed", every=3) > 12
+
+
+@pytest.mark.parametrize("kind,policy,points", [
+    ("gaussian", "accumulate", [("rename", 4), ("torn", 2), ("renamed", 9), ("sample", 4)]),
+    ("ngram", "replace", [("torn", 2), ("rename", 6), ("fit", 3)]),
+    ("ngram", "accumulate", [("renamed", 5), ("torn", 3), ("sample", 2)]),
+])
+def test_sigkill_then_resume_is_exact(tmp_path, kind, policy, points):
+    crash_and_resume(tmp_path, kind, policy, "needed", points)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,policy,keep", [
+    ("gaussian", "replace", "needed"),
+    ("gaussian", "accumulate", "needed"),
+    ("gaussian", "real_fraction", "all"),
+    ("gaussian", "accumulate_subsample", "needed"),
+    ("ngram", "replace", "needed"),
+    ("ngram", "accumulate", "needed"),
+    ("ngram", "fresh", "all"),
+])
+def test_sigkill_at_every_fault_point_then_resume_is_exact(tmp_path, kind, policy, keep):
+    assert crash_and_resume(tmp_path, kind, policy, keep) > 15
+
+
+def test_a_torn_metrics_line_is_ignored_by_readers_and_cleaned_by_the_next_writer(tmp_path):
+    cfg = write_config(tmp_path, "gaussian", "replace")
+    root = tmp_path / "runs" / "r"
+    crash(cfg, "gaussian", "torn", 3)
+    lines = (root / "metrics.jsonl").read_text().split("\n")
+    assert lines[-1] and not lines[-1].endswith("}")  # the torn tail is there, unterminated
+    assert [r["generation"] for r in RunStore(root).metrics()] == [0, 1]
+    assert cli("run", str(cfg), "--resume", "--takeover", "--no-report").exit_code == 0
+    rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in rows] == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------------- one writer
+
+
+def test_a_second_writer_is_refused_naming_pid_and_host_then_a_stale_lock_needs_takeover(tmp_path):
+    root = tmp_path / "runs" / "r"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys\nfrom collapselab.store import RunStore\n"
+         "lock = RunStore(sys.argv[1]).writer()\nlock.__enter__()\n"
+         "print('locked', flush=True)\nsys.stdin.read()\nos._exit(0)\n", str(root)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        host = socket.gethostname()
+        live = rf"pid {holder.pid} on {host} is running"
+        with pytest.raises(RunError, match=live):
+            with RunStore(root).writer():
+                pass
+        with pytest.raises(RunError, match=live):  # --takeover never steals a live lock
+            with RunStore(root).writer(takeover=True):
+                pass
+        cfg = write_config(tmp_path, "gaussian", "replace")
+        result = cli("run", str(cfg), "--resume", "--takeover", "--no-report")
+        assert result.exit_code == 2 and f"pid {holder.pid}" in result.output
+    finally:
+        holder.communicate("")  # the holder dies without releasing: its lock goes stale
+    stale = (rf"pid {holder.pid} on {host} holds a stale lock \(its process is gone\); "
+             "pass --takeover to take the lock over")
+    with pytest.raises(RunError, match=stale):
+        with RunStore(root).writer():
+            pass
+    result = cli("run", str(cfg), "--resume", "--no-report")
+    assert result.exit_code == 2 and "--takeover" in result.output
+    result = cli("run", str(cfg), "--resume", "--takeover", "--no-report")
+    assert result.exit_code == 0, result.output
+    assert not (root / ".lock").exists()
+
+
+def test_an_unreadable_lock_counts_as_stale(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / ".lock").write_text("")  # a writer killed between creating and filling the lock
+    with pytest.raises(RunError, match="stale lock"):
+        with RunStore(root).writer():
+            pass
+    with RunStore(root).writer(takeover=True):
+        assert json.loads((root / ".lock").read_text())["pid"] == os.getpid()
+
+
+# ---------------------------------------------------------------------------- numerical faults
+
+
+class FailsAt(Gaussian):
+    """A Gaussian whose ``at``-th fit in this process goes wrong: NaN samples, or a raise."""
+
+    fits = 0
+
+    def __init__(
+        self,
+        at: Annotated[int, Field(ge=1)] = 3,
+        mode: Literal["nan", "raise"] = "nan",
+    ) -> None:
+        super().__init__()
+        self.at, self.mode = at, mode
+
+    def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> FailsAt:
+        super().fit(data, rng=rng)
+        FailsAt.fits += 1
+        if FailsAt.fits == self.at:
+            if self.mode == "raise":
+                raise FloatingPointError("training diverged")
+            self.mean_ = np.full_like(self.mean_, np.nan)
+        return self
+
+
+@pytest.fixture
+def fails_at(monkeypatch):
+    monkeypatch.setitem(registry.families._entries, "fails_at", FailsAt)
+    monkeypatch.setattr(FailsAt, "fits", 0)
+    return FailsAt
+
+
+def degenerate_config(tmp: Path, mode: str, on_degenerate: str, name: str = "d") -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(GAUSSIAN.format(name=name, policy="replace", keep="all", out=tmp / "runs")
+                    .replace("family: gaussian", f"family: fails_at, at: 3, mode: {mode}")
+                    + f"on_degenerate: {on_degenerate}\n")
+    return path
+
+
+@pytest.mark.parametrize("mode,why", [("nan", "non-finite samples"),
+                                      ("raise", "FloatingPointError: training diverged")])
+def test_a_degenerate_generation_stops_the_run(tmp_path, fails_at, mode, why):
+    result = cli("run", str(degenerate_config(tmp_path, mode, "stop")), "--no-report")
+    assert result.exit_code == 0, result.output
+    run = RunStore(tmp_path / "runs" / "d")
+    assert run.manifest()["status"] == "stopped"
+    rows = run.metrics()
+    assert [r.get("degenerate") for r in rows] == [None, None, why]
+    assert not run.has_samples(2)
+
+
+def test_a_degenerate_generation_is_recorded_and_the_run_continues(tmp_path, fails_at):
+    result = cli("run", str(degenerate_config(tmp_path, "nan", "continue")), "--no-report")
+    assert result.exit_code == 0, result.output
+    run = RunStore(tmp_path / "runs" / "d")
+    rows = run.metrics()
+    assert run.manifest()["status"] == "complete"
+    assert [r.get("degenerate") for r in rows] == [None, None, "non-finite samples", None]
+    assert np.isfinite(run.samples(3)).all() and not run.has_samples(2)
+
+
+def test_resume_after_a_crash_behind_a_stopping_degenerate_generation_stays_stopped(
+        tmp_path, fails_at):
+    cfg = degenerate_config(tmp_path, "nan", "stop", name="ref")
+    with pytest.MonkeyPatch.context() as mp:
+        renames = arm(mp, "fails_at")
+        assert cli("run", str(cfg), "--no-report").exit_code == 0
+    FailsAt.fits = 0
+    cfg = degenerate_config(tmp_path, "nan", "stop")
+    crash(cfg, "fails_at", "rename", renames["rename"])  # the last manifest is never written
+    assert RunStore(tmp_path / "runs" / "d").manifest()["status"] == "running"
+    FailsAt.fits = 10  # resuming must not train again
+    result = cli("run", str(cfg), "--resume", "--takeover", "--no-report")
+    assert result.exit_code == 0, result.output
+    run = RunStore(tmp_path / "runs" / "d")
+    assert run.manifest()["status"] == "stopped" and run.completed() == 3
+    assert FailsAt.fits == 10
+
+
+# ------------------------------------------------------------------------------------ disk full
+
+
+def fill_disk_at(mp: pytest.MonkeyPatch, k: int) -> None:
+    """The k-th file write of the run store fails with ENOSPC (an append after half its line)."""
+    calls = Counter()
+
+    def open_(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = open(path, mode, *args, **kwargs)
+        if "w" in mode or "a" in mode:
+            write = f.write
+
+            def full(data: Any) -> int:
+                calls["write"] += 1
+                if calls["write"] == k:
+                    if "a" in mode:
+                        write(data[: len(data) // 2])
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return write(data)
+
+            f.write = full
+        return f
+
+    mp.setattr(store, "open", open_, raising=False)
+
+
+def test_a_full_disk_fails_cleanly_and_the_run_resumes_exactly(tmp_path):
+    want, counts = reference(tmp_path, "gaussian", "replace", "needed")
+    want["config.yaml"] = None
+    writes = counts["rename"] + counts["torn"]  # one file write each
+    for k in range(1, writes + 1):
+        cfg = write_config(tmp_path, "gaussian", "replace", name=f"full{k}")
+        root = tmp_path / "runs" / f"full{k}"
+        with pytest.MonkeyPatch.context() as mp:
+            fill_disk_at(mp, k)
+            result = cli("run", str(cfg), "--no-report")
+        assert result.exit_code == 2, result.output
+        assert "No space left on device" in result.output and "Traceback" not in result.output
+        assert f"cannot write {root}" in " ".join(result.output.split())
+        if not RunStore(root).exists or RunStore(root).completed() == 0:
+            assert not root.exists()  # nothing committed: nothing left behind
+            continue
+        assert_readable(root)
+        assert not (root / ".lock").exists()
+        result = cli("run", str(cfg), "--resume", "--no-report")
+        assert result.exit_code == 0, f"k={k}: {result.output}"
+        got = snapshot(root)
+        got["config.yaml"] = None
+        assert_same_run(got, want, f"after a full disk at write {k}")
