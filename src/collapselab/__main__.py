@@ -1,0 +1,3 @@
+from collapselab.cli import app
+
+app(prog_name="collapselab")

@@ -1,0 +1,112 @@
+"""Config: layering, validation messages (matched whole, value included), nothing written on error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from collapselab.config import apply_override, load_config, validate
+from collapselab.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def problems_of(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        validate(raw)
+    return info.value.problems
+
+
+def test_layers_defaults_file_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ngenerations: 7\npolicy: {name: real_fraction, real_fraction: 0.2}\n")
+    cfg = load_config(path, ["policy.real_fraction=0.3", "chains=4"])
+    assert (cfg.name, cfg.generations, cfg.chains, cfg.seed) == ("x", 7, 4, 0)
+    assert cfg.policy.name == "real_fraction" and cfg.policy.real_fraction == 0.3
+    assert cfg.model.family == "gaussian" and cfg.model.variance == "mle"  # defaults filled in
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(ROOT / "configs" / "gaussian" / "real_fraction.yaml")
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+def test_every_problem_reported_at_once_with_field_rule_and_value():
+    problems = problems_of({
+        "generations": 0,
+        "model": {"family": "gmn"},
+        "policy": {"name": "real_fraction", "real_fraction": 1.5},
+        "data": {"source": "files", "path": "/no/such/folder"},
+    })
+    assert problems == [
+        "generations: Input should be greater than or equal to 1; got 0",
+        "model.family: Unknown model family 'gmn'. Did you mean: gmm? Available: "
+        "categorical, gaussian, gmm, gpt, hf, kde, ngram" + _extra_families(),
+        problems[2],
+        "policy.real_fraction: Input should be less than or equal to 1; got 1.5",
+    ]
+    assert problems[2].startswith("data: ") and "/no/such/folder" in problems[2]
+
+
+def _extra_families() -> str:
+    from collapselab import registry
+
+    extra = [n for n in registry.families.names()
+             if n not in {"categorical", "gaussian", "gmm", "gpt", "hf", "kde", "ngram"}]
+    return "".join(f", {n}" for n in extra) if extra else ""
+
+
+def test_unknown_field_suggests_the_closest():
+    assert problems_of({"generatoins": 3}) == [
+        "generatoins: unknown field. Did you mean: generations? Allowed: name, generations, seed, "
+        "chains, synthetic_size, model, data, policy, curation, metrics, on_degenerate, "
+        "keep_samples, out_dir"
+    ]
+    assert problems_of({"model": {"family": "gaussian", "varience": "mle"}}) == [
+        "model.varience: unknown field. Did you mean: variance? Allowed: variance"
+    ]
+
+
+def test_metric_that_does_not_fit_the_data_is_named():
+    (problem,) = problems_of({"metrics": ["variance_ratio", "support"]})
+    assert problem.startswith("metrics[1]: 'support' does not apply to continuous data;")
+
+
+def test_family_that_does_not_fit_the_data_is_named():
+    (problem,) = problems_of({"model": {"family": "categorical"}})
+    assert problem.startswith("model.family: 'categorical' cannot model continuous data;")
+
+
+def test_default_metrics_are_those_for_the_data_kind():
+    cfg = validate({"data": {"source": "categorical"}, "model": {"family": "categorical"}})
+    assert {m.name for m in cfg.metrics} == {"support", "entropy", "categorical_kl"}
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match=r"override 'generations' must look like key=value"):
+        apply_override({}, "generations")
+    with pytest.raises(ConfigError, match=r"override 'name.x=1': name is not a section; got 'a'"):
+        apply_override({"name": "a"}, "name.x=1")
+
+
+def test_bad_config_via_cli_exits_2_with_one_message_and_writes_nothing(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "collapselab", "run", str(ROOT / "configs/gaussian/replace.yaml"),
+           f"out_dir={out}", "model.family=gmn", "policy.name=real_fraction",
+           "policy.real_fraction=1.5", "generations=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    text = " ".join(proc.stderr.split())
+    assert "invalid config (3 problems)" in text
+    for needle in ("generations", "got 0", "model.family", "gmm", "policy.real_fraction", "got 1.5"):
+        assert needle in text
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml' does not exist"):
+        load_config(tmp_path / "nope.yaml")
