@@ -24,9 +24,10 @@ from collapselab.sweep import load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = {  # 2 policies x 2 sizes x 2 seeds = 8 points, ~0.1-0.5 s each
+GENS = 12
+SPEC = {  # 2 policies x 2 sizes x 2 seeds = 8 points, ~0.1-0.3 s each
     "base": {
-        "generations": 25, "chains": 40,
+        "generations": GENS, "chains": 20,
         "model": {"family": "gaussian", "variance": "mle"},
         "data": {"source": "normal", "size": 10, "dim": 1},
         "metrics": ["variance_ratio", "w2"],
@@ -176,7 +177,7 @@ def test_tidy_table_and_band_report(reference):
     frame = pd.read_csv(reference / "tidy.csv")
     assert list(frame.columns) == [*TIDY_COLUMNS, "policy.name", "data.size"]
     assert set(frame["metric"]) == {"variance_ratio", "w2", "log_variance_ratio", "w2_sq"}
-    assert len(frame) == len(NAMES) * 25 * 4
+    assert len(frame) == len(NAMES) * GENS * 4
     assert set(frame["group"]) == {f"policy.name={p}, data.size={n}"
                                    for p in ("replace", "accumulate") for n in (10, 20)}
     if (reference / "tidy.parquet").exists():
@@ -186,7 +187,7 @@ def test_tidy_table_and_band_report(reference):
     assert page.count('src="data:image/png;base64,') == 4  # one band plot per metric
     assert "95% t-interval" in page and "t(0.975, n−1)" in page
     costs = pd.read_csv(reference / "costs.csv")
-    assert costs["generated"].tolist() == [25 * 40 * n for n in (10, 10, 20, 20) * 2]
+    assert costs["generated"].tolist() == [GENS * 20 * n for n in (10, 10, 20, 20) * 2]
 
 
 def test_cli_report_of_a_sweep_dir_and_compare(reference, tmp_path):
