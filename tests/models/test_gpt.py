@@ -18,6 +18,15 @@ VOCAB, BLOCK = 10, 12
 TINY = dict(n_layer=2, n_head=2, d_model=32, epochs=6, batch_size=16, lr=1e-2, device="cpu")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is faster, and robust to a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def cyclic_blocks(n: int, rng: np.random.Generator) -> np.ndarray:
     """Blocks of the cycle 0..7 from a random phase: after the first token everything is determined."""
     starts = rng.integers(0, 8, size=n)

@@ -15,6 +15,15 @@ from collapselab.models.sampling import SamplerSettings, generate
 ALPHA = 1e-3  # chi-square tests: a correct sampler fails each with probability 0.1%
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is faster, and robust to a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def bigram_step(table: torch.Tensor) -> sampling.StepFn:
     """A step function whose next-token logits depend only on the last token: ``table[last]``."""
 
@@ -266,3 +275,34 @@ def test_generate_argument_errors() -> None:
         generate(step, prompts[:, 0], 3, do_sample=False)
     with pytest.raises(ConfigError, match=r"repetition_penalty must be a number > 0; got -2"):
         generate(step, prompts, 3, do_sample=False, repetition_penalty=-2)
+
+
+def tiny_hf_gpt2():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=30, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                                  bos_token_id=0, eos_token_id=0)  # fmt: skip
+    torch.manual_seed(0)  # built locally, nothing downloaded
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def test_hf_step_greedy_and_beams_match_hf_generate() -> None:
+    model = tiny_hf_gpt2()
+    prompts = torch.randint(1, 30, (3, 4), generator=torch.Generator().manual_seed(0))
+    ours = generate(sampling.hf_step(model), prompts, 8, do_sample=False)
+    with torch.no_grad():
+        theirs = model.generate(prompts, do_sample=False, max_new_tokens=8, min_new_tokens=8,
+                                pad_token_id=0, attention_mask=torch.ones_like(prompts))  # fmt: skip
+    assert torch.equal(ours, theirs)
+    # beam search through HF's cache: same result as recomputing every step
+    beams = generate(sampling.hf_step(model), prompts, 6, num_beams=3)
+    recompute = generate(make_step_recompute(model), prompts, 6, num_beams=3)
+    assert torch.equal(beams, recompute)
+
+
+def make_step_recompute(model) -> sampling.StepFn:
+    def step(ids: torch.Tensor, cache: object) -> tuple[torch.Tensor, object]:
+        seq = ids if cache is None else torch.cat([cache, ids], 1)
+        with torch.no_grad():
+            return model(input_ids=seq).logits[:, -1], seq
+
+    return step

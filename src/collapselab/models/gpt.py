@@ -56,9 +56,10 @@ class KVCache:
         self.pos = 0
 
     def reorder_cache(self, index: torch.Tensor) -> KVCache:
-        """Keep batch rows ``index`` (beam search)."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+        """Keep batch rows ``index`` (beam search); only the filled positions are copied."""
+        filled = slice(0, self.pos)
+        self.k[:, :, :, filled] = self.k[:, index, :, filled]
+        self.v[:, :, :, filled] = self.v[:, index, :, filled]
         return self
 
 

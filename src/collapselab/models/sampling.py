@@ -310,3 +310,20 @@ def sequence_logprob(step: StepFn, ids: torch.Tensor, prompt_len: int) -> torch.
             logp = logits.double().log_softmax(-1)
             total += logp.gather(1, ids[:, t : t + 1]).squeeze(1)
     return total
+
+
+def hf_step(model: Any) -> StepFn:
+    """A step function for a Hugging Face causal LM (its ``DynamicCache`` reorders itself for beams).
+
+    Prompts must be unpadded (equal length): no attention mask is passed. Newer transformers call
+    the cache argument ``cache`` (``past_key_values`` is deprecated); both are handled."""
+    import inspect
+
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def step(ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        out = model(input_ids=ids, use_cache=True, **{key: cache})
+        new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return out.logits[:, -1], new_cache
+
+    return step
