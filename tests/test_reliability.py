@@ -312,15 +312,22 @@ def test_a_second_writer_is_refused_naming_pid_and_host_then_a_stale_lock_needs_
     assert not (root / ".lock").exists()
 
 
-def test_an_unreadable_lock_counts_as_stale(tmp_path):
+@pytest.mark.parametrize("lock,state", [
+    ("", "pid None on None left an unreadable lock (a writer died while taking it)"),
+    ('{"pid": 1, "host": "elsewhere"}',
+     "pid 1 on elsewhere holds the lock (another host: make sure it has stopped)"),
+])
+def test_a_lock_this_host_cannot_check_is_refused_without_takeover(tmp_path, lock, state):
     root = tmp_path / "r"
     root.mkdir()
-    (root / ".lock").write_text("")  # a writer killed between creating and filling the lock
-    with pytest.raises(RunError, match="stale lock"):
+    (root / ".lock").write_text(lock)
+    with pytest.raises(RunError) as info:
         with RunStore(root).writer():
             pass
+    assert str(info.value) == f"{root} is locked: {state}; pass --takeover to take the lock over"
     with RunStore(root).writer(takeover=True):
         assert json.loads((root / ".lock").read_text())["pid"] == os.getpid()
+    assert not (root / ".lock").exists()
 
 
 # ---------------------------------------------------------------------------- numerical faults

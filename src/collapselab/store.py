@@ -171,9 +171,17 @@ class RunStore:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             owner = _read_lock(lock)
-            alive = owner.get("host") == me["host"] and _pid_alive(owner.get("pid"))
+            here = owner.get("host") == me["host"]
+            alive = here and _pid_alive(owner.get("pid"))
             if alive or not takeover:
-                state = "is running" if alive else "holds a stale lock (its process is gone)"
+                if alive:
+                    state = "is running"
+                elif not owner:
+                    state = "left an unreadable lock (a writer died while taking it)"
+                elif here:
+                    state = "holds a stale lock (its process is gone)"
+                else:  # a shared file system: the pid means nothing here
+                    state = "holds the lock (another host: make sure it has stopped)"
                 hint = "" if alive else "; pass --takeover to take the lock over"
                 raise RunError(
                     f"{self.root} is locked: pid {owner.get('pid')} on {owner.get('host')} "
