@@ -389,11 +389,17 @@ def run_ray(points: list[Point], workers: int | None, address: str | None,
         raise RunError("backend 'ray' needs Ray: pip install 'collapselab[ray]' "
                        f"(or: pip install 'ray[default]'); import failed: {exc}") from None
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
-                     log_to_driver=False)
+        try:
+            if address:  # an existing cluster: its resources decide the parallelism
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
+                         log_to_driver=False)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise RunError(f"cannot start or reach {where}: {exc} (on the head node, `ray status` "
+                           "checks the cluster; ray://host:10001 needs the client port open)"
+                           ) from None
     task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_point)
     refs = {task.remote(_payload(p)): p for p in points}
     pending = list(refs)
