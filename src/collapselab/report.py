@@ -170,6 +170,40 @@ def artifact_histogram(store: RunStore, label: str, key: str, title: str) -> Fig
     return Figure(f"hist-{key}-{store.root.name}", title, _png(fig))
 
 
+def sample_grid_figure(store: RunStore, label: str, count: int = 12,
+                       max_rows: int = 12) -> Figure | None:
+    """Image runs: one row per generation (evenly spaced if there are many) of its first samples
+    (chain 0), from the ``sample_grid`` artifact or else the stored samples."""
+    import matplotlib.pyplot as plt
+
+    grids: dict[int, np.ndarray] = {}
+    for g in range(store.completed()):
+        art = store.artifacts(g).get("sample_grid")
+        if art is not None and art.ndim == 3:
+            grids[g] = art[:count]
+        elif store.has_samples(g):
+            samples = store.samples(g)
+            if samples.ndim == 4:
+                grids[g] = samples[0, :count]
+    if not grids:
+        return None
+    gens = sorted(grids)
+    if len(gens) > max_rows:
+        gens = [gens[int(round(i))] for i in np.linspace(0, len(gens) - 1, max_rows)]
+    cols = max(len(grids[g]) for g in gens)
+    fig, axes = plt.subplots(len(gens), cols, figsize=(0.6 * cols + 0.8, 0.6 * len(gens) + 0.4),
+                             squeeze=False)
+    for row, g in zip(axes, gens, strict=True):
+        for j, ax in enumerate(row):
+            if j < len(grids[g]):
+                ax.imshow(grids[g][j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"gen {g}", rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"{label}: first samples of each generation (chain 0)", fontsize=8)
+    return Figure(f"grid-{store.root.name}", f"{label}: samples by generation", _png(fig))
+
+
 def text_samples(store: RunStore, key: str = "continuations") -> list[tuple[int, list[str]]]:
     out = []
     for g in range(store.completed()):
@@ -191,7 +225,9 @@ def build_figures(stores: list[RunStore]) -> list[Figure]:
         for fig in (distribution_figure(store, label),
                     artifact_histogram(store, label, "synthetic_ppl",
                                        "perplexity of generated text under generation 0"),
-                    artifact_histogram(store, label, "latent_spread", "latent means")):
+                    artifact_histogram(store, label, "latent_spread",
+                                       "norm of latent means under generation 0's encoder"),
+                    sample_grid_figure(store, label)):
             if fig is not None:
                 figures.append(fig)
     return figures
