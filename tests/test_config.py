@@ -110,3 +110,9 @@ def test_bad_config_via_cli_exits_2_with_one_message_and_writes_nothing(tmp_path
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml' does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_bad_section_field_is_reported_once():
+    assert problems_of({"data": {"source": "normal", "size": 0}}) == [
+        "data.size: Input should be greater than or equal to 1; got 0"
+    ]

@@ -199,7 +199,11 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 if section == "data":
                     source_kind = getattr(reg.get(checked[key]), "kind", None)
         if len(out) == len(items):
-            resolved[section] = [NamedSpec(**s) for s in out] if listed else _spec_type(section)(**out[0])
+            try:
+                resolved[section] = ([NamedSpec(**s) for s in out] if listed
+                                     else _spec_type(section)(**out[0]))
+            except pydantic.ValidationError:
+                pass  # e.g. data.size=0: the structural validation has reported it
     if source_kind is not None:
         problems += _check_kinds(raw, resolved, source_kind)
         if raw.get("metrics") is None:

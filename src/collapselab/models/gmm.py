@@ -1,4 +1,9 @@
-"""Gaussian mixture fitted by EM (scikit-learn's ``GaussianMixture``), sampled by collapselab.
+"""Gaussian mixture fitted by EM, sampled by collapselab.
+
+Two engines fit the same model: ``sklearn`` (``GaussianMixture``, one chain at a time: the
+reference) and ``numpy`` (the same EM — k-means++-style seeding, then EM to the same tolerance on the
+mean log-likelihood — batched over all chains in one array program: the default, several times
+faster for one chain and far faster for many).
 
 scikit-learn's ``sample()`` rebuilds its RNG from ``random_state`` on every call, so two calls repeat
 their draws; inside a generational loop that silently correlates generations. We therefore only use
@@ -12,6 +17,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
+from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
 from collapselab.gaussians import Mixture, mixture_logpdf, sample_mixture
@@ -31,15 +37,23 @@ class GMM(Model):
         max_iter: Annotated[int, Field(ge=1, description="EM iterations per fit")] = 100,
         tol: Annotated[float, Field(gt=0, description="EM convergence tolerance")] = 1e-3,
         reg_covar: Annotated[float, Field(ge=0, description="added to covariance diagonals")] = 1e-6,
+        engine: Annotated[Literal["numpy", "sklearn"], Field(description=(
+            "'numpy': EM batched over chains; 'sklearn': GaussianMixture per chain"))] = "numpy",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.max_iter = max_iter
         self.tol = tol
         self.reg_covar = reg_covar
+        self.engine = engine
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GMM:
         x = check_data(data, min_samples=self.n_components)  # (C, N, D)
+        if self.engine == "numpy" and self.covariance_type == "full":
+            self.weights_, self.means_, self.covariances_, self.n_iter_ = batched_em(
+                np.asarray(x, dtype=float), self.n_components, rng, max_iter=self.max_iter,
+                tol=self.tol, reg_covar=self.reg_covar)
+            return self
         seeds = rng.integers(2**31 - 1, size=len(x))
         fits = [
             GaussianMixture(
@@ -75,3 +89,60 @@ def _full_covariances(fit: GaussianMixture, dim: int) -> np.ndarray:
     if kind == "diag":
         return np.einsum("kd,de->kde", cov, np.eye(dim))
     return cov[:, None, None] * np.eye(dim)  # spherical
+
+
+def batched_em(
+    x: np.ndarray, k: int, rng: np.random.Generator, *, max_iter: int, tol: float, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Full-covariance EM for every chain at once. ``x (C, N, D)`` -> weights, means, covs, iters.
+
+    Seeding: k-means++ (first centre uniform, the next ones proportional to squared distance), hard
+    assignment to the nearest centre, one M-step. Chains stop updating once their mean
+    log-likelihood improves by less than ``tol`` (scikit-learn's criterion).
+    """
+    chains, n, dim = x.shape
+    rows = np.arange(chains)
+    centres = np.empty((chains, k, dim))
+    centres[:, 0] = x[rows, rng.integers(n, size=chains)]
+    d2 = ((x - centres[:, :1]) ** 2).sum(-1)  # (C, N) squared distance to the nearest centre
+    for j in range(1, k):
+        cdf = np.cumsum(d2, axis=1)
+        pick = (rng.random((chains, 1)) * cdf[:, -1:] > cdf).sum(axis=1).clip(max=n - 1)
+        centres[:, j] = x[rows, pick]
+        d2 = np.minimum(d2, ((x - centres[:, j : j + 1]) ** 2).sum(-1))
+    nearest = ((x[:, :, None, :] - centres[:, None]) ** 2).sum(-1).argmin(-1)  # (C, N)
+    resp = np.eye(k)[nearest]  # (C, N, K) hard responsibilities
+    eye = reg_covar * np.eye(dim)
+    lower = np.full(chains, -np.inf)
+    active = np.ones(chains, dtype=bool)
+    iters = np.zeros(chains, dtype=int)
+    weights = means = covs = None
+    for _ in range(max_iter + 1):
+        # M-step from the current responsibilities
+        nk = resp.sum(axis=1) + 10 * np.finfo(float).eps  # (C, K)
+        new_means = np.einsum("cnk,cnd->ckd", resp, x) / nk[..., None]
+        diff = x[:, :, None, :] - new_means[:, None]  # (C, N, K, D)
+        new_covs = np.einsum("cnk,cnki,cnkj->ckij", resp, diff, diff) / nk[..., None, None] + eye
+        new_weights = nk / n
+        if weights is None:
+            weights, means, covs = new_weights, new_means, new_covs
+        else:  # converged chains keep their parameters
+            weights = np.where(active[:, None], new_weights, weights)
+            means = np.where(active[:, None, None], new_means, means)
+            covs = np.where(active[:, None, None, None], new_covs, covs)
+        # E-step: log responsibilities and the mean log-likelihood
+        chol = np.linalg.cholesky(covs)
+        z = np.einsum("ckij,cnkj->cnki", np.linalg.inv(chol), x[:, :, None, :] - means[:, None])
+        logdet = 2 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
+        log_prob = -0.5 * ((z**2).sum(-1) + logdet[:, None] + dim * np.log(2 * np.pi))
+        log_prob += np.log(weights)[:, None]
+        norm = logsumexp(log_prob, axis=-1)  # (C, N)
+        new_lower = norm.mean(axis=1)
+        done = active & (np.abs(new_lower - lower) < tol)
+        iters += active
+        active &= ~done
+        lower = np.where(done | active, new_lower, lower)
+        if not active.any():
+            break
+        resp = np.where(active[:, None, None], np.exp(log_prob - norm[..., None]), resp)
+    return weights, means, covs, iters
