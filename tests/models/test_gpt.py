@@ -15,6 +15,7 @@ from collapselab.models.gpt import GPT, pretrain_base
 from collapselab.protocol import NotFittedError, clone
 
 VOCAB, BLOCK = 10, 12
+DEFAULT_THREADS = torch.get_num_threads()  # before the module's one-thread fixture
 TINY = dict(n_layer=2, n_head=2, d_model=32, epochs=6, batch_size=16, lr=1e-2, device="cpu")
 
 
@@ -206,3 +207,74 @@ def test_unconditional_sampling_from_bos(corpus: np.ndarray) -> None:
     out = model.sample(20, np.random.default_rng(1))
     assert out.shape == (1, 20, BLOCK)
     assert ((out[..., 1:] - out[..., :-1]) % 8 == 1).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_benchmark_against_hugging_face_gpt2() -> None:
+    """Throughput vs HF GPT-2 of the same size (4 layers, 4 heads, d=256, vocab 16k), CPU.
+
+    Run: ``pytest -m slow -s tests/models/test_gpt.py -k benchmark`` (``BENCH_THREADS=n`` sets
+    torch's thread count; default: torch's). Training: batch 32x128, AdamW,
+    a plain HF loop (``model(input_ids, labels=...)``) against ``GPT.fit``. Sampling: batch 32, one
+    prompt token, 128 new tokens, multinomial sampling, against HF ``generate``. Rounds alternate
+    and the best of each is kept, so a busy machine hurts both sides alike."""
+    import os
+    import time
+
+    transformers = pytest.importorskip("transformers")
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", DEFAULT_THREADS)))
+    vocab, batch, block, new, steps, rounds = 16_000, 32, 128, 128, 3, 3
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, vocab, size=(1, batch * steps, block))
+    arch = dict(n_layer=4, n_head=4, d_model=256, vocab_size=vocab, context_len=block + 2)
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=block + 2, n_embd=256, n_layer=4,
+                                  n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                  bos_token_id=0, eos_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(cfg)
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=3e-4)
+    x = torch.from_numpy(data[0])
+
+    def hf_train() -> None:
+        hf.train()
+        for s in range(steps):
+            xb = x[s * batch : (s + 1) * batch]
+            loss = hf(input_ids=xb, labels=xb).loss
+            hf_opt.zero_grad()
+            loss.backward()
+            hf_opt.step()
+
+    ours = GPT(**arch, batch_size=batch, device="cpu", lr_schedule="constant")
+    prompts = data[0, :batch, :1]
+    hf_prompts = torch.from_numpy(prompts)
+
+    def hf_sample() -> None:
+        hf.eval()
+        with torch.no_grad():
+            out = hf.generate(hf_prompts, attention_mask=torch.ones_like(hf_prompts),
+                              do_sample=True, top_k=0, max_new_tokens=new, min_new_tokens=new,
+                              pad_token_id=0)  # fmt: skip
+        assert out.shape == (batch, 1 + new)
+
+    def timed(fn) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        res = {
+            "train ours": timed(lambda: ours.fit(data, rng=rng)),
+            "train hf": timed(hf_train),
+            "sample ours": timed(lambda: ours.complete(prompts, new, rng)),
+            "sample hf": timed(hf_sample),
+        }
+        if r:  # the first round warms up
+            best = {k: min(v, best.get(k, np.inf)) for k, v in res.items()}
+    train = {k: batch * block * steps / v for k, v in best.items() if k.startswith("train")}
+    samp = {k: batch * new / v for k, v in best.items() if k.startswith("sample")}
+    print(f"\ntorch threads {torch.get_num_threads()}; tokens/s: ")
+    for k, v in {**train, **samp}.items():
+        print(f"  {k:12s} {v:10,.0f}")
+    assert train["train ours"] > 0.8 * train["train hf"]
+    assert samp["sample ours"] > samp["sample hf"]
