@@ -182,7 +182,7 @@ class DDPM(Model):
             loss.backward()
             opt.step()
             sched.step()
-            if step >= 0.9 * total:
+            if step >= int(0.9 * total):
                 tail.append(float(loss.detach()))
         self.train_loss_.append(float(np.mean(tail)))
         self._nets[c] = net.eval()

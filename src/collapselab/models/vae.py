@@ -188,7 +188,7 @@ class VAE(Model):
                 raise ValueError(f"images must be {self.shape_[0]}x{self.shape_[1]}; got {h}x{w}")
             if data.shape[0] not in (1, self.n_chains_):
                 raise ValueError(f"data must have 1 or {self.n_chains_} chains; got {data.shape[0]}")
-        return np.ascontiguousarray(data, dtype=np.float32)
+        return np.array(data, dtype=np.float32)  # a writable copy (pools are broadcast views)
 
     def _per_chain(self, data: np.ndarray, fn: Any) -> np.ndarray:
         """Apply ``fn(net, x_batch) -> array`` per chain in batches; stack to (chains, n, ...)."""
