@@ -120,6 +120,73 @@ def test_sampled_next_tokens_follow_the_model(temperature):
         assert chi_square_pvalue(draws, proba / proba.sum()) > ALPHA
 
 
+def test_score_tokens_sum_to_score_samples_and_match_the_distributions():
+    data = random_corpus(12, chains=2)
+    model = NGram(order=3, vocab_size=8).fit(data)
+    blocks = np.random.default_rng(13).integers(0, 8, size=(2, 15, 7))
+    per_token = model.score_tokens(blocks)
+    assert per_token.shape == (2, 15, 7)
+    np.testing.assert_allclose(per_token.sum(axis=2), model.score_samples(blocks) * 7, rtol=1e-12)
+    for chain in (0, 1):  # token j is scored by the distribution after its block prefix
+        for j in (0, 3, 6):
+            proba = model.predict_proba(blocks[chain, :, :j], chain=chain)
+            np.testing.assert_allclose(
+                per_token[chain, :, j], np.log(proba[np.arange(15), blocks[chain, :, j]]),
+                rtol=1e-10,
+            )
+    assert model.score_tokens(blocks[:1]).shape == (2, 15, 7)  # one shared set, like held-out data
+
+
+def truncated_reference(proba: np.ndarray, temperature: float, top_k: int, top_p: float):
+    """The sampling distribution, the slow obvious way: temper, keep the k largest (ties with the
+    k-th too), renormalise, walk the sorted tokens until the mass ahead reaches top_p."""
+    q = proba ** (1 / temperature)
+    q /= q.sum()
+    if top_k:
+        q = np.where(q >= np.sort(q)[::-1][top_k - 1], q, 0.0)
+        q /= q.sum()
+    if top_p < 1:
+        keep = np.zeros(q.size, dtype=bool)
+        ahead = 0.0
+        for w in np.argsort(-q, kind="stable"):
+            if ahead >= top_p and keep.any():
+                break
+            keep[w], ahead = True, ahead + q[w]
+        q = np.where(keep | (q >= q[keep].min()), q, 0.0)  # ties with the last kept survive
+        q /= q.sum()
+    return q
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"),
+    [(1.0, 3, 1.0), (1.0, 0, 0.6), (0.7, 0, 0.8), (1.3, 5, 0.9), (0.5, 1, 1.0)],
+)
+def test_truncated_sampling_stays_in_the_allowed_set_and_follows_it(temperature, top_k, top_p):
+    data = random_corpus(14, vocab=12)
+    model = NGram(order=3, vocab_size=14, temperature=temperature, top_k=top_k, top_p=top_p)
+    model.fit(data)
+    rng = np.random.default_rng(15)
+    prompts = [data[0, 0, :4], data[0, 5, :2], np.array([13, 12, 13]), np.array([], dtype=np.int64)]
+    for prompt in prompts:
+        batch = np.tile(prompt, (20_000, 1)).reshape(20_000, prompt.size)
+        draws = model.complete(batch, 1, rng)[:, -1]
+        expected = truncated_reference(model.predict_proba(batch[:1])[0], temperature, top_k, top_p)
+        assert (expected[draws] > 0).all(), "a token outside the top-k / nucleus was emitted"
+        allowed = expected > 0
+        assert allowed.sum() < 14  # the truncation bites at every prompt
+        if allowed.sum() > 1:  # (a one-token set is checked by the line above alone)
+            assert chi_square_pvalue(draws, expected) > ALPHA
+
+
+def test_truncated_sampling_is_the_same_in_chunks(monkeypatch):
+    import collapselab.models.ngram as ngram
+
+    model = NGram(order=3, prompt_tokens=2, top_p=0.9, temperature=0.8).fit(random_corpus(16))
+    whole = model.sample(50, np.random.default_rng(17))
+    monkeypatch.setattr(ngram, "_CHUNK_FLOATS", 7 * 6)  # 7 rows of 6 tokens at a time
+    np.testing.assert_array_equal(model.sample(50, np.random.default_rng(17)), whole)
+
+
 def test_sample_shapes_seeds_and_own_score():
     data = random_corpus(4, chains=2)
     model = NGram(order=3).fit(data)
@@ -158,6 +225,8 @@ def test_registry_build_and_clone():
         "discount": 0.3,
         "prompt_tokens": 0,
         "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
     }
     fitted = model.fit(random_corpus(11))
     assert not protocol.clone(fitted).is_fitted()
@@ -188,6 +257,8 @@ def test_sample_n_must_be_positive(n):
         ({"prompt_tokens": 10}, r"^prompt_tokens must be < block_len=10; got 10$"),
         ({"vocab_size": 3}, r"^data token ids must be < vocab_size=3; got 5$"),
         ({"discount": 1.5}, r"^discount: Input should be less than 1; got 1\.5$"),
+        ({"top_p": 1.5}, r"^top_p: Input should be less than or equal to 1; got 1\.5$"),
+        ({"top_k": -1}, r"^top_k: Input should be greater than or equal to 0; got -1$"),
     ],
 )
 def test_bad_params_name_field_and_value(params, message):

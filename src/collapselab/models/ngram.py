@@ -34,6 +34,9 @@ from collapselab.errors import DataError
 
 _LN10 = math.log(10.0)
 _ARPA_ZERO = -99.0  # ARPA's log10 of probability zero (<s>, </s>, and <unk> when not a real word)
+# truncated/tempered sampling builds dense (rows, V) next-token distributions: rows per chunk so that
+# one such array holds at most this many floats (a few temporaries of that size live at once)
+_CHUNK_FLOATS = 1 << 22
 
 
 @dataclass
@@ -146,12 +149,39 @@ class _Tables:
                 mass[np.searchsorted(merged, key)] += m
         return scale, rows, tokens, mass
 
-    def dense(self, state: list[np.ndarray]) -> np.ndarray:
-        """Full next-token distributions ``(b, V)``."""
+    def dense(self, state: list[np.ndarray], exponent: float = 1.0) -> np.ndarray:
+        """Full next-token distributions ``(b, V)``, or with ``exponent`` e their unnormalised
+        ``p ** e``: ``(s p1) ** e`` is an outer product, only the sparse entries need a power."""
         scale, rows, tokens, added = self.sparse(state)
-        p = np.outer(scale, np.exp(self.logp[1][: self.vocab_size]))
-        p[rows, tokens] += added
+        p1 = np.exp(self.logp[1][: self.vocab_size])
+        if exponent == 1:
+            p = np.outer(scale, p1)
+            p[rows, tokens] += added
+            return p
+        p = np.outer(scale**exponent, p1**exponent)
+        p[rows, tokens] = (scale[rows] * p1[tokens] + added) ** exponent
         return p
+
+    def draw_truncated(
+        self,
+        state: list[np.ndarray],
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """One token per context from the tempered, top-k then top-p truncated distribution.
+
+        Whole-batch dense distributions, ``_CHUNK_FLOATS // V`` rows at a time (the vocabulary of
+        a CPU-scale corpus is small enough that O(V) per token beats any per-row Python).
+        """
+        b = state[1].size
+        w = np.empty(b, dtype=np.int64)
+        step = max(1, _CHUNK_FLOATS // self.vocab_size)
+        for lo in range(0, b, step):
+            p = self.dense([s[lo : lo + step] for s in state], 1.0 / temperature)  # (rows, V)
+            w[lo : lo + step] = draw_rows(truncate(p, top_k, top_p), rng)
+        return w
 
     def draw_tempered(
         self, state: list[np.ndarray], temperature: float, rng: np.random.Generator
@@ -207,6 +237,51 @@ class _Tables:
                 miss = ~done & (ctx >= 0)
                 out[miss] += self.log_backoff[k - 1][ctx[miss]]
         return out
+
+
+def truncate(p: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Unnormalised sampling weights ``p`` (rows, V) (already tempered) kept only on the top-k,
+    then on the nucleus, in the order of Hugging Face's warpers and ``models/sampling.py``.
+
+    Top-k keeps the k largest of each row (ties with the k-th survive). The nucleus keeps the
+    most likely tokens whose mass ahead of them is below ``top_p`` of the row's remaining mass;
+    the most likely always survives, and so do ties with the last one kept (values, not ranks,
+    decide: one ``np.sort`` per row, no argsort).
+    """
+    v = p.shape[1]
+    if 0 < top_k < v:
+        kth = np.partition(p, v - top_k, axis=1)[:, v - top_k, None]
+        p = np.where(p >= kth, p, 0.0)
+    if top_p < 1:
+        p = np.where(p >= _nucleus_cut(p, top_p)[:, None], p, 0.0)
+    return p
+
+
+def _nucleus_cut(p: np.ndarray, top_p: float, m: int = 64) -> np.ndarray:
+    """Smallest value kept by the nucleus of each row of ``p`` (rows, V).
+
+    Only the ``m`` largest of a row are sorted (``np.partition`` is O(V)); rows whose nucleus is
+    longer than that are sorted whole.
+    """
+    rows, v = p.shape
+    limit = top_p * p.sum(axis=1)
+    m = min(m, v)
+    desc = -np.sort(np.partition(-p, m - 1, axis=1)[:, :m] if m < v else -p, axis=1)
+    ahead = np.cumsum(desc, axis=1) - desc
+    size = np.maximum((ahead < limit[:, None]).sum(axis=1), 1)
+    cut = desc[np.arange(rows), size - 1]
+    longer = size == m  # (possibly) longer than the m largest: sort the whole row
+    if m < v and longer.any():
+        cut[longer] = _nucleus_cut(p[longer], top_p, v)
+    return cut
+
+
+def draw_rows(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One index per row of non-negative ``weights`` (rows, V), proportional to them."""
+    cdf = np.cumsum(weights, axis=1)
+    u = rng.random(weights.shape[0]) * cdf[:, -1]
+    # the first index whose cdf exceeds u: a zero weight never is (its cdf equals its left one)
+    return np.minimum((cdf <= u[:, None]).sum(axis=1), weights.shape[1] - 1)
 
 
 def _modified_discounts(adjusted: np.ndarray) -> np.ndarray:
@@ -390,12 +465,26 @@ class NGram(protocol.Model):
         temperature: Annotated[
             float, pydantic.Field(gt=0, description="sampling temperature (1: the model itself)")
         ] = 1.0,
+        top_k: Annotated[
+            int,
+            pydantic.Field(ge=0, description="sample from the k most likely tokens; 0 = off"),
+        ] = 0,
+        top_p: Annotated[
+            float,
+            pydantic.Field(
+                gt=0,
+                le=1,
+                description="nucleus sampling: the most likely tokens holding this mass; 1 = off",
+            ),
+        ] = 1.0,
     ) -> None:
         self.order = order
         self.vocab_size = vocab_size
         self.discount = discount
         self.prompt_tokens = prompt_tokens
         self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
 
     def _check_params(self) -> None:
         try:
@@ -439,6 +528,13 @@ class NGram(protocol.Model):
 
         ``data`` has ``chains`` chains or 1 (shared by every chain, like held-out data).
         """
+        return self.score_tokens(data).mean(axis=2)
+
+    def score_tokens(self, data: np.ndarray) -> np.ndarray:
+        """ln p of every token given its block prefix from BOS: ``(chains, n, block_len)``.
+
+        ``data`` has ``chains`` chains or 1 (shared by every chain, like held-out data).
+        """
         self.check_fitted()
         data = _check_tokens(data, "data", self.vocab_size_)
         chains = len(self.tables_)
@@ -446,7 +542,7 @@ class NGram(protocol.Model):
             raise ValueError(f"data must have 1 or {chains} chains; got {data.shape[0]}")
         return np.stack(
             [
-                t.log_prob(_pad_bos(data[c if data.shape[0] > 1 else 0], self.vocab_size_)).mean(1)
+                t.log_prob(_pad_bos(data[c if data.shape[0] > 1 else 0], self.vocab_size_))
                 for c, t in enumerate(self.tables_)
             ]
         )
@@ -506,12 +602,12 @@ class NGram(protocol.Model):
         out = np.empty((b, p + new_tokens), dtype=np.int64)
         out[:, :p] = prompts
         state = self._read(t, prompts)
+        truncated = (0 < self.top_k < t.vocab_size) or self.top_p < 1
         for j in range(p, p + new_tokens):
-            out[:, j] = (
-                t.draw(state, rng)
-                if self.temperature == 1
-                else t.draw_tempered(state, self.temperature, rng)
-            )
+            if truncated or self.temperature != 1:
+                out[:, j] = t.draw_truncated(state, self.temperature, self.top_k, self.top_p, rng)
+            else:  # the model itself: the exact level walk, no (b, V) arrays
+                out[:, j] = t.draw(state, rng)
             state = t.advance(state, out[:, j])
         return out
 
