@@ -197,18 +197,22 @@ class PrecisionRecall:
         if min(len(held), ctx.synthetic.shape[1]) <= self.k:
             return {}
         synth = embed(ctx, ctx.synthetic[:chains])
+        radii = _kth_nn(cdist(held, held, "sqeuclidean"), self.k)  # (R,) the real balls, once
         prec, rec = np.empty(chains), np.empty(chains)
         for c in range(chains):
             prec[c], rec[c] = self.precision_recall(
-                held, _subsample(synth[c], self.max_samples, ctx.rng))
+                held, _subsample(synth[c], self.max_samples, ctx.rng), radii)
         real = _subsample(embed(ctx, ctx.real[:1])[0], min(self.max_samples, synth.shape[1]),
                           ctx.rng)
-        p_real, r_real = self.precision_recall(held, real)
+        p_real, r_real = self.precision_recall(held, real, radii)
         return {"precision": prec, "recall": rec, "precision_real": p_real, "recall_real": r_real}
 
-    def precision_recall(self, real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
-        d = cdist(real, fake, "sqeuclidean")  # (R, F)
-        r_real = _kth_nn(cdist(real, real, "sqeuclidean"), self.k)  # (R,) radius of each ball
+    def precision_recall(self, real: np.ndarray, fake: np.ndarray,
+                         r_real: np.ndarray | None = None) -> tuple[float, float]:
+        """``real`` (R, F) and ``fake`` (S, F); ``r_real``: squared k-NN radii of ``real``."""
+        d = cdist(real, fake, "sqeuclidean")  # (R, S)
+        if r_real is None:
+            r_real = _kth_nn(cdist(real, real, "sqeuclidean"), self.k)
         r_fake = _kth_nn(cdist(fake, fake, "sqeuclidean"), self.k)
         precision = (d <= r_real[:, None]).any(axis=0).mean()
         recall = (d <= r_fake[None, :]).any(axis=1).mean()
