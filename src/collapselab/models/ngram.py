@@ -17,6 +17,10 @@ number of distinct left extensions; n-grams starting with BOS keep their raw cou
 precede them); ``p_k(w|h) = (a(hw) - D(a)) / a(h.) + gamma(h) p_{k-1}(w|h')`` down to a uniform
 distribution over the vocabulary. An interpolated model is exactly an ARPA backoff model whose
 entries are the interpolated probabilities and whose backoff weights are the ``gamma(h)``.
+
+Sampling: the model itself (temperature 1, no truncation) walks the interpolation levels top-down
+without any ``(b, V)`` array; temperature, top-k and top-p build the dense next-token distributions
+of the whole batch per position, in chunks of ``_CHUNK_FLOATS // V`` rows.
 """
 
 from __future__ import annotations
@@ -181,35 +185,6 @@ class _Tables:
         for lo in range(0, b, step):
             p = self.dense([s[lo : lo + step] for s in state], 1.0 / temperature)  # (rows, V)
             w[lo : lo + step] = draw_rows(truncate(p, top_k, top_p), rng)
-        return w
-
-    def draw_tempered(
-        self, state: list[np.ndarray], temperature: float, rng: np.random.Generator
-    ) -> np.ndarray:
-        """One token per context from p^(1/T), renormalised, without building (b, V) arrays.
-
-        With p = s p1 + a (a sparse): p^e = s^e p1^e + [(s p1 + a)^e - (s p1)^e], a dense part whose
-        row mass is s^e sum(p1^e) and a sparse non-negative correction; draw u over the row's total
-        and pick from the correction (cumulative sums + searchsorted) or from p1^e.
-        """
-        e = 1.0 / temperature
-        p1 = np.exp(self.logp[1][: self.vocab_size])
-        cdf1 = np.cumsum(p1**e)
-        scale, rows, tokens, added = self.sparse(state)
-        b = scale.size
-        below = scale[rows] * p1[tokens]
-        delta = (below + added) ** e - below**e
-        delta_sum = np.bincount(rows, weights=delta, minlength=b)
-        scale_e = scale**e
-        u = rng.random(b) * (scale_e * cdf1[-1] + delta_sum)
-        w = np.empty(b, dtype=np.int64)
-        corr = u < delta_sum
-        cum = np.concatenate([[0.0], np.cumsum(delta)])
-        lo, hi = np.searchsorted(rows, np.arange(b)), np.searchsorted(rows, np.arange(b), "right")
-        idx = np.searchsorted(cum, cum[lo[corr]] + u[corr], side="right") - 1
-        w[corr] = tokens[np.clip(idx, lo[corr], hi[corr] - 1)]
-        v = (u[~corr] - delta_sum[~corr]) / scale_e[~corr]
-        w[~corr] = np.minimum(np.searchsorted(cdf1, v, side="right"), self.vocab_size - 1)
         return w
 
     def ids(self, x: np.ndarray) -> list[np.ndarray]:
