@@ -119,10 +119,14 @@ def demo(
         for path in demo_configs():
             cfg = load_config(path, [f"out_dir={out_dir}", *(overrides or [])])
             store = RunStore(cfg.run_dir)
-            if resume and store.exists and store.manifest().get("status") == "complete":
+            if store.exists and store.manifest().get("status") == "complete" \
+                    and store.config() == cfg:
+                console.print(f"{cfg.name}: already complete in {store.root}")
                 roots.append(store.root)
                 continue
-            roots.append(_run_one(cfg, resume, takeover=False))
+            # a killed demo leaves its lock behind: --resume takes it over (only if its process
+            # is gone; a live writer is always refused)
+            roots.append(_run_one(cfg, resume, takeover=resume))
         console.print(f"report: {write_report(roots, out_dir / 'report.html')}")
 
 
