@@ -75,11 +75,16 @@ def check_n(n: Any) -> int:
     return int(n)
 
 
-def check_data(data: Any, *, name: str = "data", min_samples: int = 1) -> np.ndarray:
-    """Validate a ``(chains, n, ...)`` array: finite, at least ``min_samples`` per chain."""
+def check_data(
+    data: Any, *, name: str = "data", min_samples: int = 1, shape: str | None = None
+) -> np.ndarray:
+    """Validate a ``(chains, n, ...)`` array: finite, at least ``min_samples`` per chain; with
+    ``shape`` (e.g. ``"(chains, n, dim)"``), exactly that many axes."""
     arr = np.asarray(data)
-    if arr.ndim < 2:
-        raise ValueError(f"{name} must have shape (chains, n, ...); got shape {arr.shape}")
+    want = shape or "(chains, n, ...)"
+    ndim = want.count(",") + 1 if shape else None
+    if arr.ndim < 2 or (ndim is not None and arr.ndim != ndim):
+        raise ValueError(f"{name} must have shape {want}; got shape {arr.shape}")
     if arr.shape[1] < min_samples:
         raise ValueError(f"{name} needs at least {min_samples} samples per chain; got {arr.shape[1]}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():

@@ -74,5 +74,5 @@ def predict(config: Any, source: Any) -> dict[str, Prediction]:
         return {}  # filtering changes the sampling distribution: the formulas no longer apply
     return gaussian_replace(
         config.generations, data.size, config.synthetic_size or data.size,
-        source.dim, model.params.get("variance", "mle"), source.std**2,
+        source.dim, model.params.get("variance", "mle"), float(np.square(source.std)),
     )

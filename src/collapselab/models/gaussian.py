@@ -30,7 +30,7 @@ class Gaussian(Model):
         self.variance = variance
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Gaussian:
-        x = check_data(data, min_samples=2)  # (C, M, D)
+        x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, M, D)
         self.mean_ = x.mean(axis=1)  # (C, D)
         centred = x - self.mean_[:, None, :]
         ddof = 0 if self.variance == "mle" else 1

@@ -40,7 +40,7 @@ class KDE(Model):
         return float(self.bandwidth)
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> KDE:
-        x = check_data(data, min_samples=2)  # (C, n, D)
+        x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, n, D)
         centred = x - x.mean(axis=1, keepdims=True)
         cov = np.einsum("cni,cnj->cij", centred, centred) / (x.shape[1] - 1)
         self.points_ = np.array(x, dtype=float)
