@@ -57,6 +57,13 @@ def sample_mixture(mixture: Mixture, n: int, rng: np.random.Generator) -> np.nda
     return means[rows, comp] + np.einsum("cnij,cnj->cni", chol[rows, comp], noise)
 
 
+def sample_moments(x: np.ndarray, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-chain mean ``(C, D)`` and covariance ``(C, D, D)`` of samples ``x (C, n, D)``."""
+    mean = x.mean(axis=1)
+    centred = x - mean[:, None, :]
+    return mean, np.einsum("cni,cnj->cij", centred, centred) / (x.shape[1] - ddof)
+
+
 def moments(mixture: Mixture) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(C, D)`` and covariance ``(C, D, D)`` of each chain's mixture."""
     weights, means, covs = mixture

@@ -19,17 +19,11 @@ from collapselab.registry import metrics
 CONTINUOUS = frozenset({"continuous"})
 
 
-def sample_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-chain mean ``(C, D)`` and unbiased covariance ``(C, D, D)`` of samples ``(C, n, D)``."""
-    centred = x - x.mean(axis=1, keepdims=True)
-    return x.mean(axis=1), np.einsum("cni,cnj->cij", centred, centred) / (x.shape[1] - 1)
-
-
 def model_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(C, D)`` and covariance ``(C, D, D)`` of the model (its samples if it has no mixture)."""
     if hasattr(ctx.model, "mixture"):
         return gaussians.moments(ctx.model.mixture())
-    return sample_moments(ctx.synthetic)
+    return gaussians.sample_moments(ctx.synthetic)
 
 
 def true_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +33,7 @@ def true_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
             (truth["weights"][None], truth["means"][None], truth["covs"][None])
         )
         return mean, cov
-    return sample_moments(ctx.real)  # no closed form: the real pool's moments stand in
+    return gaussians.sample_moments(ctx.real)  # no closed form: the real pool's moments stand in
 
 
 @metrics.register("variance_ratio")

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab.gaussians import Mixture, mixture_logpdf, sample_mixture
+from collapselab.gaussians import Mixture, mixture_logpdf, sample_mixture, sample_moments
 from collapselab.protocol import Model, check_data, check_n
 from collapselab.registry import families
 
@@ -31,10 +31,8 @@ class Gaussian(Model):
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Gaussian:
         x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, M, D)
-        self.mean_ = x.mean(axis=1)  # (C, D)
-        centred = x - self.mean_[:, None, :]
         ddof = 0 if self.variance == "mle" else 1
-        self.cov_ = np.einsum("cni,cnj->cij", centred, centred) / (x.shape[1] - ddof)  # (C, D, D)
+        self.mean_, self.cov_ = sample_moments(x, ddof)  # (C, D), (C, D, D)
         return self
 
     def mixture(self) -> Mixture:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab.gaussians import Mixture, mixture_logpdf
+from collapselab.gaussians import Mixture, mixture_logpdf, sample_moments
 from collapselab.protocol import Model, check_data, check_n
 from collapselab.registry import families
 
@@ -41,8 +41,7 @@ class KDE(Model):
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> KDE:
         x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, n, D)
-        centred = x - x.mean(axis=1, keepdims=True)
-        cov = np.einsum("cni,cnj->cij", centred, centred) / (x.shape[1] - 1)
+        _, cov = sample_moments(x)
         self.points_ = np.array(x, dtype=float)
         self.kernel_cov_ = self.factor(x.shape[1], x.shape[2]) ** 2 * cov  # (C, D, D)
         return self
