@@ -17,3 +17,5 @@ from collapselab.sources import distributions, text  # noqa: F401
 # heavy modules: imported on first use
 registry.families.register("gpt", "collapselab.models.gpt:GPT")
 registry.families.register("hf", "collapselab.models.hf:HFCausalLM")
+registry.families.register("vae", "collapselab.models.vae:VAE")
+registry.families.register("ddpm", "collapselab.models.ddpm:DDPM")
