@@ -1,6 +1,6 @@
 """The language track reproduces the paper's qualitative results (Shumailov et al. 2024) on the
 built-in language, with the shipped demo configs (trigram KN, nucleus top_p 0.9), and, slow-marked,
-on a WikiText-2 slice with the shipped CPU-scale configs.
+on a WikiText-2 slice with the shipped CPU-scale configs (4 generations each: ~5 min of CPU).
 
 Margins: each run is one seed; the test split is 200 blocks of 32 tokens (6.4k tokens), whose
 perplexity under a fixed model has a relative standard error of about 2% (per-block log-ppl sd
@@ -73,11 +73,12 @@ def test_later_generations_pile_up_at_low_perplexity(demo):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "does not hold for a truncated-sampling n-gram: the whole gen-0-perplexity distribution of "
-    "later generations shifts down (q90 and q99 fall with q10); no new long right tail appears"))
+    "does not hold on builtin: the whole gen-0-perplexity distribution of later generations "
+    "shifts down (seed 0, replace, q10/q90/q99: gen 0 51/133/203, gen 1 45/131/194, gen 9 "
+    "18/38/49); no new long right tail appears (on WikiText-2 it does, at generation 1 only)"))
 def test_later_generations_grow_a_long_right_tail(demo):
     q = demo["replace"]["q"]
-    assert q[-1, 2] > q[0, 2] and q[-1, 3] > q[0, 3]
+    assert q[1, 2] > q[0, 2] and q[1, 3] > q[0, 3]
 
 
 @pytest.mark.slow
@@ -90,4 +91,9 @@ def test_wikitext2_replace_and_real10(tmp_path, monkeypatch):
     assert rep[1] > 1.1 * rep[0] and (rep[1:] > 1.1 * rep[0]).all()
     assert real[-1] - real[0] < rep[-1] - rep[0]
     assert runs["replace"]["rare"][-1] < 0.8 * runs["replace"]["rare"][0]
-    assert runs["replace"]["q"][-1, 0] < runs["replace"]["q"][0, 0]
+    for k in runs:
+        q = runs[k]["q"]  # measured (replace) q10/q90/q99: gen 0 39/136/206, gen 1 30/148/247
+        assert q[1, 0] < q[0, 0] and q[-1, 0] < q[0, 0]  # more mass at low perplexity
+        # a longer right tail at generation 1 (1562 blocks: q90 +9%, q99 +20% measured); by
+        # generation 3 the whole distribution has shifted down and the tail is gone
+        assert q[1, 2] > q[0, 2] and q[1, 3] > q[0, 3]
