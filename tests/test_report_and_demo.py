@@ -39,8 +39,9 @@ def test_report_embeds_every_figure_with_theory(run_config, tmp_path):
 
 
 def _demo(out: Path, *extra: str) -> subprocess.Popen:
+    # 3 generations on 300 blocks / samples: the demo's code paths at a tenth of its cost
     cmd = [sys.executable, "-m", "collapselab", "demo", "--out-dir", str(out), "generations=3",
-           *extra]
+           "data.size=300", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
