@@ -126,6 +126,7 @@ def scaling(family: str, sizes: dict[str, Any], reps: int) -> list[dict[str, Any
     m = sizes["m"]
     points = [(c, sizes["curve_gens"]) for c in sizes["curve_chains"]]
     points += [(sizes["curve_fixed_chains"], g) for g in sizes["curve_gen_steps"]]
+    points = list(dict.fromkeys(points))  # the two curves may share a point
     out = []
     for chains, gens in points:
         pairs = alternate(lambda c=chains, g=gens: timed(lambda: engine(family, c, g, m)),

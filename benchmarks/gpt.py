@@ -86,9 +86,9 @@ def training(sizes: dict[str, Any], reps: int) -> tuple[list[Row], dict[str, Any
         ceilings.append(matmul_gflops())
         return ours_train(data)
 
-    # warm up with one step each (lazy imports, allocator)
-    ours_train(data[:, :BATCH])
-    hf_train(data[:, :BATCH])
+    # warm up with one small step each (lazy imports, allocator)
+    ours_train(data[:, :2])
+    hf_train(data[:, :2])
     pairs = alternate(ours, lambda: hf_train(data), reps, warmup=False)
     ceilings.append(matmul_gflops())
     fractions = [flops_per_token * tokens / s / 1e9 / c

@@ -45,7 +45,7 @@ QUICK: dict[str, Any] = {
     "reps": 2,
     "chains": {"chains": 1000, "gens": 10, "m": 100, "curve_chains": [10, 100, 1000],
                "curve_gens": 10, "curve_fixed_chains": 100, "curve_gen_steps": [10, 50]},
-    "gmm": {"seeds": 4, "gens": 10, "n": 1000, "single_gens": 10},
+    "gmm": {"seeds": 8, "gens": 10, "n": 1000, "single_gens": 10},
     "ngram": {"train_tokens": None, "sample_tokens": 100_000, "nltk_train_blocks": 40,
               "nltk_score_tokens": 100, "nltk_sample_train_blocks": 8, "nltk_sample_tokens": 2},
     "gpt_train": {"train_steps": 1},
