@@ -45,16 +45,20 @@ def sample_mixture(mixture: Mixture, n: int, rng: np.random.Generator) -> np.nda
     """``n`` draws per chain: ``(C, n, D)``; component choice and noise from ``rng`` only."""
     weights, means, covs = mixture
     chains, k, dim = means.shape
-    if k == 1:
-        comp = np.zeros((chains, n), dtype=np.intp)
-    else:
-        cdf = np.cumsum(weights, axis=1)
-        u = rng.random((chains, n)) * cdf[:, -1:]
-        comp = (u[:, :, None] >= cdf[:, None, :]).sum(-1).clip(max=k - 1)  # inverse CDF per chain
-    rows = np.arange(chains)[:, None]
     chol = np.linalg.cholesky(covs)  # (C, K, D, D)
+    if k == 1:  # a single Gaussian: no component draw, one batched matmul
+        noise = rng.standard_normal((chains, n, dim))
+        return means[:, :1] + noise @ np.swapaxes(chol[:, 0], -1, -2)
+    cdf = np.cumsum(weights, axis=1)
+    u = rng.random((chains, n)) * cdf[:, -1:]
+    comp = (u[:, :, None] >= cdf[:, None, :]).sum(-1).clip(max=k - 1)  # inverse CDF per chain
     noise = rng.standard_normal((chains, n, dim))
-    return means[rows, comp] + np.einsum("cnij,cnj->cni", chol[rows, comp], noise)
+    # colour the noise with every component's factor, then keep the drawn one: K small matmuls
+    # instead of gathering a (D, D) factor per sample
+    coloured = np.einsum("ckij,cnj->cnki", chol, noise)  # (C, n, K, D)
+    rows = np.arange(chains)[:, None]
+    picked = np.take_along_axis(coloured, comp[:, :, None, None], axis=2)[:, :, 0]
+    return means[rows, comp] + picked
 
 
 def sample_moments(x: np.ndarray, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
