@@ -96,8 +96,9 @@ def batched_em(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Full-covariance EM for every chain at once. ``x (C, N, D)`` -> weights, means, covs, iters.
 
-    Seeding: k-means++ (first centre uniform, the next ones proportional to squared distance), hard
-    assignment to the nearest centre, one M-step. Chains stop updating once their mean
+    Seeding as scikit-learn's ``init_params="kmeans"``: k-means++ centres (first uniform, the
+    next ones proportional to squared distance), Lloyd's k-means to convergence, its hard labels as
+    the first responsibilities. Chains stop updating once their mean
     log-likelihood improves by less than ``tol`` (scikit-learn's criterion).
     """
     chains, n, dim = x.shape
@@ -110,7 +111,7 @@ def batched_em(
         pick = (rng.random((chains, 1)) * cdf[:, -1:] > cdf).sum(axis=1).clip(max=n - 1)
         centres[:, j] = x[rows, pick]
         d2 = np.minimum(d2, ((x - centres[:, j : j + 1]) ** 2).sum(-1))
-    nearest = ((x[:, :, None, :] - centres[:, None]) ** 2).sum(-1).argmin(-1)  # (C, N)
+    nearest = lloyd(x, centres)
     resp = np.eye(k)[nearest]  # (C, N, K) hard responsibilities
     eye = reg_covar * np.eye(dim)
     lower = np.full(chains, -np.inf)
@@ -146,3 +147,20 @@ def batched_em(
             break
         resp = np.where(active[:, None, None], np.exp(log_prob - norm[..., None]), resp)
     return weights, means, covs, iters
+
+
+def lloyd(x: np.ndarray, centres: np.ndarray, max_iter: int = 300) -> np.ndarray:
+    """Batched Lloyd's k-means from ``centres (C, K, D)``: the final labels ``(C, N)``."""
+    k = centres.shape[1]
+    labels = None
+    for _ in range(max_iter):
+        new = ((x[:, :, None, :] - centres[:, None]) ** 2).sum(-1).argmin(-1)  # (C, N)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        onehot = np.eye(k)[labels]  # (C, N, K)
+        counts = onehot.sum(axis=1)  # (C, K)
+        sums = np.einsum("cnk,cnd->ckd", onehot, x)
+        # an emptied cluster keeps its centre (scikit-learn relocates it; rare for k = 2)
+        centres = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], centres)
+    return labels
