@@ -150,6 +150,44 @@ def report(
 
 
 @app.command()
+def provenance(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    generation: Annotated[int, typer.Option("--generation", "-g", help=(
+        "the generation whose training set is listed"))],
+    csv: Annotated[Path | None, typer.Option(help=(
+        "also write one row per training sample (chain, origin, producer, seed, filter scores)"))] = None,
+) -> None:
+    """Where generation k's training samples came from: counts per origin (real, gen_XXX) beside
+    the composition the run recorded; --csv lists every sample."""
+    from collapselab import provenance as prov
+    from collapselab.store import RunStore
+
+    with user_errors():
+        store = RunStore(run_dir)
+        rows = prov.listing(store, generation)
+        recorded = next((r for r in store.metrics() if r["generation"] == generation), {})
+        origins: dict[str, int] = {}
+        for r in rows:
+            key = r["origin"] + (f"/{r['producer']}" if r.get("producer", "model") != "model"
+                                 else "")
+            origins[key] = origins.get(key, 0) + 1
+        table = Table("origin", "samples", "share", "recorded share",
+                      title=f"{run_dir.name}: training set of generation {generation}")
+        for key, count in sorted(origins.items()):
+            share = recorded.get(f"composition.{key}")
+            table.add_row(key, str(count), f"{count / len(rows):.4f}",
+                          "–" if share is None else f"{share:.4f}")
+        table.add_row("total", str(len(rows)), "1.0000",
+                      f"{sum(v for k, v in recorded.items() if k.startswith('composition.')):.4f}")
+        Console().print(table)
+        if csv is not None:
+            import pandas as pd
+
+            pd.DataFrame(rows).to_csv(csv, index=False)
+            console.print(f"provenance: {csv}")
+
+
+@app.command()
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML (base + grid/points + backend)")],
     overrides: Annotated[list[str] | None, typer.Argument(help=(

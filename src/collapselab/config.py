@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab import registry
 from collapselab.errors import ConfigError
+from collapselab.watermark import Watermark
 
 
 class Spec(BaseModel):
@@ -70,6 +71,9 @@ class ExperimentConfig(BaseModel):
         "filters applied to synthetic data, in order"))] = []
     metrics: Annotated[list[NamedSpec] | None, Field(description=(
         "metrics per generation; default: every metric that applies to the data"))] = None
+    watermark: Annotated[Watermark | None, Field(description=(
+        "green-list watermark on the LM families' sampling (gamma, delta, key, generations, "
+        "z_threshold); null: none"))] = None
     on_degenerate: Annotated[Literal["stop", "continue"], Field(description=(
         "a generation that fails to train or yields non-finite samples: stop the run, or "
         "record it and retrain from the previous training set"))] = "stop"

@@ -2,15 +2,25 @@
 into the next training set.
 
 A filter is a registered class whose ``__call__(data, ctx)`` returns a boolean keep-mask
-``(chains, m)``. Masks are combined with AND; each filter's kept share is recorded. Because chains
-are one rectangular array, every chain then keeps the same number of samples: a random subset of
-its survivors, as many as the chain with the fewest survivors has.
+``(chains, m)``, or ``(mask, scores)`` with per-sample scores ``(chains, m)`` that provenance keeps.
+Masks are combined with AND; each filter's kept share is recorded. Because chains are one
+rectangular array, every chain then keeps the same number of samples: a random subset of its
+survivors, as many as the chain with the fewest survivors has.
+
+Filters: ``density_band`` / ``perplexity_band`` (a likelihood band under a reference model, any
+family), ``verifier`` (keep the top fraction by a callable's or a model's score), ``dedup`` (exact
+and MinHash near-duplicates), ``length`` and ``repetition`` (text), ``detector_resample`` (keep a
+weighted random subset, weight ``(1 - p_synthetic) ** a``) and ``watermark`` (drop text the
+green-list detector flags).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -24,27 +34,50 @@ class CurationContext:
     model: Any  # the generation that produced the data
     reference: Any  # generation 0's model
     rng: np.random.Generator
+    source: Any = None  # the data source (verifiers may use its truth)
+    watermark: Any = None  # the config's watermark section (the detector's defaults)
+
+
+@dataclass
+class Curated:
+    """What curation did: ``index`` (chains, kept) rows of the produced data that survive, and each
+    filter's per-sample ``scores`` (chains, m) over the produced data."""
+
+    index: np.ndarray
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def curate(
     active: list[tuple[str, Any]], data: np.ndarray, ctx: CurationContext
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Apply named filters; return the kept data and ``{"kept.<name>": share}``."""
+) -> tuple[np.ndarray, dict[str, float], Curated]:
+    """Apply named filters; return the kept data, ``{"kept.<name>": share}`` and the details."""
+    chains, m = data.shape[:2]
     if not active:
-        return data, {}
-    keep = np.ones(data.shape[:2], dtype=bool)
+        return data, {}, Curated(np.broadcast_to(np.arange(m), (chains, m)))
+    keep = np.ones((chains, m), dtype=bool)
     report: dict[str, float] = {}
+    scores: dict[str, np.ndarray] = {}
     for name, fn in active:
-        mask = np.asarray(fn(data, ctx), dtype=bool)
+        out = fn(data, ctx)
+        mask, score = out if isinstance(out, tuple) else (out, None)
+        mask = np.asarray(mask, dtype=bool)
         report[f"kept.{name}"] = float(mask.mean())
+        if score is not None:
+            scores[name] = np.asarray(score, dtype=float)
         keep &= mask
     n_keep = int(keep.sum(axis=1).min())
-    report["kept"] = n_keep / data.shape[1]
-    if n_keep == 0:
-        return data[:, :0], report
+    report["kept"] = n_keep / m
     # random keys, survivors first: a uniform random subset of each chain's survivors
     order = np.argsort(np.where(keep, ctx.rng.random(keep.shape), 2.0), axis=1)[:, :n_keep]
-    return np.asarray(data)[np.arange(len(data))[:, None], order], report
+    return np.asarray(data)[np.arange(chains)[:, None], order], report, Curated(order, scores)
+
+
+Reference = Annotated[Literal["generation0", "producer"], Field(description=(
+    "scoring model: generation 0's (trained on real data) or the one that produced the data"))]
+
+
+def _scorer(ctx: CurationContext, which: str) -> Any:
+    return ctx.reference if which == "generation0" else ctx.model
 
 
 @filters.register("density_band")
@@ -57,12 +90,263 @@ class DensityBand:
         self,
         low: Annotated[float, Field(ge=0, lt=1, description="drop samples below this quantile")] = 0.0,
         high: Annotated[float, Field(gt=0, le=1, description="drop samples above this quantile")] = 1.0,
+        reference: Reference = "generation0",
     ) -> None:
         if low >= high:
             raise ValueError(f"low must be below high; got low={low}, high={high}")
-        self.low, self.high = low, high
+        self.low, self.high, self.reference = low, high, reference
 
-    def __call__(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
-        ll = ctx.reference.score_samples(data)  # (C, m)
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        ll = np.asarray(_scorer(ctx, self.reference).score_samples(data))  # (C, m)
         lo, hi = np.quantile(ll, [self.low, self.high], axis=1, keepdims=True)
-        return (ll >= lo) & (ll <= hi)
+        return (ll >= lo) & (ll <= hi), ll
+
+
+@filters.register("perplexity_band")
+class PerplexityBand(DensityBand):
+    """``density_band`` for language models: mean log-likelihood per token is minus log-perplexity,
+    so ``low`` drops the highest-perplexity (least plausible) blocks and ``high`` the lowest
+    (degenerate, repetitive) ones."""
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"fn must look like 'package.module:function'; got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"fn {spec!r} cannot be loaded: {exc}") from None
+    if not callable(fn):
+        raise ValueError(f"fn {spec!r} is not callable")
+    return fn
+
+
+def true_loglik(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
+    """A verifier for sources with a known distribution (``builtin``): the exact mean log-likelihood
+    per token of each block, ``(chains, m)``."""
+    log_prob = getattr(ctx.source, "log_prob", None)
+    if log_prob is None:
+        raise ValueError(f"source {type(ctx.source).__name__} has no exact log_prob to verify with")
+    return np.asarray(log_prob(data))
+
+
+@filters.register("verifier")
+class Verifier:
+    """Selection by a verifier: score every sample and keep the ``top`` fraction of each chain.
+
+    The score is ``fn(data, ctx) -> (chains, m)`` (higher is better; e.g.
+    ``collapselab.curation:true_loglik``), or, without ``fn``, the ``model``'s ``score_samples``.
+    """
+
+    def __init__(
+        self,
+        top: Annotated[float, Field(gt=0, le=1, description="share of each chain kept")] = 0.5,
+        fn: Annotated[str | None, Field(description=(
+            "scoring function 'package.module:function' (data, ctx) -> (chains, m)"))] = None,
+        model: Reference = "generation0",
+    ) -> None:
+        self.top, self.fn, self.model = top, fn, model
+        self._fn = load_callable(fn) if fn else None
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        if self._fn is not None:
+            score = np.asarray(self._fn(data, ctx), dtype=float)
+        else:
+            score = np.asarray(_scorer(ctx, self.model).score_samples(data), dtype=float)
+        if score.shape != data.shape[:2]:
+            raise ValueError(f"verifier scores must have shape {data.shape[:2]}; got {score.shape}")
+        k = max(1, math.ceil(self.top * data.shape[1]))
+        rank = np.argsort(np.argsort(-score, axis=1, kind="stable"), axis=1)
+        return rank < k, score
+
+
+# --- text filters -----------------------------------------------------------------------------
+
+
+def _tokens(data: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(data)
+    if x.ndim != 3 or x.dtype.kind not in "iu":
+        raise ValueError(f"the {name} filter needs token blocks (chains, n, block_len); "
+                         f"got {x.dtype} {x.shape}")
+    return x
+
+
+def shingles(x: np.ndarray, n: int) -> np.ndarray:
+    """uint64 hashes of every n-gram of each block: ``(..., T) -> (..., T - n + 1)``."""
+    n = min(n, x.shape[-1])
+    h = np.zeros((*x.shape[:-1], x.shape[-1] - n + 1), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            h = (h * np.uint64(1_000_003)) ^ x[..., j : x.shape[-1] - n + 1 + j].astype(np.uint64)
+            h = h * np.uint64(0x9E3779B97F4A7C15)
+    return h
+
+
+def minhash(x: np.ndarray, n: int, num_perm: int, seed: int = 1) -> np.ndarray:
+    """MinHash signatures of the n-gram sets of token blocks: ``(..., T) -> (..., num_perm)``."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**61 - 1, num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**61 - 1, num_perm, dtype=np.uint64)
+    s = shingles(x, n)[..., None]  # (..., S, 1)
+    with np.errstate(over="ignore"):
+        return (s * a + b).min(axis=-2)  # universal hashing mod 2**64, min over shingles
+
+
+@filters.register("dedup")
+class Dedup:
+    """Drop exact duplicates and near-duplicates of an earlier sample of the same chain: blocks whose
+    n-gram sets have an estimated Jaccard similarity >= ``threshold`` (MinHash, ``num_perm``
+    permutations, NumPy). Score: each sample's highest similarity to an earlier one."""
+
+    def __init__(
+        self,
+        threshold: Annotated[float, Field(gt=0, le=1, description=(
+            "Jaccard similarity at which a block is a near-duplicate (1: exact only)"))] = 0.8,
+        ngram: Annotated[int, Field(ge=1, description="shingle length in tokens")] = 3,
+        num_perm: Annotated[int, Field(ge=8, le=1024, description="MinHash permutations")] = 64,
+    ) -> None:
+        self.threshold, self.ngram, self.num_perm = threshold, ngram, num_perm
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        x = _tokens(data, "dedup")
+        chains, m = x.shape[:2]
+        sig = minhash(x, self.ngram, self.num_perm)  # (C, m, P)
+        best = np.zeros((chains, m))
+        exact = np.zeros((chains, m), dtype=bool)
+        for c in range(chains):
+            flat = np.ascontiguousarray(x[c]).view(np.dtype((np.void, x.dtype.itemsize * x.shape[2])))
+            _, first = np.unique(flat.ravel(), return_index=True)
+            exact[c] = True
+            exact[c, first] = False
+            for lo in range(0, m, 256):  # similarity to every earlier sample, 256 rows at a time
+                sim = (sig[c, lo : lo + 256, None, :] == sig[c, None, :, :]).mean(axis=-1)
+                rows = np.arange(lo, min(lo + 256, m))
+                sim[:, :] = np.where(np.arange(m)[None, :] < rows[:, None], sim, 0.0)
+                best[c, rows] = sim.max(axis=1)
+        return ~exact & (best < self.threshold), best
+
+
+@filters.register("length")
+class Length:
+    """Keep blocks whose length, the tokens before the first ``eos_id`` (the whole block without
+    one), lies in ``[min_tokens, max_tokens]``."""
+
+    def __init__(
+        self,
+        min_tokens: Annotated[int, Field(ge=0, description="shortest block kept")] = 1,
+        max_tokens: Annotated[int | None, Field(ge=1, description="longest kept; null: any")] = None,
+        eos_id: Annotated[int | None, Field(ge=0, description="end-of-text token id")] = None,
+    ) -> None:
+        if max_tokens is not None and max_tokens < min_tokens:
+            raise ValueError(f"max_tokens must be >= min_tokens={min_tokens}; got {max_tokens}")
+        self.min_tokens, self.max_tokens, self.eos_id = min_tokens, max_tokens, eos_id
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        x = _tokens(data, "length")
+        length = np.full(x.shape[:2], x.shape[2])
+        if self.eos_id is not None:
+            eos = x == self.eos_id
+            length = np.where(eos.any(axis=2), eos.argmax(axis=2), length)
+        keep = length >= self.min_tokens
+        if self.max_tokens is not None:
+            keep &= length <= self.max_tokens
+        return keep, length
+
+
+@filters.register("repetition")
+class Repetition:
+    """Drop repetitive blocks: keep those whose share of distinct n-grams is >= ``min_distinct``
+    (1: no n-gram repeats; a block looping one phrase scores near 0)."""
+
+    def __init__(
+        self,
+        min_distinct: Annotated[float, Field(ge=0, le=1, description=(
+            "least share of distinct n-grams among a block's n-grams"))] = 0.5,
+        ngram: Annotated[int, Field(ge=1, description="n-gram length in tokens")] = 2,
+    ) -> None:
+        self.min_distinct, self.ngram = min_distinct, ngram
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        s = np.sort(shingles(_tokens(data, "repetition"), self.ngram), axis=-1)  # (C, m, S)
+        distinct = 1 + (s[..., 1:] != s[..., :-1]).sum(axis=-1)
+        share = distinct / s.shape[-1]
+        return share >= self.min_distinct, share
+
+
+# --- synthetic-data detectors -------------------------------------------------------------------
+
+
+@filters.register("detector_resample")
+class DetectorResample:
+    """Detector-weighted resampling (Drayson et al. 2024, "machine-generated text detection
+    prevents language model collapse"): weight each sample by ``(1 - p_synthetic) ** a`` and keep a
+    weighted random ``keep`` share of each chain (without replacement, Gumbel top-k).
+
+    ``p_synthetic`` comes from ``detector``: ``likelihood_ratio`` (the producing model against
+    generation 0, per token: ``sigmoid(T * (ll_producer - ll_reference))``), ``watermark``
+    (``Phi(z)`` of the green-list z-score) or a function ``'package.module:function'``.
+    """
+
+    def __init__(
+        self,
+        a: Annotated[float, Field(ge=0, description="exponent of (1 - p_synthetic)")] = 1.0,
+        keep: Annotated[float, Field(gt=0, le=1, description="share of each chain kept")] = 0.5,
+        detector: Annotated[str, Field(description=(
+            "likelihood_ratio, watermark, or 'package.module:function' (data, ctx) -> "
+            "p_synthetic (chains, m)"))] = "likelihood_ratio",
+    ) -> None:
+        self.a, self.keep, self.detector = a, keep, detector
+        self._fn = (load_callable(detector) if detector not in ("likelihood_ratio", "watermark")
+                    else None)
+
+    def p_synthetic(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
+        if self._fn is not None:
+            return np.asarray(self._fn(data, ctx), dtype=float)
+        if self.detector == "watermark":
+            z = _watermark(ctx, None).z_scores(data)
+            return 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+        llr = ctx.model.score_samples(data) - ctx.reference.score_samples(data)  # per token
+        return 1 / (1 + np.exp(-np.clip(llr * data.shape[-1], -50, 50)))
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        p = np.clip(self.p_synthetic(data, ctx), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            log_w = self.a * np.log1p(-p)
+        keys = log_w + ctx.rng.gumbel(size=p.shape)  # Gumbel top-k: weighted, no replacement
+        k = max(1, math.ceil(self.keep * data.shape[1]))
+        rank = np.argsort(np.argsort(-keys, axis=1, kind="stable"), axis=1)
+        return rank < k, p
+
+
+def _watermark(ctx: CurationContext, params: dict[str, Any] | None) -> Any:
+    from collapselab.watermark import Watermark
+
+    base = ctx.watermark.model_dump() if ctx.watermark is not None else {}
+    return Watermark(**{**base, **{k: v for k, v in (params or {}).items() if v is not None}})
+
+
+@filters.register("watermark")
+class WatermarkFilter:
+    """Remove text the green-list detector flags (z-score above ``z_threshold``) before it is
+    composed into the next training set. Unset fields come from the config's ``watermark:``
+    section. Score: each block's z-score."""
+
+    def __init__(
+        self,
+        z_threshold: Annotated[float | None, Field(gt=0, description=(
+            "flag blocks above this z-score; null: watermark.z_threshold"))] = None,
+        gamma: Annotated[float | None, Field(gt=0, lt=1, description=(
+            "green share; null: watermark.gamma"))] = None,
+        key: Annotated[int | None, Field(ge=0, description="hash key; null: watermark.key")] = None,
+        skip: Annotated[int, Field(ge=0, description=(
+            "leading tokens not scored (e.g. prompt tokens copied from real text)"))] = 0,
+    ) -> None:
+        self.params = {"z_threshold": z_threshold, "gamma": gamma, "key": key}
+        self.skip = skip
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
+        wm = _watermark(ctx, self.params)
+        z = wm.z_scores(_tokens(data, "watermark"), self.skip)
+        return z <= wm.z_threshold, z

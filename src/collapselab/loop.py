@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from collapselab import registry, theory
+from collapselab import provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
 from collapselab.curation import CurationContext, curate
 from collapselab.errors import RunError
@@ -133,8 +133,9 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
     real = exp.source.real(size, cfg.chains, real_rng)  # (chains, size, ...) generation 0's data
     heldout = exp.source.heldout(heldout_rng)  # (1, n_heldout, ...) never trained on
     start = store.completed()
-    history, reference = restore(store, policy, start)
-    train = real
+    history, history_labels, reference = restore(store, policy, start)
+    labels = provenance.real_labels(real)  # (chains, size): where each training row came from
+    train, train_labels = real, labels
     last = store.metrics()[-1] if start else {}
     if "degenerate" in last and (cfg.on_degenerate == "stop" or start == 1):
         return "stopped"  # a crash came between the stop and the manifest saying so
@@ -150,11 +151,14 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
         rng = Streams.for_generation(cfg.seed, gen)
         tic = time.perf_counter()
         if gen > 0 and history:
-            train = policy.compose(real=real, history=history, size=size, rng=rng.compose,
-                                   source=exp.source)
+            train, train_labels = provenance.compose(
+                policy, real=real, history=history, labels=labels, history_labels=history_labels,
+                size=size, rng=rng.compose, source=exp.source)
+        marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
         try:
             model = clone(exp.prototype).fit(train, rng=rng.fit)
-            produced = model.sample(m, rng.sample)
+            with watermark.applied(marker):  # LM samplers add delta to green-list logits
+                produced = model.sample(m, rng.sample)
             failure = degenerate(produced)
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
             failure, model = f"{type(exc).__name__}: {exc}", None
@@ -166,18 +170,28 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 return "stopped"
             continue  # history unchanged: the next generation retrains on the last good data
         reference = reference if gen > 0 else model
-        synthetic, kept = curate(exp.filters, produced,
-                                 CurationContext(gen, model, reference, rng.curate))
+        synthetic, kept, curated = curate(
+            exp.filters, produced,
+            CurationContext(gen, model, reference, rng.curate, exp.source, cfg.watermark))
+        marks = {} if marker is None else watermark.measure(
+            marker, model, produced, real, rng.metrics, skip=getattr(model, "prompt_tokens", 0))
         ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
                                 synthetic=synthetic, real=real, heldout=heldout,
                                 source=exp.source, rng=rng.metrics)
-        row = {"generation": gen, **measure(exp.metrics, ctx), **kept,
+        row = {"generation": gen, **measure(exp.metrics, ctx), **kept, **marks,
+               **provenance.composition(train_labels),
                **theory_row(exp.predictions, gen, cfg.chains),
                "train_size": int(train.shape[1]), "generated": int(produced.shape[1]),
                "wall_s": time.perf_counter() - tic}
         writer.generation(gen, row, samples=synthetic, artifacts=ctx.artifacts,
-                          model=model if gen == 0 else None)
+                          model=model if gen == 0 else None,
+                          provenance=provenance.record(train_labels, curated.index, curated.scores,
+                                                       family=cfg.model.family, generation=gen,
+                                                       seed=cfg.seed))
+        synthetic_labels = provenance.encode(gen, curated.index)  # rows of `produced` kept
         history = [*history, synthetic] if policy.history == "all" else [synthetic]
+        history_labels = ([*history_labels, synthetic_labels] if policy.history == "all"
+                          else [synthetic_labels])
         if prune:  # generation 0 and the newest stay for resume and report
             for old in stale:
                 writer.drop_samples(old)
@@ -187,13 +201,23 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
     return "complete"
 
 
-def restore(store: RunStore, policy: Any, start: int) -> tuple[list[np.ndarray], Any]:
-    """History and reference model of a resumed run (nothing for a new one)."""
+def restore(store: RunStore, policy: Any,
+            start: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+    """History, its provenance labels and the reference model of a resumed run (nothing for a
+    new one)."""
     if start == 0:
-        return [], None
+        return [], [], None
     kept = [g for g in range(start) if store.has_samples(g)]
     gens = kept if policy.history == "all" else kept[-1:]
-    return [store.samples(g) for g in gens], store.model(0)
+    history = [store.samples(g) for g in gens]
+    labels = []
+    for g, data in zip(gens, history, strict=True):
+        try:
+            index = store.provenance(g)["produced_kept"]
+        except RunError:  # a run from before provenance: rows as stored
+            index = np.broadcast_to(np.arange(data.shape[1]), data.shape[:2])
+        labels.append(provenance.encode(g, index))
+    return history, labels, store.model(0)
 
 
 def degenerate(samples: np.ndarray) -> str | None:

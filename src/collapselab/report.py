@@ -213,6 +213,33 @@ def text_samples(store: RunStore, key: str = "continuations") -> list[tuple[int,
     return out
 
 
+def composition_figure(store: RunStore, label: str) -> Figure | None:
+    """Stacked bars: each generation's training set by origin (real, gen_XXX, per producer), from
+    the ``composition.*`` shares the run recorded."""
+    import matplotlib.pyplot as plt
+
+    rows = store.metrics()
+    keys = sorted({k for r in rows for k in r if k.startswith("composition.")},
+                  key=lambda k: (k != "composition.real", k))
+    if len(keys) < 2:  # real data only: nothing to stack
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    gens = _column(rows, "generation")
+    bottom = np.zeros(len(rows))
+    cmap = plt.get_cmap("viridis")
+    for i, key in enumerate(keys):
+        share = np.nan_to_num(_column(rows, key))
+        color = "0.35" if key == "composition.real" else cmap(i / max(len(keys) - 1, 1))
+        ax.bar(gens, share, bottom=bottom, color=color, width=0.8,
+               label=key.removeprefix("composition."))
+        bottom += share
+    ax.set_xlabel("generation")
+    ax.set_ylabel("share of the training set")
+    ax.set_title(f"{label}: training-set composition by origin")
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return Figure(f"composition-{store.root.name}", f"{label}: composition", _png(fig))
+
+
 def build_figures(stores: list[RunStore]) -> list[Figure]:
     labels = label_runs(stores)
     runs = [(lab, s.metrics()) for lab, s in zip(labels, stores, strict=True)]
@@ -227,7 +254,7 @@ def build_figures(stores: list[RunStore]) -> list[Figure]:
                                        "perplexity of generated text under generation 0"),
                     artifact_histogram(store, label, "latent_spread",
                                        "norm of latent means under generation 0's encoder"),
-                    sample_grid_figure(store, label)):
+                    sample_grid_figure(store, label), composition_figure(store, label)):
             if fig is not None:
                 figures.append(fig)
     return figures

@@ -4,7 +4,8 @@
       config.yaml        the resolved config (all defaults filled in)
       manifest.json      status, completed generations, seeds, versions — the commit point
       metrics.jsonl      one JSON object per generation: "<metric>", "<metric>.sem", theory columns
-      gen_000/           model.pkl (generation 0: the reference), samples.npz, artifacts.npz
+      gen_000/           model.pkl (generation 0: the reference), samples.npz, artifacts.npz,
+                         provenance.npz (where each training sample came from)
       .lock              pid and host of the one writer
 
 Every file is written to a temporary name, fsynced and renamed over the target, so a reader (or a
@@ -155,6 +156,15 @@ class RunStore:
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
 
+    def provenance(self, gen: int) -> dict[str, np.ndarray]:
+        """Generation ``gen``'s provenance: its training set's origins, the produced rows kept,
+        filter scores and the producing model (see ``collapselab.provenance``)."""
+        path = self.gen_dir(gen) / "provenance.npz"
+        if not path.is_file():
+            raise RunError(f"generation {gen} of {self.root} has no provenance record")
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
     def model(self, gen: int) -> Any:
         with open(self.gen_dir(gen) / "model.pkl", "rb") as f:
             return pickle.load(f)
@@ -222,9 +232,12 @@ class RunWriter:
         samples: np.ndarray | None,
         artifacts: dict[str, np.ndarray],
         model: Any | None = None,
+        provenance: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Write generation ``gen``'s files, then its metrics row, then commit it in the manifest."""
         gdir = self.store.gen_dir(gen)
+        if provenance is not None:
+            write_atomic(gdir / "provenance.npz", npz_bytes(provenance))
         if model is not None:
             write_atomic(gdir / "model.pkl", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         if samples is not None:

@@ -33,7 +33,7 @@ from typing import Annotated
 import numpy as np
 import pydantic
 
-from collapselab import protocol, registry
+from collapselab import protocol, registry, watermark
 from collapselab.errors import DataError
 
 _LN10 = math.log(10.0)
@@ -578,8 +578,13 @@ class NGram(protocol.Model):
         out[:, :p] = prompts
         state = self._read(t, prompts)
         truncated = (0 < self.top_k < t.vocab_size) or self.top_p < 1
+        marker = watermark.current()  # green-list watermark: green weights times exp(delta)
         for j in range(p, p + new_tokens):
-            if truncated or self.temperature != 1:
+            if marker is not None:
+                prev = out[:, j - 1] if j else np.full(b, t.vocab_size)
+                w = truncate(t.dense(state, 1.0 / self.temperature), self.top_k, self.top_p)
+                out[:, j] = draw_rows(marker.bias_weights(w, prev), rng)
+            elif truncated or self.temperature != 1:
                 out[:, j] = t.draw_truncated(state, self.temperature, self.top_k, self.top_p, rng)
             else:  # the model itself: the exact level walk, no (b, V) arrays
                 out[:, j] = t.draw(state, rng)

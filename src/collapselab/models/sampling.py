@@ -12,7 +12,8 @@ the batch axis with ``reorder_cache(cache, index)``; the default calls ``cache.r
 when the cache has that method (our cache, HF ``Cache`` objects) and otherwise ``index_select``-s every
 tensor in a nested tuple/list.
 
-Decoding order per step (Hugging Face's): repetition penalty -> eos suppression (``min_new_tokens``)
+Decoding order per step (Hugging Face's): repetition penalty -> watermark (``watermark.applied``)
+-> eos suppression (``min_new_tokens``)
 -> temperature -> top-k -> top-p -> draw. Everything is batched over sequences: no Python loop over
 sequences, one over decoding steps.
 
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from collapselab import watermark
 from collapselab.errors import ConfigError
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -153,6 +155,9 @@ def process_logits(
     of which ``n_new`` tokens were generated. Returns float32 logits (a new tensor)."""
     logits = logits.float().clone()
     logits = apply_repetition_penalty(logits, ids, settings.repetition_penalty)
+    marker = watermark.current()  # a green-list watermark (Kirchenbauer et al.): + delta on green
+    if marker is not None:
+        logits = marker.bias_logits(logits, ids[:, -1])
     if settings.eos_id is not None and n_new < settings.min_new_tokens:
         logits[:, settings.eos_id] = float("-inf")
     if sampling:

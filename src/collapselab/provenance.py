@@ -1,0 +1,118 @@
+"""Where every training sample came from.
+
+Each row of a training set carries a label ``(origin, producer, index)`` packed in one int64:
+``origin`` is ``REAL`` (the real pool), ``FRESH`` (new real data from the source) or the generation
+that produced it; ``producer`` numbers the producing model (0 for a one-model run); ``index`` is the
+row in the real pool, or in that generation's *produced* (pre-curation) samples. The labels are
+composed by the same policy call as the data, on a copy of the same random stream, so they select
+exactly the rows the data did (policies only subsample and concatenate along the sample axis).
+
+``gen_XXX/provenance.npz`` holds, per generation: the training set's labels, which produced rows
+survived curation, every filter's per-sample scores and the producing model's family and seed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+REAL, FRESH = -2, -1
+_SHIFT_ORIGIN, _SHIFT_PRODUCER = 40, 32
+
+
+def encode(origin: int, index: np.ndarray, producer: int = 0) -> np.ndarray:
+    index = np.asarray(index, dtype=np.int64)
+    return ((origin + 2) << _SHIFT_ORIGIN) | (producer << _SHIFT_PRODUCER) | index
+
+
+def decode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(origin, producer, index)`` arrays of the label codes."""
+    codes = np.asarray(codes, dtype=np.int64)
+    return ((codes >> _SHIFT_ORIGIN) - 2, (codes >> _SHIFT_PRODUCER) & 0xFF,
+            codes & 0xFFFFFFFF)
+
+
+def real_labels(real: np.ndarray) -> np.ndarray:
+    """Labels of the real pool ``(chains, n, ...)``: ``(chains, n)``."""
+    return np.broadcast_to(encode(REAL, np.arange(real.shape[1])), real.shape[:2])
+
+
+def origin_key(origin: int, producer: str | None = None) -> str:
+    if origin < 0:
+        return "real"
+    return f"gen_{origin:03d}" + (f"/{producer}" if producer else "")
+
+
+class _LabelSource:
+    """Stands in for the source when a policy composes labels: ``fresh`` draws what the real source
+    would (so the random stream advances identically) and returns ``FRESH`` labels instead."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def fresh(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray:
+        self.source.fresh(n, chains, rng)
+        return np.broadcast_to(encode(FRESH, np.arange(n)), (chains, n))
+
+
+def compose(policy: Any, *, real: np.ndarray, history: list[np.ndarray], labels: np.ndarray,
+            history_labels: list[np.ndarray], size: int, rng: np.random.Generator,
+            source: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's next training set and its labels ``(chains, size')``."""
+    twin = copy.deepcopy(rng)  # the labels' compose draws exactly what the data's does
+    train = policy.compose(real=real, history=history, size=size, rng=rng, source=source)
+    codes = policy.compose(real=labels, history=history_labels, size=size, rng=twin,
+                           source=_LabelSource(source))
+    return train, np.broadcast_to(codes, train.shape[:2])
+
+
+def composition(codes: np.ndarray, producers: list[str] | None = None) -> dict[str, float]:
+    """``composition.<origin>``: share of the training set from each origin (mean over chains)."""
+    origin, producer, _ = decode(codes)
+    out: dict[str, float] = {}
+    keys = np.array([origin_key(int(o), producers[p] if producers else None)
+                     for o, p in zip(origin.ravel(), producer.ravel(), strict=True)])
+    names, counts = np.unique(keys, return_counts=True)
+    for name, count in zip(names, counts, strict=True):
+        out[f"composition.{name}"] = float(count / codes.size)
+    return out
+
+
+def record(codes: np.ndarray, kept: np.ndarray, scores: dict[str, np.ndarray], *, family: str,
+           generation: int, seed: int, producer: str = "model") -> dict[str, np.ndarray]:
+    """The arrays of ``gen_XXX/provenance.npz``."""
+    origin, prod, index = decode(codes)
+    return {
+        "train_origin": origin, "train_producer": prod, "train_index": index,
+        "train_is_real": origin < 0,
+        "produced_kept": np.asarray(kept),
+        "producer_family": np.array(family), "producer_generation": np.array(generation),
+        "producer_seed": np.array(seed), "producer_name": np.array(producer),
+        "producer_streams": np.array(f"SeedSequence({seed}, spawn_key=(1, {generation}))"),
+        **{f"score.{name}": s for name, s in scores.items()},
+    }
+
+
+def listing(store: Any, generation: int) -> list[dict[str, Any]]:
+    """One dict per training sample of ``generation``: chain, position, origin, producer (family,
+    generation, seed), whether it is real, and every filter score it received when produced."""
+    prov = store.provenance(generation)
+    rows = []
+    cache: dict[int, dict[str, np.ndarray]] = {}
+    origin, prod, index = prov["train_origin"], prov["train_producer"], prov["train_index"]
+    for c in range(origin.shape[0]):
+        for j in range(origin.shape[1]):
+            o, i = int(origin[c, j]), int(index[c, j])
+            row: dict[str, Any] = {"chain": c, "position": j, "origin": origin_key(o),
+                                   "is_real": o < 0, "index": i}
+            if o >= 0:
+                src = cache.setdefault(o, store.provenance(o))
+                row.update(producer=str(src["producer_name"]), family=str(src["producer_family"]),
+                           generation=o, seed=int(src["producer_seed"]), producer_index=int(prod[c, j]))
+                for key in src:
+                    if key.startswith("score."):
+                        row[key] = float(src[key][c, i])
+            rows.append(row)
+    return rows
