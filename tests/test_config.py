@@ -55,7 +55,8 @@ def test_every_problem_reported_at_once_with_field_rule_and_value():
 def test_unknown_field_suggests_the_closest():
     assert problems_of({"generatoins": 3}) == [
         "generatoins: unknown field. Did you mean: generations? Allowed: name, generations, seed, "
-        "chains, synthetic_size, model, data, policy, curation, metrics, watermark, on_degenerate, "
+        "chains, synthetic_size, model, data, policy, curation, metrics, producers, watermark, "
+        "on_degenerate, "
         "keep_samples, out_dir"
     ]
     assert problems_of({"model": {"family": "gaussian", "varience": "mle"}}) == [

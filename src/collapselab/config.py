@@ -46,6 +46,19 @@ class PolicySpec(Spec):
     name: str = Field("replace", description="registered data policy")
 
 
+class ProducerSpec(BaseModel):
+    """One model of a multi-producer loop: what it is and whose output it trains on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="label in metrics")
+    model: ModelSpec = Field(description="its family and parameters, like the top-level model")
+    trains_on: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = Field(None, description=(
+        "shares of producers' (curated) output in the synthetic part of its next training set, "
+        "summing to 1, e.g. {small: 0.5, large: 0.5}; {other: 1}: trains only on another's "
+        "output; null: its own output only"))
+
+
 class NamedSpec(Spec):
     name: str = Field(description="registered component name")
 
@@ -71,6 +84,9 @@ class ExperimentConfig(BaseModel):
         "filters applied to synthetic data, in order"))] = []
     metrics: Annotated[list[NamedSpec] | None, Field(description=(
         "metrics per generation; default: every metric that applies to the data"))] = None
+    producers: Annotated[list[ProducerSpec] | None, Field(description=(
+        "several models each generation (replaces model:): each trains on a mix of the "
+        "producers' outputs (trains_on) under the policy; null: the one model"))] = None
     watermark: Annotated[Watermark | None, Field(description=(
         "green-list watermark on the LM families' sampling (gamma, delta, key, generations, "
         "z_threshold); null: none"))] = None
@@ -167,7 +183,7 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
         problems += [_describe(err) for err in exc.errors()]
         cfg = None
     resolved, more = _check_components(raw)
-    problems += more
+    problems += more + _check_mix(raw)
     if problems or cfg is None:
         raise ConfigError(problems)
     return cfg.model_copy(update=resolved)
@@ -208,6 +224,24 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                                      else _spec_type(section)(**out[0]))
             except pydantic.ValidationError:
                 pass  # e.g. data.size=0: the structural validation has reported it
+    producers = raw.get("producers")
+    if isinstance(producers, list) and all(isinstance(p, dict) for p in producers):
+        checked = []
+        for i, p in enumerate(producers):
+            spec = p.get("model")
+            if isinstance(spec, dict):
+                spec = {"family": defaults.model.family, **spec}
+                one, issues = _check_one(registry.families, f"producers[{i}].model", "family",
+                                         spec, set())
+                problems += issues
+                checked.append({**p, "model": one})
+        if len(checked) == len(producers) and all(c["model"] for c in checked):
+            try:
+                resolved["producers"] = [ProducerSpec(name=c["name"], model=ModelSpec(**c["model"]),
+                                                      trains_on=c.get("trains_on"))
+                                         for c in checked]
+            except (pydantic.ValidationError, KeyError):
+                pass  # the structural validation has reported it
     if source_kind is not None:
         problems += _check_kinds(raw, resolved, source_kind)
         if raw.get("metrics") is None:
@@ -216,6 +250,29 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 if source_kind in getattr(registry.metrics.get(n), "kinds", ())
             ]
     return resolved, problems
+
+
+def _check_mix(raw: dict[str, Any]) -> list[str]:
+    """Producers' names are unique; each ``trains_on`` names producers and sums to 1."""
+    producers = raw.get("producers")
+    if not isinstance(producers, list) or not all(isinstance(p, dict) for p in producers):
+        return []
+    names = [p.get("name") for p in producers]
+    problems = []
+    if len(set(map(str, names))) < len(names):
+        problems.append(f"producers: names must be unique; got {names}")
+    for i, p in enumerate(producers):
+        mix = p.get("trains_on") or {}
+        if not isinstance(mix, dict):
+            continue
+        unknown = sorted(set(mix) - set(names))
+        if unknown:
+            problems.append(f"producers[{i}].trains_on: unknown producer(s) {unknown}; "
+                            f"producers: {names}")
+        total = sum(v for v in mix.values() if isinstance(v, (int, float)))
+        if mix and abs(total - 1) > 1e-9:
+            problems.append(f"producers[{i}].trains_on: shares must sum to 1; got {total:g}")
+    return problems
 
 
 def _spec_type(section: str) -> type[Spec]:
@@ -248,11 +305,15 @@ def _check_one(
 
 def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], kind: str) -> list[str]:
     problems = []
-    model = resolved.get("model")
-    if model is not None:
+    producers = resolved.get("producers") or []
+    models = ([(f"producers[{i}].model", p.model) for i, p in enumerate(producers)]
+              if raw.get("producers") else [("model", resolved.get("model"))])
+    for where, model in models:
+        if model is None:
+            continue
         kinds = getattr(registry.families.get(model.family), "kinds", None)
         if kinds is not None and kind not in kinds:
-            problems.append(f"model.family: {model.family!r} cannot model {kind} data; "
+            problems.append(f"{where}.family: {model.family!r} cannot model {kind} data; "
                             f"families for {kind}: {', '.join(_accepting(registry.families, kind))}")
     if raw.get("metrics") is not None:
         for i, spec in enumerate(resolved.get("metrics", [])):

@@ -21,7 +21,7 @@ from collapselab.curation import CurationContext, curate
 from collapselab.errors import RunError
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import clone
-from collapselab.store import RunStore, RunWriter, remove_run
+from collapselab.store import RunStore, RunWriter, npz_bytes, remove_run, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ class Streams:
     metrics: np.random.Generator
 
     @classmethod
-    def for_generation(cls, seed: int, gen: int) -> Streams:
-        seqs = np.random.SeedSequence(seed, spawn_key=(1, gen)).spawn(5)
+    def for_generation(cls, seed: int, gen: int, producer: int = 0) -> Streams:
+        key = (1, gen) if producer == 0 else (1, gen, producer)  # producer p of a multi-model run
+        seqs = np.random.SeedSequence(seed, spawn_key=key).spawn(5)
         return cls(*(np.random.default_rng(s) for s in seqs))
 
 
@@ -64,6 +65,7 @@ class Experiment:
     filters: list[tuple[str, Any]]
     metrics: list[tuple[str, Any]]
     predictions: dict[str, theory.Prediction]
+    producers: list[tuple[str, Any]]  # (name, prototype) of a multi-producer run; else empty
 
     @classmethod
     def build(cls, cfg: ExperimentConfig) -> Experiment:
@@ -71,23 +73,24 @@ class Experiment:
         return cls(
             config=cfg,
             source=source,
-            prototype=build_model(cfg, source),
+            prototype=build_model(cfg.model, source),
             policy=registry.policies.build(cfg.policy.name, cfg.policy.params),
             filters=[(f.name, registry.filters.build(f.name, f.params)) for f in cfg.curation],
             metrics=[(m.name, registry.metrics.build(m.name, m.params)) for m in cfg.metrics or []],
             predictions=theory.predict(cfg, source),
+            producers=[(p.name, build_model(p.model, source)) for p in cfg.producers or []],
         )
 
 
-def build_model(cfg: ExperimentConfig, source: Any) -> Any:
+def build_model(spec: Any, source: Any) -> Any:
     """The family's prototype; sizes the model can learn from the source (vocabulary, number of
     states) are filled in when the config leaves them unset."""
-    params = dict(cfg.model.params)
-    accepted = inspect.signature(registry.families.get(cfg.model.family)).parameters
+    params = dict(spec.params)
+    accepted = inspect.signature(registry.families.get(spec.family)).parameters
     for name, attr in (("vocab_size", "vocab_size"), ("n_states", "n_states")):
         if name in accepted and params.get(name) is None and hasattr(source, attr):
             params[name] = getattr(source, attr)
-    return registry.families.build(cfg.model.family, params)
+    return registry.families.build(spec.family, params)
 
 
 def run(
@@ -115,8 +118,9 @@ def run(
             # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
             # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
             threads = None if getattr(exp.prototype, "threaded", False) else 1
+            loop = run_producers if exp.producers else run_generations
             with threadpool_limits(limits=threads):
-                status = run_generations(exp, store, writer, progress)
+                status = loop(exp, store, writer, progress)
             writer.finish(status)
         except BaseException:
             if new_run and store.completed() == 0:
@@ -199,6 +203,87 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
         if progress:
             progress(gen + 1, cfg.generations)
     return "complete"
+
+
+def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
+                  progress: Progress | None) -> str:
+    """Several models per generation. Each producer trains on the policy's composition of real data
+    and its *own* synthetic pool, which mixes the producers' curated outputs in the shares of its
+    ``trains_on`` (``{b: 1}``: A learns only from B). Metrics are prefixed ``<producer>/``.
+    Producer p's streams: generation g's, spawned again with key p."""
+    cfg, policy = exp.config, exp.policy
+    size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
+    if store.completed():
+        raise RunError("a multi-producer run cannot be resumed yet; start it again under a new name")
+    real_rng, heldout_rng = setup_rngs(cfg.seed)
+    real = exp.source.real(size, cfg.chains, real_rng)
+    heldout = exp.source.heldout(heldout_rng)
+    names = [name for name, _ in exp.producers]
+    labels = provenance.real_labels(real)
+    pools: dict[str, list[np.ndarray]] = {n: [] for n in names}  # each consumer's synthetic history
+    pool_labels: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    references: dict[str, Any] = {}
+    for gen in range(cfg.generations):
+        tic = time.perf_counter()
+        row: dict[str, Any] = {"generation": gen}
+        outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
+        for p, (name, prototype) in enumerate(exp.producers):
+            rng = Streams.for_generation(cfg.seed, gen, producer=p)
+            train, train_labels = real, labels
+            if gen > 0 and pools[name]:
+                train, train_labels = provenance.compose(
+                    policy, real=real, history=pools[name], labels=labels,
+                    history_labels=pool_labels[name], size=size, rng=rng.compose,
+                    source=exp.source)
+            model = clone(prototype).fit(train, rng=rng.fit)
+            with watermark.applied(marker):
+                produced = model.sample(m, rng.sample)
+            reference = references.setdefault(name, model)
+            synthetic, kept, curated = curate(
+                exp.filters, produced,
+                CurationContext(gen, model, reference, rng.curate, exp.source, cfg.watermark))
+            ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
+                                    synthetic=synthetic, real=real, heldout=heldout,
+                                    source=exp.source, rng=rng.metrics)
+            own = {**measure(exp.metrics, ctx), **kept, **provenance.composition(train_labels, names),
+                   "train_size": int(train.shape[1])}
+            row.update({f"{name}/{k}": v for k, v in own.items()})
+            family = next(ps.model.family for ps in cfg.producers or [] if ps.name == name)
+            gdir = store.gen_dir(gen)
+            write_atomic(gdir / f"samples_{name}.npz", npz_bytes({"samples": synthetic}))
+            write_atomic(gdir / f"provenance_{name}.npz", npz_bytes(provenance.record(
+                train_labels, curated.index, curated.scores, family=family, generation=gen,
+                seed=cfg.seed, producer=name)))
+            outputs[name] = (synthetic, provenance.encode(gen, curated.index, producer=p))
+        mix_rng = Streams.for_generation(cfg.seed, gen).compose
+        for ps in cfg.producers or []:
+            pool, codes = mix(outputs, ps.trains_on or {ps.name: 1.0}, m, mix_rng)
+            last = policy.history == "last"
+            pools[ps.name] = [pool] if last else [*pools[ps.name], pool]
+            pool_labels[ps.name] = [codes] if last else [*pool_labels[ps.name], codes]
+        row["wall_s"] = time.perf_counter() - tic
+        writer.generation(gen, row, samples=None, artifacts={})
+        if progress:
+            progress(gen + 1, cfg.generations)
+    return "complete"
+
+
+def mix(outputs: dict[str, tuple[np.ndarray, np.ndarray]], shares: dict[str, float], m: int,
+        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic pool of about ``m`` samples per chain: ``round(share * m)`` random rows of each
+    named producer's output (fewer if it kept fewer), with their provenance labels."""
+    first_data, first_labels = next(iter(outputs.values()))
+    parts, codes = [first_data[:, :0]], [first_labels[:, :0]]  # nothing kept: an empty pool
+    for name, share in shares.items():
+        data, labels = outputs[name]
+        k = min(int(round(share * m)), data.shape[1])
+        if k:
+            idx = np.argpartition(rng.random(data.shape[:2]), k - 1, axis=1)[:, :k]
+            rows = np.arange(data.shape[0])[:, None]
+            parts.append(data[rows, idx])
+            codes.append(labels[rows, idx])
+    return np.concatenate(parts, axis=1), np.concatenate(codes, axis=1)
 
 
 def restore(store: RunStore, policy: Any,

@@ -213,14 +213,24 @@ def text_samples(store: RunStore, key: str = "continuations") -> list[tuple[int,
     return out
 
 
-def composition_figure(store: RunStore, label: str) -> Figure | None:
-    """Stacked bars: each generation's training set by origin (real, gen_XXX, per producer), from
-    the ``composition.*`` shares the run recorded."""
+def composition_figures(store: RunStore, label: str) -> list[Figure]:
+    """Stacked bars per consumer: each generation's training set by origin (real, gen_XXX and, in
+    a multi-producer run, the producer), from the ``[<consumer>/]composition.*`` shares recorded."""
+    rows = store.metrics()
+    consumers = sorted({k.partition("composition.")[0] for r in rows for k in r
+                        if "composition." in k})
+    out = [composition_figure(rows, prefix, f"{label} {prefix.rstrip('/')}".strip(),
+                              f"{store.root.name}-{prefix.rstrip('/')}") for prefix in consumers]
+    return [f for f in out if f is not None]
+
+
+def composition_figure(rows: list[dict[str, Any]], prefix: str, label: str,
+                       name: str) -> Figure | None:
     import matplotlib.pyplot as plt
 
-    rows = store.metrics()
-    keys = sorted({k for r in rows for k in r if k.startswith("composition.")},
-                  key=lambda k: (k != "composition.real", k))
+    real = f"{prefix}composition.real"
+    keys = sorted({k for r in rows for k in r if k.startswith(f"{prefix}composition.")},
+                  key=lambda k: (k != real, k))
     if len(keys) < 2:  # real data only: nothing to stack
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -229,15 +239,15 @@ def composition_figure(store: RunStore, label: str) -> Figure | None:
     cmap = plt.get_cmap("viridis")
     for i, key in enumerate(keys):
         share = np.nan_to_num(_column(rows, key))
-        color = "0.35" if key == "composition.real" else cmap(i / max(len(keys) - 1, 1))
+        color = "0.35" if key == real else cmap(i / max(len(keys) - 1, 1))
         ax.bar(gens, share, bottom=bottom, color=color, width=0.8,
-               label=key.removeprefix("composition."))
+               label=key.removeprefix(f"{prefix}composition."))
         bottom += share
     ax.set_xlabel("generation")
     ax.set_ylabel("share of the training set")
     ax.set_title(f"{label}: training-set composition by origin")
     ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return Figure(f"composition-{store.root.name}", f"{label}: composition", _png(fig))
+    return Figure(f"composition-{name}", f"{label}: composition", _png(fig))
 
 
 def build_figures(stores: list[RunStore]) -> list[Figure]:
@@ -254,9 +264,10 @@ def build_figures(stores: list[RunStore]) -> list[Figure]:
                                        "perplexity of generated text under generation 0"),
                     artifact_histogram(store, label, "latent_spread",
                                        "norm of latent means under generation 0's encoder"),
-                    sample_grid_figure(store, label), composition_figure(store, label)):
+                    sample_grid_figure(store, label)):
             if fig is not None:
                 figures.append(fig)
+        figures += composition_figures(store, label)
     return figures
 
 
