@@ -71,12 +71,14 @@ def compose(policy: Any, *, real: np.ndarray, history: list[np.ndarray], labels:
 def composition(codes: np.ndarray, producers: list[str] | None = None) -> dict[str, float]:
     """``composition.<origin>``: share of the training set from each origin (mean over chains)."""
     origin, producer, _ = decode(codes)
+    # count distinct (origin, producer) pairs first: a Python call per sample cost 0.6 s a
+    # generation at 1000 chains x 100 samples
+    pairs, counts = np.unique(np.stack([origin.ravel(), producer.ravel()]), axis=1,
+                              return_counts=True)
     out: dict[str, float] = {}
-    keys = np.array([origin_key(int(o), producers[p] if producers else None)
-                     for o, p in zip(origin.ravel(), producer.ravel(), strict=True)])
-    names, counts = np.unique(keys, return_counts=True)
-    for name, count in zip(names, counts, strict=True):
-        out[f"composition.{name}"] = float(count / codes.size)
+    for (o, p), count in zip(pairs.T, counts, strict=True):
+        key = f"composition.{origin_key(int(o), producers[p] if producers else None)}"
+        out[key] = out.get(key, 0.0) + float(count / codes.size)
     return out
 
 
