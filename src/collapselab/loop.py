@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from collapselab import provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
 from collapselab.curation import CurationContext, curate
-from collapselab.errors import RunError
+from collapselab.errors import CollapselabError, RunError
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import clone
 from collapselab.store import RunStore, RunWriter, npz_bytes, remove_run, write_atomic
@@ -164,6 +164,8 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
             with watermark.applied(marker):  # LM samplers add delta to green-list logits
                 produced = model.sample(m, rng.sample)
             failure = degenerate(produced)
+        except CollapselabError:
+            raise  # a problem with the user's input (config, data): not a numerical failure
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
             failure, model = f"{type(exc).__name__}: {exc}", None
         if failure is not None:

@@ -1,0 +1,38 @@
+"""The loop itself: user errors raised inside a family are not mistaken for numerical faults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collapselab import registry
+from collapselab.config import load_config
+from collapselab.errors import DataError
+from collapselab.loop import run
+from collapselab.models.gaussian import Gaussian
+
+
+class RefusesData(Gaussian):
+    """Fits generation 0, then refuses its input like a tokenizer-mismatch check would."""
+
+    def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> RefusesData:
+        if data.shape[1] == 7:
+            raise DataError("vocabulary of the data (40) exceeds the model's (30)")
+        return super().fit(data, rng=rng)
+
+
+@pytest.fixture
+def refuses_data():
+    registry.families.register("_refuses_data", RefusesData)
+    yield
+    registry.families._entries.pop("_refuses_data")
+
+
+def test_a_data_error_inside_fit_is_raised_not_recorded_as_degenerate(tmp_path, refuses_data):
+    cfg = load_config(None, [f"out_dir={tmp_path}", "model.family=_refuses_data",
+                             "data.size=10", "synthetic_size=7", "generations=3",
+                             "on_degenerate=continue", "metrics=[variance_ratio]"])
+    with pytest.raises(DataError, match=r"vocabulary of the data \(40\) exceeds the model's \(30\)"):
+        run(cfg)
+    rows = [r for r in (tmp_path / "experiment" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "degenerate" not in rows[0]  # generation 0 only, nothing recorded
