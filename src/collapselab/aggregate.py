@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from collapselab.report import Figure, _png, metric_keys
+from collapselab.report import Figure, _png, figures_html, html_page, metric_keys
 from collapselab.store import RunStore, write_atomic
 from collapselab.sweep import read_manifest
 
@@ -276,28 +275,14 @@ def render_sweep(manifest: dict[str, Any], frame: Any, costs: Any, figures: list
         cost_rows += (f"<tr><th>total</th><th>{int(costs['generations'].sum())}</th>"
                       f"<th>{costs['wall_s'].sum():.2f}</th><th>{int(costs['trained'].sum()):,}</th>"
                       f"<th>{int(costs['generated'].sum()):,}</th><th></th></tr>")
-    imgs = "\n".join(
-        f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
-        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
-        f"<figcaption>{esc(f.title)}</figcaption></figure>" for f in figures)
     files = ", ".join(esc(p.name) for p in exported)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>collapselab sweep report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ margin: 0; }} figure img {{ max-width: 660px; }}
-figcaption {{ font-size: 0.8em; color: #555; max-width: 660px; }}
-</style></head><body>
-<h1>Sweep report</h1>
+    return html_page("collapselab sweep report", f"""<h1>Sweep report</h1>
 <p>Runs are grouped by every swept key but the seed. Each curve is the mean across the group's
 seeds (each seed's value is itself a mean over its chains); the band is a 95% Student-t
 confidence interval across seeds, mean ± t(0.975, n−1)·s/√n. The same intervals are given in the
 final-generation table. Tidy data: {files}.</p>
 <h2>Final generation (mean ± 95% t-interval half-width across seeds)</h2>{final_table_html(frame)}
-<h2>Metrics by generation</h2><div class="grid">{imgs}</div>
+<h2>Metrics by generation</h2><div class="grid">{figures_html(figures)}</div>
 <h2>Cost per run</h2>
 <table><tr><th>run</th><th>generations</th><th>wall s</th><th>trained</th><th>generated</th>
 <th>FLOPs (est.)</th></tr>{cost_rows}</table>
@@ -305,9 +290,7 @@ final-generation table. Tidy data: {files}.</p>
 </p>
 <h2>Points</h2>
 <table><tr><th>run</th><th>group</th><th>seed</th><th>status</th><th>attempts</th><th>error</th>
-</tr>{points}</table>
-</body></html>
-"""
+</tr>{points}</table>""")
 
 
 # --- comparing two runs ------------------------------------------------------------------------
@@ -383,12 +366,10 @@ def write_compare(run_a: str | Path, run_b: str | Path, out: str | Path | None =
     rows = "".join(
         f"<tr><td>{html.escape(r['metric'])}</td><td>{r['a']:.4g}</td><td>{r['b']:.4g}</td>"
         f"<td>{r['diff']:+.4g}</td></tr>" for r in last.to_dict("records"))
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>collapselab compare</title></head><body style="font-family: system-ui, sans-serif">
-<h1>{html.escape(b.root.name)} − {html.escape(a.root.name)}</h1>
-<img alt="differences" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>
-<h2>Final shared generation</h2><table border="1" cellpadding="4"><tr><th>metric</th>
+    page = html_page("collapselab compare", f"""<h1>{html.escape(b.root.name)} − {html.escape(a.root.name)}</h1>
+{figures_html([Figure("differences", "per-generation differences, B − A", png)])}
+<h2>Final shared generation</h2><table><tr><th>metric</th>
 <th>A: {html.escape(str(run_a))}</th><th>B: {html.escape(str(run_b))}</th><th>B − A</th></tr>
-{rows}</table></body></html>"""
+{rows}</table>""")
     write_atomic(out, page.encode())
     return table, out, png_path

@@ -297,10 +297,6 @@ def render(stores: list[RunStore], figures: list[Figure]) -> str:
             f"<td>{man['completed_generations']}/{cfg.generations}</td><td>{cfg.chains}</td>"
             f"<td>{cfg.seed}</td><td>{esc(man.get('status', '?'))}</td></tr>")
     final = final_table(stores)
-    imgs = "\n".join(
-        f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
-        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
-        f"<figcaption>{esc(f.title)}</figcaption></figure>" for f in figures)
     texts = ""
     for s in stores:
         samples = text_samples(s)
@@ -309,27 +305,40 @@ def render(stores: list[RunStore], figures: list[Figure]) -> str:
                             for g, ts in samples)
             texts += (f"<h2>{esc(s.root.name)}: fixed prompts, continued by each generation</h2>"
                       f"<table class='text'><tr><th>gen</th><th>text</th></tr>{items}</table>")
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>collapselab report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ margin: 0; }} figure img {{ max-width: 660px; }}
-figcaption {{ font-size: 0.8em; color: #555; }}
-table.text td {{ font-family: monospace; font-size: 0.8em; max-width: 1200px; }}
-</style></head><body>
-<h1>Model collapse report</h1>
+    return html_page("collapselab report", f"""<h1>Model collapse report</h1>
 <p>Each curve is the mean over chains with a ±1.96 SE band; dashed lines are the closed-form
 theory with its Monte-Carlo band; dotted lines the real data's value.</p>
 <table><tr><th>run</th><th>family</th><th>data</th><th>policy</th><th>generations</th>
 <th>chains</th><th>seed</th><th>status</th></tr>{''.join(rows)}</table>
 <h2>Final generation</h2>{final}
-<h2>Metrics by generation</h2><div class="grid">{imgs}</div>
-{texts}
-</body></html>
+<h2>Metrics by generation</h2><div class="grid">{figures_html(figures)}</div>
+{texts}""")
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+.grid { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } figure img { max-width: 660px; }
+figcaption { font-size: 0.8em; color: #555; max-width: 660px; }
+table.text td { font-family: monospace; font-size: 0.8em; max-width: 1200px; }
 """
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained page: the shared style, then ``body``."""
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f"</title>\n<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def figures_html(figures: list[Figure]) -> str:
+    """Each figure as an embedded PNG (a data URI) with its caption."""
+    esc = html.escape
+    return "\n".join(
+        f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
+        f"<figcaption>{esc(f.title)}</figcaption></figure>" for f in figures)
 
 
 def final_table(stores: list[RunStore]) -> str:
