@@ -13,19 +13,11 @@ from collapselab.errors import ConfigError
 from collapselab.models import sampling
 from collapselab.models.gpt import GPT, pretrain_base
 from collapselab.protocol import NotFittedError, clone
+from tests.models.torch_threads import one_torch_thread  # noqa: F401
 
 VOCAB, BLOCK = 10, 12
 DEFAULT_THREADS = torch.get_num_threads()  # before the module's one-thread fixture
 TINY = dict(n_layer=2, n_head=2, d_model=32, epochs=6, batch_size=16, lr=1e-2, device="cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and robust to a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cyclic_blocks(n: int, rng: np.random.Generator) -> np.ndarray:

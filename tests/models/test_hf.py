@@ -20,20 +20,12 @@ from collapselab.loop import run
 from collapselab.models import hf, sampling
 from collapselab.models.hf import HFCausalLM
 from collapselab.protocol import NotFittedError
+from tests.models.torch_threads import one_torch_thread  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
 TINY_VOCAB, BLOCK = 100, 12
 FAST = dict(epochs=4, batch_size=16, lr=1e-2, device="cpu", valid_fraction=0.2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and robust to a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

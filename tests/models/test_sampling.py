@@ -11,17 +11,9 @@ from collapselab.errors import ConfigError
 from collapselab.models import sampling
 from collapselab.models.gpt import GPTNet, make_step
 from collapselab.models.sampling import SamplerSettings, generate
+from tests.models.torch_threads import one_torch_thread  # noqa: F401
 
 ALPHA = 1e-3  # chi-square tests: a correct sampler fails each with probability 0.1%
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and robust to a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def bigram_step(table: torch.Tensor) -> sampling.StepFn:
