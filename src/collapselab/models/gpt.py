@@ -268,12 +268,7 @@ class GPT(Model):
     # ------------------------------------------------------------ validation
 
     def sampler_settings(self) -> sampling.SamplerSettings:
-        return sampling.SamplerSettings(
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty, num_beams=self.num_beams,
-            do_sample=self.do_sample, min_new_tokens=self.min_new_tokens, eos_id=self.eos_id,
-            batch_size=self.sample_batch_size,
-        )  # fmt: skip
+        return sampling.SamplerSettings.of(self)
 
     def _check_params(self) -> None:
         """Report every invalid hyperparameter at once (a ``ConfigError``)."""

@@ -25,7 +25,7 @@ differ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,13 @@ class SamplerSettings:
         problems = self.problems()
         if problems:
             raise ConfigError(problems)
+
+    @classmethod
+    def of(cls, model: Any) -> SamplerSettings:
+        """The settings a family keeps as hyperparameters of the same names
+        (``batch_size`` from its ``sample_batch_size``)."""
+        names = [f.name for f in fields(cls) if f.name != "batch_size"]
+        return cls(**{n: getattr(model, n) for n in names}, batch_size=model.sample_batch_size)
 
     def problems(self) -> list[str]:
         out: list[str] = []
