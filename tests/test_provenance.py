@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from collapselab import provenance
@@ -52,3 +53,20 @@ def test_provenance_of_generation_k_lists_with_one_command_and_sums_to_the_compo
                                       "--csv", str(tmp_path / "p.csv")])
     assert result.exit_code == 0, result.output
     assert "total" in result.output and (tmp_path / "p.csv").is_file()
+
+
+def test_large_training_sets_keep_their_composition_not_per_row_labels(tmp_path, monkeypatch):
+    """Per-row labels of huge accumulated training sets are not stored (they would be ~100 MB a
+    generation); the listing says so, and the composition is still recorded."""
+    from collapselab.errors import RunError
+
+    monkeypatch.setattr(provenance, "TRAIN_LABELS_LIMIT", 100)
+    store = run(load_config(None, [f"out_dir={tmp_path}", "chains=2", "data.size=30",
+                                   "generations=3", "policy.name=accumulate",
+                                   "metrics=[variance_ratio]"]))
+    assert len(provenance.listing(store, 0)) == 60  # 2 chains x 30 real rows: under the limit
+    with pytest.raises(RunError, match=r"generation 2 trained on 180 rows: more than the 100"):
+        provenance.listing(store, 2)
+    row = store.metrics()[2]
+    assert row["composition.real"] == pytest.approx(1 / 3)
+    assert row["composition.gen_000"] == pytest.approx(1 / 3)
