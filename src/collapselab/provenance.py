@@ -74,14 +74,14 @@ def compose(policy: Any, *, real: np.ndarray, history: list[np.ndarray], labels:
 def composition(codes: np.ndarray, producers: list[str] | None = None) -> dict[str, float]:
     """``composition.<origin>``: share of the training set from each origin (mean over chains)."""
     origin, producer, _ = decode(codes)
-    # count distinct (origin, producer) pairs first: a Python call per sample cost 0.6 s a
-    # generation at 1000 chains x 100 samples
-    pairs, counts = np.unique(np.stack([origin.ravel(), producer.ravel()]), axis=1,
-                              return_counts=True)
+    # count (origin, producer) pairs with one bincount: O(rows), no sort, no Python per row
+    pair = (origin.ravel() + 2) * 256 + producer.ravel()
+    counts = np.bincount(pair)
     out: dict[str, float] = {}
-    for (o, p), count in zip(pairs.T, counts, strict=True):
-        key = f"composition.{origin_key(int(o), producers[p] if producers else None)}"
-        out[key] = out.get(key, 0.0) + float(count / codes.size)
+    for code in np.flatnonzero(counts):
+        o, p = int(code) // 256 - 2, int(code) % 256
+        key = f"composition.{origin_key(o, producers[p] if producers else None)}"
+        out[key] = out.get(key, 0.0) + float(counts[code] / codes.size)
     return out
 
 
