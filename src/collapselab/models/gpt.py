@@ -550,18 +550,8 @@ class GPT(Model):
         """Continue fixed prompts ``(b, p)`` by ``new_tokens`` tokens with chain ``chain``'s model and
         the configured decoding: ``(b, p + new_tokens)`` (BOS is prepended, not returned)."""
         self.check_fitted()
-        prompts = np.asarray(prompts)
-        if prompts.ndim != 2 or prompts.dtype.kind not in "iu":
-            raise ValueError(
-                f"prompts must be an int array (b, p); got {prompts.dtype} {prompts.shape}"
-            )
+        prompts = sampling.check_prompts(prompts, new_tokens)
         self._check_tokens(prompts[None])
-        if (
-            isinstance(new_tokens, bool)
-            or not isinstance(new_tokens, (int, np.integer))
-            or new_tokens < 0
-        ):
-            raise ValueError(f"new_tokens must be an integer >= 0; got {new_tokens!r}")
         if prompts.shape[1] + new_tokens > self.context_len_:
             raise ValueError(
                 f"prompt length + new_tokens must be <= context_len={self.context_len_}; "

@@ -38,6 +38,16 @@ StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 ReorderFn = Callable[[Any, torch.Tensor], Any]
 
 
+def check_prompts(prompts: Any, new_tokens: Any) -> np.ndarray:
+    """``complete()``'s inputs: an int array ``(b, p)`` and a token count >= 0."""
+    prompts = np.asarray(prompts)
+    if prompts.ndim != 2 or prompts.dtype.kind not in "iu":
+        raise ValueError(f"prompts must be an int array (b, p); got {prompts.dtype} {prompts.shape}")
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, (int, np.integer)) or new_tokens < 0:
+        raise ValueError(f"new_tokens must be an integer >= 0; got {new_tokens!r}")
+    return prompts
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """Decoding controls, validated together (every problem is reported at once).
