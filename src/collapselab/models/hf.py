@@ -382,24 +382,9 @@ class HFCausalLM(Model):
         return np.concatenate([bos, blocks], axis=-1)
 
     def _check_tokens(self, data: np.ndarray, *, fitting: bool = False) -> np.ndarray:
-        if data.ndim != 3:
-            raise ValueError(
-                f"data must be int token blocks (chains, n, block_len); got shape {data.shape}"
-            )
-        if data.dtype.kind not in "iu":
-            raise ValueError(f"data must hold integer token ids; got dtype {data.dtype}")
-        if data.size and int(data.min()) < 0:
-            raise ValueError(f"token ids must be >= 0; got min id {int(data.min())}")
-        if not fitting:
-            if data.shape[0] not in (1, self.n_chains_):
-                raise ValueError(
-                    f"data must have 1 or {self.n_chains_} chains; got {data.shape[0]}"
-                )
-            if data.size and int(data.max()) >= self.vocab_size_:
-                raise ValueError(
-                    f"token ids must be < vocab_size={self.vocab_size_}; got max id {int(data.max())}"
-                )
-        return data
+        if fitting:
+            return sampling.check_token_blocks(data)
+        return sampling.check_token_blocks(data, chains=self.n_chains_, vocab_size=self.vocab_size_)
 
     # ------------------------------------------------------------ scoring
 

@@ -48,6 +48,28 @@ def check_prompts(prompts: Any, new_tokens: Any) -> np.ndarray:
     return prompts
 
 
+def check_token_blocks(
+    data: np.ndarray, *, chains: int | None = None, vocab_size: int | None = None
+) -> np.ndarray:
+    """Token blocks ``(chains, n, block_len)`` of non-negative int ids; once fitted, also 1 or
+    ``chains`` chains and ids below ``vocab_size``."""
+    if data.ndim != 3:
+        raise ValueError(
+            f"data must be int token blocks (chains, n, block_len); got shape {data.shape}"
+        )
+    if data.dtype.kind not in "iu":
+        raise ValueError(f"data must hold integer token ids; got dtype {data.dtype}")
+    if data.size and int(data.min()) < 0:
+        raise ValueError(f"token ids must be >= 0; got min id {int(data.min())}")
+    if chains is not None and data.shape[0] not in (1, chains):
+        raise ValueError(f"data must have 1 or {chains} chains; got {data.shape[0]}")
+    if vocab_size is not None and data.size and int(data.max()) >= vocab_size:
+        raise ValueError(
+            f"token ids must be < vocab_size={vocab_size}; got max id {int(data.max())}"
+        )
+    return data
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """Decoding controls, validated together (every problem is reported at once).
