@@ -343,7 +343,8 @@ def figures_html(figures: list[Figure]) -> str:
 
 def final_table(stores: list[RunStore]) -> str:
     labels = label_runs(stores)
-    finals = [(lab, s.metrics()[-1] if s.metrics() else {}) for lab, s in zip(labels, stores, strict=True)]
+    # each store's rows are read once (metrics() parses the whole file)
+    finals = [(lab, (s.metrics() or [{}])[-1]) for lab, s in zip(labels, stores, strict=True)]
     keys: dict[str, None] = {}
     for _, row in finals:
         keys.update(dict.fromkeys(metric_keys([row])))
