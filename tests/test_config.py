@@ -69,6 +69,23 @@ def test_metric_that_does_not_fit_the_data_is_named():
     assert problem.startswith("metrics[1]: 'support' does not apply to continuous data;")
 
 
+def test_a_metric_the_source_cannot_feed_is_refused_and_left_out_of_the_defaults(tmp_path):
+    """``true_kl`` needs exact source probabilities: on a text folder it is a config error when
+    listed (not a crash minutes into the run) and is not among the default metrics."""
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("the cat sat on the mat . " * 200)
+    data = {"source": "files", "path": str(tmp_path), "block_len": 8}
+    (problem,) = problems_of({"model": {"family": "ngram"}, "data": data,
+                              "metrics": ["perplexity", "true_kl"]})
+    assert problem.startswith("metrics[1]: 'true_kl' needs a source with log_prob_tokens (exact "
+                              "probabilities), which FilesSource lacks; metrics for FilesSource: ")
+    assert "perplexity" in problem.split("metrics for FilesSource: ")[1]
+    defaults = [m.name for m in validate({"model": {"family": "ngram"}, "data": data}).metrics]
+    assert "perplexity" in defaults and "true_kl" not in defaults
+    builtin = validate({"model": {"family": "ngram"}, "data": {"source": "builtin"}}).metrics
+    assert "true_kl" in [m.name for m in builtin]
+
+
 def test_family_that_does_not_fit_the_data_is_named():
     (problem,) = problems_of({"model": {"family": "categorical"}})
     assert problem.startswith("model.family: 'categorical' cannot model continuous data;")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
+from collapselab import provenance
+from collapselab.cli import app
 from collapselab.config import ConfigError, load_config
 from collapselab.loop import run
 from collapselab.report import write_report
@@ -35,3 +38,35 @@ def test_a_two_producer_loop_runs_and_reports_each_producers_share(tmp_path):
     assert "bigram/ppl_test" in last and "trigram/ppl_test" in last
     page = write_report([store.root]).read_text()
     assert "bigram: composition" in page and "trigram: composition" in page
+    assert "<td>bigram: ngram, trigram: ngram</td>" in page  # each producer's family
+    assert 'id="metric-ppl_test"' in page and 'id="metric-bigram/ppl_test"' not in page
+
+
+def test_each_producers_training_samples_list_and_sum_to_its_composition(tmp_path):
+    store = run(load_config(TWO, [f"out_dir={tmp_path}", "generations=3", "data.size=60",
+                                  "policy={name: accumulate}", "curation=[{name: dedup}]"]))
+    k = 2
+    for producer in ("bigram", "trigram"):
+        rows = provenance.listing(store, k, producer)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["origin"]] = counts.get(r["origin"], 0) + 1
+        recorded = {key.removeprefix(f"{producer}/composition."): v
+                    for key, v in store.metrics()[k].items()
+                    if key.startswith(f"{producer}/composition.")}
+        assert counts.keys() == recorded.keys()
+        for origin, count in counts.items():
+            assert count / len(rows) == pytest.approx(recorded[origin], abs=1e-12)
+        # a synthetic row names the producer and family that wrote it, and is the block it claims
+        row = next(r for r in rows if r["origin"] == "gen_001/trigram")
+        assert (row["producer"], row["family"], row["generation"]) == ("trigram", "ngram", 1)
+        assert row["index"] in store.provenance(1, "trigram")["produced_kept"][row["chain"]]
+        assert "score.dedup" in row
+    assert "gen_001/trigram" in counts and "gen_000/bigram" in counts  # the trigram's mixed pool
+
+    result = CliRunner().invoke(app, ["provenance", str(store.root), "-g", "2"])
+    assert result.exit_code == 2
+    assert "multi-producer run: name one of its producers ['bigram', 'trigram']" in result.output
+    result = CliRunner().invoke(app, ["provenance", str(store.root), "-g", "2", "-p", "bigram"])
+    assert result.exit_code == 0, result.output
+    assert "gen_001/trigram" in result.output and "total" in result.output

@@ -67,7 +67,24 @@ metrics: [perplexity, types, true_kl]
 keep_samples: {keep}
 out_dir: {out}
 """
-TEMPLATES = {"gaussian": (GAUSSIAN, "gaussian"), "ngram": (NGRAM, "ngram")}
+PRODUCERS = """
+name: {name}
+generations: 3
+seed: 3
+chains: 2
+data: {{source: builtin, size: 12, vocab_size: 40, states: 4, block_len: 6, train_blocks: 30,
+        valid_blocks: 4, test_blocks: 8}}
+producers:
+  - {{name: a, model: {{family: ngram, order: 2}}, trains_on: {{b: 1.0}}}}
+  - {{name: b, model: {{family: ngram, order: 3}}, trains_on: {{a: 0.5, b: 0.5}}}}
+policy: {{name: {policy}}}
+metrics: [perplexity, types]
+curation: [{{name: dedup}}]
+keep_samples: {keep}
+out_dir: {out}
+"""
+TEMPLATES = {"gaussian": (GAUSSIAN, "gaussian"), "ngram": (NGRAM, "ngram"),
+             "producers": (PRODUCERS, "ngram")}
 
 
 # ------------------------------------------------------------------------------ the fault harness
@@ -185,7 +202,7 @@ def assert_readable(root: Path) -> None:
     if not run.exists:  # killed before the first manifest: nothing was committed
         return
     done = run.completed()
-    run.config()
+    producers = [p.name for p in run.config().producers or []] or [None]
     rows = run.metrics()
     assert [r["generation"] for r in rows] == list(range(done))
     for gen in range(done):
@@ -197,8 +214,8 @@ def assert_readable(root: Path) -> None:
             elif f.suffix == ".pkl":
                 pickle.loads(f.read_bytes())
     good = [r["generation"] for r in rows if "degenerate" not in r]
-    if good:
-        run.samples(max(g for g in good if run.has_samples(g)))
+    for producer in producers if good else []:
+        run.samples(max(g for g in good if run.has_samples(g, producer)), producer)
 
 
 def reference(tmp: Path, kind: str, policy: str, keep: str) -> tuple[dict[str, Any], Counter]:
@@ -244,6 +261,8 @@ def test_sigkill_at_many_fault_points_then_resume_is_exact_gaussian_replace(tmp_
     ("gaussian", "accumulate", [("rename", 4), ("torn", 2), ("renamed", 9), ("sample", 4)]),
     ("ngram", "replace", [("torn", 2), ("rename", 6), ("fit", 3)]),
     ("ngram", "accumulate", [("renamed", 5), ("torn", 3), ("sample", 2)]),
+    # two producers, each pool a mix of both outputs: rebuilt from the stored outputs on resume
+    ("producers", "accumulate", [("sample", 3), ("torn", 2), ("rename", 11), ("fit", 6)]),
 ])
 def test_sigkill_then_resume_is_exact(tmp_path, kind, policy, points):
     crash_and_resume(tmp_path, kind, policy, "needed", points)
@@ -258,6 +277,8 @@ def test_sigkill_then_resume_is_exact(tmp_path, kind, policy, points):
     ("ngram", "replace", "needed"),
     ("ngram", "accumulate", "needed"),
     ("ngram", "fresh", "all"),
+    ("producers", "real_fraction", "needed"),
+    ("producers", "accumulate_subsample", "needed"),
 ])
 def test_sigkill_at_every_fault_point_then_resume_is_exact(tmp_path, kind, policy, keep):
     assert crash_and_resume(tmp_path, kind, policy, keep) > 15

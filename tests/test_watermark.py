@@ -12,6 +12,7 @@ import collapselab.components  # noqa: F401
 from collapselab import registry
 from collapselab.config import load_config
 from collapselab.loop import run
+from collapselab.report import write_report
 from collapselab.watermark import Watermark, applied, current
 
 
@@ -79,5 +80,13 @@ def test_watermark_filter_keeps_a_watermarked_pool_at_baseline_while_unfiltered_
     assert all(r["watermark.ppl_cost"] > 1 for r in rows)
     unfiltered, _ = _ppl("configs/curation/watermark_unfiltered.yaml", tmp_path)
     assert unfiltered[-1] > 1.05 * unfiltered[0]
-    lines = (tmp_path / "curation-watermark-filtered" / "metrics.jsonl").read_text().splitlines()
+    root = tmp_path / "curation-watermark-filtered"
+    lines = (root / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["composition.real"] == 1.0
+    # the report tabulates TPR, FPR and the perplexity cost by generation
+    page = write_report([root]).read_text()
+    table = page.split("Watermark: detection rate")[1].split("</table>")[0]
+    assert "<th>tpr</th><th>fpr</th><th>fpr_implied</th>" in table
+    assert table.count("<tr><td>") == len(rows)
+    assert f"<td>{rows[-1]['watermark.ppl_cost']:.4g}</td>" in table
+    assert "Curation: share of each generation" in page  # kept.watermark by generation

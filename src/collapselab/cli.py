@@ -156,6 +156,8 @@ def provenance(
         "the generation whose training set is listed"))],
     csv: Annotated[Path | None, typer.Option(help=(
         "also write one row per training sample (chain, origin, producer, seed, filter scores)"))] = None,
+    producer: Annotated[str | None, typer.Option("--producer", "-p", help=(
+        "in a multi-producer run: whose training set"))] = None,
 ) -> None:
     """Where generation k's training samples came from: counts per origin (real, gen_XXX) beside
     the composition the run recorded; --csv lists every sample."""
@@ -164,21 +166,21 @@ def provenance(
 
     with user_errors():
         store = RunStore(run_dir)
-        rows = prov.listing(store, generation)
+        rows = prov.listing(store, generation, producer)
         recorded = next((r for r in store.metrics() if r["generation"] == generation), {})
+        prefix = f"{producer}/composition." if producer else "composition."
         origins: dict[str, int] = {}
         for r in rows:
-            key = r["origin"] + (f"/{r['producer']}" if r.get("producer", "model") != "model"
-                                 else "")
-            origins[key] = origins.get(key, 0) + 1
+            origins[r["origin"]] = origins.get(r["origin"], 0) + 1
+        whose = f" of {producer}" if producer else ""
         table = Table("origin", "samples", "share", "recorded share",
-                      title=f"{run_dir.name}: training set of generation {generation}")
+                      title=f"{run_dir.name}: training set{whose} in generation {generation}")
         for key, count in sorted(origins.items()):
-            share = recorded.get(f"composition.{key}")
+            share = recorded.get(prefix + key)
             table.add_row(key, str(count), f"{count / len(rows):.4f}",
                           "–" if share is None else f"{share:.4f}")
         table.add_row("total", str(len(rows)), "1.0000",
-                      f"{sum(v for k, v in recorded.items() if k.startswith('composition.')):.4f}")
+                      f"{sum(v for k, v in recorded.items() if k.startswith(prefix)):.4f}")
         Console().print(table)
         if csv is not None:
             import pandas as pd

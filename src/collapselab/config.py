@@ -193,7 +193,7 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
     resolved: dict[str, Any] = {}
     defaults = ExperimentConfig()
-    source_kind = None
+    source = None  # the source's class, once the data section checks out
     for section, (reg, key) in COMPONENTS.items():
         value = raw.get(section, getattr(defaults, section))
         if section == "metrics" and value is None:
@@ -217,7 +217,7 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if checked is not None:
                 out.append(checked)
                 if section == "data":
-                    source_kind = getattr(reg.get(checked[key]), "kind", None)
+                    source = reg.get(checked[key])
         if len(out) == len(items):
             try:
                 resolved[section] = ([NamedSpec(**s) for s in out] if listed
@@ -242,13 +242,11 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                                          for c in checked]
             except (pydantic.ValidationError, KeyError):
                 pass  # the structural validation has reported it
-    if source_kind is not None:
-        problems += _check_kinds(raw, resolved, source_kind)
+    if getattr(source, "kind", None) is not None:
+        problems += _check_kinds(raw, resolved, source)
         if raw.get("metrics") is None:
-            resolved["metrics"] = [
-                NamedSpec(name=n) for n in registry.metrics.names()
-                if source_kind in getattr(registry.metrics.get(n), "kinds", ())
-            ]
+            resolved["metrics"] = [NamedSpec(name=n) for n in registry.metrics.names()
+                                   if _why_not(registry.metrics.get(n), source) is None]
     return resolved, problems
 
 
@@ -303,7 +301,20 @@ def _check_one(
     return {key: name, **{k: spec[k] for k in own if k in spec}, **values}, []
 
 
-def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], kind: str) -> list[str]:
+def _why_not(metric: Any, source: Any) -> str | None:
+    """Why ``metric`` cannot measure runs on ``source`` (a class), or ``None`` if it can: the kind
+    of data, and the source methods the metric ``needs`` (e.g. exact probabilities)."""
+    if source.kind not in getattr(metric, "kinds", frozenset()):
+        return f"does not apply to {source.kind} data"
+    missing = [m for m in getattr(metric, "needs", ()) if not callable(getattr(source, m, None))]
+    if missing:
+        return f"needs a source with {', '.join(missing)} (exact probabilities), which " \
+               f"{source.__name__} lacks"
+    return None
+
+
+def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], source: Any) -> list[str]:
+    kind = source.kind
     problems = []
     producers = resolved.get("producers") or []
     models = ([(f"producers[{i}].model", p.model) for i, p in enumerate(producers)]
@@ -317,10 +328,12 @@ def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], kind: str) -> li
                             f"families for {kind}: {', '.join(_accepting(registry.families, kind))}")
     if raw.get("metrics") is not None:
         for i, spec in enumerate(resolved.get("metrics", [])):
-            kinds = getattr(registry.metrics.get(spec.name), "kinds", frozenset())
-            if kind not in kinds:
-                problems.append(f"metrics[{i}]: {spec.name!r} does not apply to {kind} data; "
-                                f"metrics for {kind}: {', '.join(_accepting(registry.metrics, kind))}")
+            why = _why_not(registry.metrics.get(spec.name), source)
+            if why is not None:
+                fits = [n for n in registry.metrics.names()
+                        if _why_not(registry.metrics.get(n), source) is None]
+                problems.append(f"metrics[{i}]: {spec.name!r} {why}; "
+                                f"metrics for {source.__name__}: {', '.join(fits)}")
     return problems
 
 

@@ -21,7 +21,7 @@ from collapselab.curation import CurationContext, curate
 from collapselab.errors import CollapselabError, RunError
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import clone
-from collapselab.store import RunStore, RunWriter, npz_bytes, remove_run, write_atomic
+from collapselab.store import RunStore, RunWriter, remove_run
 
 log = logging.getLogger(__name__)
 
@@ -212,25 +212,30 @@ def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
     """Several models per generation. Each producer trains on the policy's composition of real data
     and its *own* synthetic pool, which mixes the producers' curated outputs in the shares of its
     ``trains_on`` (``{b: 1}``: A learns only from B). Metrics are prefixed ``<producer>/``.
-    Producer p's streams: generation g's, spawned again with key p."""
+    Producer p's streams: generation g's, spawned again with key p. A resumed run rebuilds every
+    pool from the stored outputs, mixed again with the same streams."""
     cfg, policy = exp.config, exp.policy
     size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
-    if store.completed():
-        raise RunError("a multi-producer run cannot be resumed yet; start it again under a new name")
     real_rng, heldout_rng = setup_rngs(cfg.seed)
     real = exp.source.real(size, cfg.chains, real_rng)
     heldout = exp.source.heldout(heldout_rng)
     names = [name for name, _ in exp.producers]
+    families = {ps.name: ps.model.family for ps in cfg.producers or []}
     labels = provenance.real_labels(real)
     pools: dict[str, list[np.ndarray]] = {n: [] for n in names}  # each consumer's synthetic history
     pool_labels: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    references: dict[str, Any] = {}
+    start = store.completed()
+    references = {name: store.model(0, name) for name in names} if start else {}
     for gen in range(cfg.generations):
         tic = time.perf_counter()
         row: dict[str, Any] = {"generation": gen}
-        outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # curated samples, their labels
         marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
         for p, (name, prototype) in enumerate(exp.producers):
+            if gen < start:  # done before the resume: read back what it kept
+                kept = store.provenance(gen, name)["produced_kept"]
+                outputs[name] = (store.samples(gen, name), provenance.encode(gen, kept, producer=p))
+                continue
             rng = Streams.for_generation(cfg.seed, gen, producer=p)
             train, train_labels = real, labels
             if gen > 0 and pools[name]:
@@ -242,21 +247,21 @@ def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
             with watermark.applied(marker):
                 produced = model.sample(m, rng.sample)
             reference = references.setdefault(name, model)
-            synthetic, kept, curated = curate(
+            synthetic, kept_share, curated = curate(
                 exp.filters, produced,
                 CurationContext(gen, model, reference, rng.curate, exp.source, cfg.watermark))
+            marks = {} if marker is None else watermark.measure(
+                marker, model, produced, real, rng.metrics, skip=getattr(model, "prompt_tokens", 0))
             ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
                                     synthetic=synthetic, real=real, heldout=heldout,
                                     source=exp.source, rng=rng.metrics)
-            own = {**measure(exp.metrics, ctx), **kept, **provenance.composition(train_labels, names),
-                   "train_size": int(train.shape[1])}
+            own = {**measure(exp.metrics, ctx), **kept_share, **marks,
+                   **provenance.composition(train_labels, names), "train_size": int(train.shape[1])}
             row.update({f"{name}/{k}": v for k, v in own.items()})
-            family = next(ps.model.family for ps in cfg.producers or [] if ps.name == name)
-            gdir = store.gen_dir(gen)
-            write_atomic(gdir / f"samples_{name}.npz", npz_bytes({"samples": synthetic}))
-            write_atomic(gdir / f"provenance_{name}.npz", npz_bytes(provenance.record(
-                train_labels, curated.index, curated.scores, family=family, generation=gen,
-                seed=cfg.seed, producer=name)))
+            writer.files(gen, name, samples=synthetic, model=model if gen == 0 else None,
+                         provenance=provenance.record(
+                             train_labels, curated.index, curated.scores, family=families[name],
+                             generation=gen, seed=cfg.seed, producer=name))
             outputs[name] = (synthetic, provenance.encode(gen, curated.index, producer=p))
         mix_rng = Streams.for_generation(cfg.seed, gen).compose
         for ps in cfg.producers or []:
@@ -264,6 +269,8 @@ def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
             last = policy.history == "last"
             pools[ps.name] = [pool] if last else [*pools[ps.name], pool]
             pool_labels[ps.name] = [codes] if last else [*pool_labels[ps.name], codes]
+        if gen < start:
+            continue
         row["wall_s"] = time.perf_counter() - tic
         writer.generation(gen, row, samples=None, artifacts={})
         if progress:

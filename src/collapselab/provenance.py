@@ -106,26 +106,36 @@ def record(codes: np.ndarray, kept: np.ndarray, scores: dict[str, np.ndarray], *
     }
 
 
-def listing(store: Any, generation: int) -> list[dict[str, Any]]:
-    """One dict per training sample of ``generation``: chain, position, origin, producer (family,
-    generation, seed), whether it is real, and every filter score it received when produced."""
-    prov = store.provenance(generation)
+def listing(store: Any, generation: int, producer: str | None = None) -> list[dict[str, Any]]:
+    """One dict per training sample of ``generation`` (of ``producer``, in a multi-producer run):
+    chain, position, origin, producing model (family, generation, seed), whether it is real, and
+    every filter score it received when produced."""
+    names = [p.name for p in store.config().producers or []]
+    if names and producer not in names:
+        raise RunError(f"{store.root} is a multi-producer run: name one of its producers "
+                       f"{names}" + (f"; got {producer!r}" if producer else ""))
+    if not names and producer is not None:
+        raise RunError(f"{store.root} has one model; it has no producer {producer!r}")
+    prov = store.provenance(generation, producer)
     if "train_origin" not in prov:
         raise RunError(f"generation {generation} trained on {int(prov['train_rows']):,} rows: more "
                        f"than the {TRAIN_LABELS_LIMIT:,} whose labels are stored; its metrics row "
                        "records the composition")
     rows = []
-    cache: dict[int, dict[str, np.ndarray]] = {}
+    cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     origin, prod, index = prov["train_origin"], prov["train_producer"], prov["train_index"]
     for c in range(origin.shape[0]):
         for j in range(origin.shape[1]):
-            o, i = int(origin[c, j]), int(index[c, j])
-            row: dict[str, Any] = {"chain": c, "position": j, "origin": origin_key(o),
+            o, p, i = int(origin[c, j]), int(prod[c, j]), int(index[c, j])
+            name = names[p] if names else None
+            row: dict[str, Any] = {"chain": c, "position": j, "origin": origin_key(o, name),
                                    "is_real": o < 0, "index": i}
             if o >= 0:
-                src = cache.setdefault(o, store.provenance(o))
+                src = cache.get((o, p))
+                if src is None:
+                    src = cache[o, p] = store.provenance(o, name)
                 row.update(producer=str(src["producer_name"]), family=str(src["producer_family"]),
-                           generation=o, seed=int(src["producer_seed"]), producer_index=int(prod[c, j]))
+                           generation=o, seed=int(src["producer_seed"]))
                 for key in src:
                     if key.startswith("score."):
                         row[key] = float(src[key][c, i])

@@ -250,9 +250,30 @@ def composition_figure(rows: list[dict[str, Any]], prefix: str, label: str,
     return Figure(f"composition-{name}", f"{label}: composition", _png(fig))
 
 
+def by_producer(label: str, store: RunStore, rows: list[dict[str, Any]]
+                ) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A run's curves: one ``(label, rows)``, or one per producer of a multi-producer run, with the
+    ``<producer>/`` prefix taken off its keys (so every producer's perplexity shares a plot)."""
+    names = [p.name for p in store.config().producers or []]
+    if not names:
+        return [(label, rows)]
+    return [(f"{label} · {name}",
+             [{"generation": r["generation"], **{k.removeprefix(f"{name}/"): v
+                                                  for k, v in r.items() if k.startswith(f"{name}/")}}
+              for r in rows]) for name in names]
+
+
+def family_of(store: RunStore) -> str:
+    cfg = store.config()
+    if cfg.producers:
+        return ", ".join(f"{p.name}: {p.model.family}" for p in cfg.producers)
+    return cfg.model.family
+
+
 def build_figures(stores: list[RunStore]) -> list[Figure]:
     labels = label_runs(stores)
-    runs = [(lab, s.metrics()) for lab, s in zip(labels, stores, strict=True)]
+    runs = [curve for lab, s in zip(labels, stores, strict=True)
+            for curve in by_producer(lab, s, s.metrics())]
     keys: dict[str, None] = {}
     for _, rows in runs:
         keys.update(dict.fromkeys(metric_keys(rows)))
@@ -292,11 +313,12 @@ def render(stores: list[RunStore], figures: list[Figure]) -> str:
     for s in stores:
         cfg, man = s.config(), s.manifest()
         rows.append(
-            f"<tr><td>{esc(s.root.name)}</td><td>{esc(cfg.model.family)}</td>"
+            f"<tr><td>{esc(s.root.name)}</td><td>{esc(family_of(s))}</td>"
             f"<td>{esc(cfg.data.source)} (size {cfg.data.size})</td><td>{esc(cfg.policy.name)}</td>"
             f"<td>{man['completed_generations']}/{cfg.generations}</td><td>{cfg.chains}</td>"
             f"<td>{cfg.seed}</td><td>{esc(man.get('status', '?'))}</td></tr>")
     final = final_table(stores)
+    details = "".join(detail_table(s, lab) for s, lab in zip(stores, label_runs(stores), strict=True))
     texts = ""
     for s in stores:
         samples = text_samples(s)
@@ -311,6 +333,7 @@ theory with its Monte-Carlo band; dotted lines the real data's value.</p>
 <table><tr><th>run</th><th>family</th><th>data</th><th>policy</th><th>generations</th>
 <th>chains</th><th>seed</th><th>status</th></tr>{''.join(rows)}</table>
 <h2>Final generation</h2>{final}
+{details}
 <h2>Metrics by generation</h2><div class="grid">{figures_html(figures)}</div>
 {texts}""")
 
@@ -341,10 +364,38 @@ def figures_html(figures: list[Figure]) -> str:
         f"<figcaption>{esc(f.title)}</figcaption></figure>" for f in figures)
 
 
+DETAILS = {
+    "kept.": "Curation: share of each generation's samples each filter kept",
+    "watermark.": "Watermark: detection rate on the watermarked samples (tpr) and on real text "
+                  "of the same length (fpr; fpr_implied = 1 − Φ(z threshold)), and the producing "
+                  "model's perplexity of its watermarked vs unwatermarked text",
+}
+
+
+def detail_table(store: RunStore, label: str) -> str:
+    """Per-generation tables of the curation and watermark columns a run recorded (``kept.*``,
+    ``watermark.*``; each producer's in a multi-producer run), which the curves leave out."""
+    out = ""
+    for name, rows in by_producer(label, store, store.metrics()):
+        for prefix, caption in DETAILS.items():
+            keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith(prefix)))
+            if not keys:
+                continue
+            head = "".join(f"<th>{html.escape(k.removeprefix(prefix))}</th>" for k in keys)
+            body = "".join(
+                f"<tr><td>{r['generation']}</td>"
+                + "".join("<td>–</td>" if r.get(k) is None else f"<td>{r[k]:.4g}</td>" for k in keys)
+                + "</tr>" for r in rows)
+            out += (f"<h3>{html.escape(name)}</h3><p>{html.escape(caption)}.</p>"
+                    f"<table><tr><th>gen</th>{head}</tr>{body}</table>")
+    return out
+
+
 def final_table(stores: list[RunStore]) -> str:
     labels = label_runs(stores)
     # each store's rows are read once (metrics() parses the whole file)
-    finals = [(lab, (s.metrics() or [{}])[-1]) for lab, s in zip(labels, stores, strict=True)]
+    finals = [(curve, (rows or [{}])[-1]) for lab, s in zip(labels, stores, strict=True)
+              for curve, rows in by_producer(lab, s, s.metrics())]
     keys: dict[str, None] = {}
     for _, row in finals:
         keys.update(dict.fromkeys(metric_keys([row])))

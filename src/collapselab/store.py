@@ -5,7 +5,8 @@
       manifest.json      status, completed generations, seeds, versions — the commit point
       metrics.jsonl      one JSON object per generation: "<metric>", "<metric>.sem", theory columns
       gen_000/           model.pkl (generation 0: the reference), samples.npz, artifacts.npz,
-                         provenance.npz (where each training sample came from)
+                         provenance.npz (where each training sample came from); a multi-producer
+                         run keeps one of each per producer: samples_<producer>.npz, ...
       .lock              pid and host of the one writer
 
 Every file is written to a temporary name, fsynced and renamed over the target, so a reader (or a
@@ -139,15 +140,21 @@ class RunStore:
     def gen_dir(self, gen: int) -> Path:
         return self.root / f"gen_{gen:03d}"
 
-    def samples(self, gen: int) -> np.ndarray:
-        path = self.gen_dir(gen) / "samples.npz"
+    def path(self, gen: int, stem: str, suffix: str, producer: str | None = None) -> Path:
+        """``gen_XXX/<stem>.<suffix>``, or ``<stem>_<producer>.<suffix>`` for one producer of a
+        multi-producer run."""
+        name = f"{stem}_{producer}" if producer else stem
+        return self.gen_dir(gen) / f"{name}.{suffix}"
+
+    def samples(self, gen: int, producer: str | None = None) -> np.ndarray:
+        path = self.path(gen, "samples", "npz", producer)
         if not path.is_file():
             raise RunError(f"samples of generation {gen} were not kept in {self.root}")
         with np.load(path) as f:
             return f["samples"]
 
-    def has_samples(self, gen: int) -> bool:
-        return (self.gen_dir(gen) / "samples.npz").is_file()
+    def has_samples(self, gen: int, producer: str | None = None) -> bool:
+        return self.path(gen, "samples", "npz", producer).is_file()
 
     def artifacts(self, gen: int) -> dict[str, np.ndarray]:
         path = self.gen_dir(gen) / "artifacts.npz"
@@ -156,17 +163,18 @@ class RunStore:
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
 
-    def provenance(self, gen: int) -> dict[str, np.ndarray]:
+    def provenance(self, gen: int, producer: str | None = None) -> dict[str, np.ndarray]:
         """Generation ``gen``'s provenance: its training set's origins, the produced rows kept,
         filter scores and the producing model (see ``collapselab.provenance``)."""
-        path = self.gen_dir(gen) / "provenance.npz"
+        path = self.path(gen, "provenance", "npz", producer)
         if not path.is_file():
-            raise RunError(f"generation {gen} of {self.root} has no provenance record")
+            raise RunError(f"generation {gen} of {self.root} has no provenance record"
+                           + (f" for producer {producer!r}" if producer else ""))
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
 
-    def model(self, gen: int) -> Any:
-        with open(self.gen_dir(gen) / "model.pkl", "rb") as f:
+    def model(self, gen: int, producer: str | None = None) -> Any:
+        with open(self.path(gen, "model", "pkl", producer), "rb") as f:
             return pickle.load(f)
 
     # --- writing ------------------------------------------------------------------------------
@@ -235,17 +243,24 @@ class RunWriter:
         provenance: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Write generation ``gen``'s files, then its metrics row, then commit it in the manifest."""
-        gdir = self.store.gen_dir(gen)
-        if provenance is not None:
-            write_atomic(gdir / "provenance.npz", npz_bytes(provenance))
-        if model is not None:
-            write_atomic(gdir / "model.pkl", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-        if samples is not None:
-            write_atomic(gdir / "samples.npz", npz_bytes({"samples": np.asarray(samples)}))
+        self.files(gen, samples=samples, model=model, provenance=provenance)
         if artifacts:
-            write_atomic(gdir / "artifacts.npz", npz_bytes(artifacts))
+            write_atomic(self.store.gen_dir(gen) / "artifacts.npz", npz_bytes(artifacts))
         self._append_row(jsonable(row))
         self._manifest(completed=gen + 1)
+
+    def files(self, gen: int, producer: str | None = None, *, samples: np.ndarray | None = None,
+              model: Any | None = None, provenance: dict[str, np.ndarray] | None = None) -> None:
+        """One producer's files of generation ``gen`` (uncommitted until ``generation``)."""
+        path = self.store.path
+        if provenance is not None:
+            write_atomic(path(gen, "provenance", "npz", producer), npz_bytes(provenance))
+        if model is not None:
+            write_atomic(path(gen, "model", "pkl", producer),
+                         pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        if samples is not None:
+            write_atomic(path(gen, "samples", "npz", producer),
+                         npz_bytes({"samples": np.asarray(samples)}))
 
     def _append_row(self, row: dict[str, Any]) -> None:
         """Append one line (O(1) per generation); the manifest, written next, commits it.

@@ -298,6 +298,7 @@ class TrueKL:
     """
 
     kinds = TOKENS
+    needs = ("log_prob_tokens",)  # config validation checks the source has it
 
     def __init__(
         self,
