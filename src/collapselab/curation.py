@@ -132,14 +132,6 @@ def true_loglik(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
     return np.asarray(log_prob(data))
 
 
-def true_likelihood_ratio(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
-    """A verifier that corrects the producer instead of rewarding its favourites: the log ratio of
-    the true likelihood to the producing model's, per token, ``(chains, m)``. Keeping the top
-    fraction drops the blocks the model over-generates relative to the language, as rejection
-    sampling towards the truth would (``true_loglik`` keeps the most typical blocks instead)."""
-    return true_loglik(data, ctx) - np.asarray(ctx.model.score_samples(data))
-
-
 @filters.register("verifier")
 class Verifier:
     """Selection by a verifier: score every sample and keep the ``top`` fraction of each chain.
