@@ -168,18 +168,43 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill_(logits < kth, float("-inf"))
 
 
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+def top_p_filter(logits: torch.Tensor, p: float, first_k: int = 64) -> torch.Tensor:
     """Nucleus filter (Holtzman et al. 2020): keep the smallest set of most likely tokens whose total
-    probability is >= p; the most likely token always survives."""
+    probability is >= p; the most likely token always survives (and any tied with the last kept).
+
+    Only the sorted logit *values* are needed, not the order: the ``first_k`` largest (``topk``)
+    when they hold mass >= p in every row, else every row's values sorted (on CPU by NumPy: for a
+    (256, 5000) batch, 7 ms against torch.sort's 48 ms, which was most of a small model's sampling
+    time)."""
     if p >= 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
+    log_total = logits.logsumexp(dim=-1, keepdim=True)
+    top = torch.topk(logits, min(first_k, logits.shape[-1]), dim=-1).values  # (B, k), descending
+    if top.shape[-1] < logits.shape[-1] and bool(
+            ((top - log_total).exp().sum(dim=-1) < p).any()):  # some nucleus is wider than k
+        top = _descending(logits)
+    probs = (top - log_total).exp()
     before = probs.cumsum(dim=-1) - probs  # probability mass strictly ahead of each token
-    drop_sorted = before >= p
-    drop_sorted[:, 0] = False
-    drop = torch.empty_like(drop_sorted).scatter_(1, order, drop_sorted)
-    return logits.masked_fill_(drop, float("-inf"))
+    kept = (before < p).sum(dim=-1, keepdim=True).clamp_(min=1)  # the nucleus' size per row
+    smallest = top.gather(1, kept - 1)  # its least likely logit
+    return logits.masked_fill_(logits < smallest, float("-inf"))
+
+
+def _descending(x: torch.Tensor) -> torch.Tensor:
+    """The values of each row of ``x`` sorted in descending order."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(-np.sort(-x.numpy(), axis=-1))
+    return torch.sort(x, dim=-1, descending=True).values
+
+
+def draw(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One token per row of unnormalised ``probs`` (B, V) by inverse-CDF sampling: one uniform per
+    row and a binary search in the cumulative sums (``torch.multinomial`` cost 34 ms a token on a
+    (256, 5000) batch; this, about 2). Zero-probability tokens are never drawn."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, generator=gen, device=probs.device, dtype=cdf.dtype)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return idx.squeeze(1).clamp_(max=probs.shape[-1] - 1)
 
 
 def process_logits(
@@ -289,8 +314,7 @@ def _decode(
         if gen is None:
             nxt = scores.argmax(dim=-1)
         else:
-            probs = scores.softmax(dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            nxt = draw(scores.softmax(dim=-1), gen)
         if done is not None:
             nxt = nxt.masked_fill_(done, eos)
             done |= nxt == eos
