@@ -64,6 +64,31 @@ class Model:
         return f"{type(self).__name__}({args})"
 
 
+class NetworkCache:
+    """For neural families: fitted weights live in ``state_dicts_`` (one per chain, on CPU, what is
+    pickled); the networks built from them are a cache, built on first use by the family's
+    ``_build_net(chain)`` and left out of pickles."""
+
+    state_dicts_: list[Any]
+
+    def _build_net(self, chain: int) -> Any:
+        raise NotImplementedError
+
+    def _net(self, chain: int) -> Any:
+        self.check_fitted()  # type: ignore[attr-defined]
+        if not 0 <= chain < len(self.state_dicts_):
+            raise ValueError(f"chain must be in [0, {len(self.state_dicts_)}); got {chain}")
+        nets = self.__dict__.setdefault("_nets", {})
+        if chain not in nets:
+            nets[chain] = self._build_net(chain)
+        return nets[chain]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_nets", None)
+        return state
+
+
 def clone(model: Any) -> Any:
     """A fresh copy of ``model`` with its hyperparameters and none of its fitted state."""
     return model.clone()

@@ -86,6 +86,22 @@ def test_top_p_nucleus_is_minimal_on_random_rows() -> None:
         assert probs[keep].min() >= probs[~keep].max() if (~keep).any() else True  # the top ones
 
 
+def test_top_p_nucleus_is_the_same_whether_it_fits_in_the_first_topk_or_not() -> None:
+    """Peaked rows (nucleus inside the first 64 candidates) and flat ones (wider: every value
+    sorted) in one batch, against the nucleus computed by sorting each row."""
+    gen = torch.Generator().manual_seed(2)
+    scale = torch.tensor([8.0, 4.0, 1.0, 0.3, 0.05]).repeat(40)[:, None]
+    logits = torch.randn(200, 1000, generator=gen) * scale
+    for p in (0.5, 0.9, 0.99):
+        keep = torch.isfinite(sampling.top_p_filter(logits.clone(), p))
+        probs = logits.softmax(-1)
+        sizes = keep.sum(-1)
+        assert sizes.min() < 64 < sizes.max()  # both paths are taken
+        ordered = probs.sort(-1, descending=True).values.cumsum(-1)
+        want = (ordered - probs.sort(-1, descending=True).values < p).sum(-1)
+        assert torch.equal(sizes, want)
+
+
 def test_top_p_sampling_draws_from_the_renormalised_nucleus() -> None:
     logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
     draws = one_step_draws(logits, 10_000, top_p=0.75)

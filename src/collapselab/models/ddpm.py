@@ -22,7 +22,7 @@ the likelihood of the respaced sampler.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pydantic
@@ -31,7 +31,7 @@ from torch import nn
 
 from collapselab.models.sampling import torch_generator
 from collapselab.models.vae import Threads, torch_threads
-from collapselab.protocol import Model, check_data, check_n
+from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
 
 def beta_schedule(kind: str, timesteps: int) -> np.ndarray:
@@ -64,7 +64,7 @@ class EpsNet(nn.Module):
         return self.body(torch.cat([x, arg.sin(), arg.cos()], dim=-1))
 
 
-class DDPM(Model):
+class DDPM(NetworkCache, Model):
     """Denoising diffusion with an MLP denoiser for 2-D toy data and small images."""
 
     kinds = frozenset({"continuous", "images"})
@@ -188,14 +188,10 @@ class DDPM(Model):
         self._nets[c] = net.eval()
         self.state_dicts_.append({k: v.detach().clone() for k, v in net.state_dict().items()})
 
-    def _net(self, chain: int) -> EpsNet:
-        self.check_fitted()
-        nets = self.__dict__.setdefault("_nets", {})
-        if chain not in nets:
-            net = EpsNet(self.dim_, self.hidden, self.layers)
-            net.load_state_dict(self.state_dicts_[chain])
-            nets[chain] = net.eval()
-        return nets[chain]  # type: ignore[no-any-return]
+    def _build_net(self, chain: int) -> EpsNet:
+        net = EpsNet(self.dim_, self.hidden, self.layers)
+        net.load_state_dict(self.state_dicts_[chain])
+        return net.eval()
 
     # ------------------------------------------------------------ sampling
 
@@ -278,10 +274,3 @@ class DDPM(Model):
 
     # ------------------------------------------------------------ pickling
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_nets", None)  # rebuilt from state_dicts_ on first use
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)

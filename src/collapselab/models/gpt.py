@@ -32,7 +32,7 @@ from torch import nn
 
 from collapselab.errors import ConfigError
 from collapselab.models import sampling
-from collapselab.protocol import Model, check_data, check_n
+from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class GPT(Model):
+class GPT(NetworkCache, Model):
     """A nanoGPT-like language model over int token blocks; one network per chain."""
 
     kinds = frozenset({"tokens"})
@@ -440,17 +440,11 @@ class GPT(Model):
 
     # ------------------------------------------------------------ networks
 
-    def _net(self, chain: int) -> GPTNet:
-        self.check_fitted()
-        if not 0 <= chain < len(self.state_dicts_):
-            raise ValueError(f"chain must be in [0, {len(self.state_dicts_)}); got {chain}")
-        nets = self.__dict__.setdefault("_nets", {})
-        if chain not in nets:
-            net = GPTNet(self.vocab_size_, self.context_len_, self.n_layer, self.n_head,
-                         self.d_model, self.dropout)  # fmt: skip
-            net.load_state_dict(self.state_dicts_[chain])
-            nets[chain] = net.to(_resolve_device(self.device)).eval()
-        return nets[chain]  # type: ignore[no-any-return]
+    def _build_net(self, chain: int) -> GPTNet:
+        net = GPTNet(self.vocab_size_, self.context_len_, self.n_layer, self.n_head,
+                     self.d_model, self.dropout)  # fmt: skip
+        net.load_state_dict(self.state_dicts_[chain])
+        return net.to(_resolve_device(self.device)).eval()
 
     def step_fn(self, chain: int = 0, *, use_cache: bool = True) -> sampling.StepFn:
         """The decoding step of chain ``chain``'s network (see :mod:`collapselab.models.sampling`)."""
@@ -551,13 +545,6 @@ class GPT(Model):
 
     # ------------------------------------------------------------ pickling
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_nets", None)  # rebuilt from state_dicts_ (on CPU) on first use
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 def pretrain_base(

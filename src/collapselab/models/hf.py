@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from collapselab.errors import ConfigError
 from collapselab.models import sampling
-from collapselab.protocol import Model, check_data, check_n
+from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def make_step(net: torch.nn.Module, vocab_size: int, autocast: Any) -> sampling.
 # ---------------------------------------------------------------- the family
 
 
-class HFCausalLM(Model):
+class HFCausalLM(NetworkCache, Model):
     """A pretrained Hugging Face causal LM fine-tuned with AdamW from the same base each generation;
     one network per chain, best epoch by loss on held-out training blocks."""
 
@@ -358,15 +358,9 @@ class HFCausalLM(Model):
     def n_chains_(self) -> int:
         return len(self.state_dicts_)
 
-    def _net(self, chain: int) -> torch.nn.Module:
-        self.check_fitted()
-        if not 0 <= chain < self.n_chains_:
-            raise ValueError(f"chain must be in [0, {self.n_chains_}); got {chain}")
-        nets = self.__dict__.setdefault("_nets", {})
-        if chain not in nets:
-            net = build_net(self.config_, self.state_dicts_[chain])
-            nets[chain] = net.to(_resolve_device(self.device)).eval()
-        return nets[chain]  # type: ignore[no-any-return]
+    def _build_net(self, chain: int) -> torch.nn.Module:
+        net = build_net(self.config_, self.state_dicts_[chain])
+        return net.to(_resolve_device(self.device)).eval()
 
     def step_fn(self, chain: int = 0) -> sampling.StepFn:
         """The decoding step of chain ``chain``'s network (see :mod:`collapselab.models.sampling`)."""
@@ -459,13 +453,6 @@ class HFCausalLM(Model):
 
     # ------------------------------------------------------------ pickling
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_nets", None)  # rebuilt from config_ + state_dicts_ (CPU) on first use
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 def _device_of(net: torch.nn.Module) -> torch.device:

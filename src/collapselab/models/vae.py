@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from collapselab.models.sampling import torch_generator
-from collapselab.protocol import Model, check_data, check_n
+from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
 PosInt = Annotated[int, pydantic.Field(ge=1)]
 Threads = Annotated[int, pydantic.Field(ge=1, description=(
@@ -82,7 +82,7 @@ def neg_elbo(net: VAENet, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     return bce + kl
 
 
-class VAE(Model):
+class VAE(NetworkCache, Model):
     """Convolutional VAE over images in [0, 1]; one network per chain."""
 
     kinds = frozenset({"images"})
@@ -165,14 +165,10 @@ class VAE(Model):
     def n_chains_(self) -> int:
         return len(self.state_dicts_)
 
-    def _net(self, chain: int) -> VAENet:
-        self.check_fitted()
-        nets = self.__dict__.setdefault("_nets", {})
-        if chain not in nets:
-            net = VAENet(self.shape_, (self.channels[0], self.channels[1]), self.latent_dim)
-            net.load_state_dict(self.state_dicts_[chain])
-            nets[chain] = net.eval()
-        return nets[chain]  # type: ignore[no-any-return]
+    def _build_net(self, chain: int) -> VAENet:
+        net = VAENet(self.shape_, (self.channels[0], self.channels[1]), self.latent_dim)
+        net.load_state_dict(self.state_dicts_[chain])
+        return net.eval()
 
     def _check_images(self, data: np.ndarray, *, fitting: bool = False) -> np.ndarray:
         if data.ndim != 4:
@@ -238,10 +234,3 @@ class VAE(Model):
 
     # ------------------------------------------------------------ pickling
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_nets", None)  # rebuilt from state_dicts_ on first use
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
