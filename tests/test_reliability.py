@@ -351,6 +351,24 @@ def test_a_lock_this_host_cannot_check_is_refused_without_takeover(tmp_path, loc
     assert not (root / ".lock").exists()
 
 
+def test_two_writers_taking_over_the_same_stale_lock_at_once_cannot_both_get_it(tmp_path,
+                                                                                monkeypatch):
+    """The race: both read the dead owner's record before either writes its own. The second is
+    refused by the kernel lock the first holds, not by the record it read."""
+    root = tmp_path / "r"
+    root.mkdir()
+    dead = {"pid": 2**22 + 7, "host": socket.gethostname()}  # above pid_max: never alive
+    (root / ".lock").write_text(json.dumps(dead))
+    with RunStore(root).writer(takeover=True):
+        monkeypatch.setattr(store, "_read_lock", lambda path: dead)  # read before the first wrote
+        with pytest.raises(RunError, match=rf"pid {dead['pid']} on .* is running"):
+            with RunStore(root).writer(takeover=True):
+                pass
+        monkeypatch.undo()
+        assert json.loads((root / ".lock").read_text())["pid"] == os.getpid()
+    assert not (root / ".lock").exists()
+
+
 # ---------------------------------------------------------------------------- numerical faults
 
 

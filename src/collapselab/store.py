@@ -16,6 +16,7 @@ manifest says so; files of a later generation than the manifest records are igno
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -181,38 +182,63 @@ class RunStore:
 
     @contextmanager
     def writer(self, *, takeover: bool = False) -> Iterator[RunWriter]:
-        """Hold the run's lock while writing; a second writer is refused with the owner's pid."""
+        """Hold the run's lock while writing; a second writer is refused with the owner's pid.
+
+        The lock file names its owner (pid, host) and is held with ``flock`` for the writer's
+        lifetime: the owner's record says who to blame, the kernel lock makes two writers that take
+        over the same stale lock at once impossible (the second sees the first's lock held)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = self.root / ".lock"
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = _read_lock(lock)
-            here = owner.get("host") == me["host"]
-            alive = here and _pid_alive(owner.get("pid"))
-            if alive or not takeover:
-                if alive:
-                    state = "is running"
-                elif not owner:
-                    state = "left an unreadable lock (a writer died while taking it)"
-                elif here:
-                    state = "holds a stale lock (its process is gone)"
-                else:  # a shared file system: the pid means nothing here
-                    state = "holds the lock (another host: make sure it has stopped)"
-                hint = "" if alive else "; pass --takeover to take the lock over"
-                raise RunError(
-                    f"{self.root} is locked: pid {owner.get('pid')} on {owner.get('host')} "
-                    f"{state}{hint}"
-                ) from None
-            lock.unlink()
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        fd = self._lock(self.root / ".lock", takeover)
         try:
             yield RunWriter(self)
         finally:
-            lock.unlink(missing_ok=True)
+            (self.root / ".lock").unlink(missing_ok=True)
+            os.close(fd)  # releases the flock
+
+    def _lock(self, lock: Path, takeover: bool) -> int:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        while True:
+            try:
+                fd, created = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR), True
+            except FileExistsError:
+                try:
+                    fd, created = os.open(lock, os.O_RDWR), False
+                except FileNotFoundError:
+                    continue  # its writer just finished: try to create it again
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if held and not same:  # we locked a file its writer had just removed: start again
+                os.close(fd)
+                continue
+            if not held or not created:  # held elsewhere, or left behind: whose is it?
+                owner = _read_lock(lock)
+                here = owner.get("host") == me["host"]
+                alive = not held or (here and _pid_alive(owner.get("pid")))
+                if alive or not takeover:
+                    os.close(fd)
+                    raise RunError(self._locked_message(owner, alive, here))
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+            return fd
+
+    def _locked_message(self, owner: dict[str, Any], alive: bool, here: bool) -> str:
+        if alive:
+            state = "is running"
+        elif not owner:
+            state = "left an unreadable lock (a writer died while taking it)"
+        elif here:
+            state = "holds a stale lock (its process is gone)"
+        else:  # a shared file system: the pid means nothing here
+            state = "holds the lock (another host: make sure it has stopped)"
+        hint = "" if alive else "; pass --takeover to take the lock over"
+        return f"{self.root} is locked: pid {owner.get('pid')} on {owner.get('host')} {state}{hint}"
 
 
 class RunWriter:
