@@ -207,3 +207,14 @@ def _complete(run_dir: Path) -> bool:
         return RunStore(run_dir).manifest()["status"] == "complete"
     except (OSError, ValueError, Exception):
         return False
+
+
+def test_group_labels_read_components_as_calls():
+    from collapselab.aggregate import group_label
+
+    assert group_label({"policy.name": "replace", "data.size": 10, "seed": 3}) == (
+        "policy.name=replace, data.size=10")
+    assert group_label({"curation": [{"name": "verifier", "top": 0.5,
+                                      "fn": "collapselab.curation:true_loglik"}], "seed": 0}) == (
+        "curation=[verifier(top=0.5, fn=true_loglik)]")
+    assert group_label({"curation": [], "seed": 1}) == "curation=[]"

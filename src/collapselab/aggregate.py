@@ -33,9 +33,22 @@ LEVEL = 0.95
 
 
 def group_label(overrides: dict[str, Any]) -> str:
-    """Everything swept but the seed, e.g. ``policy.name=replace, data.size=10``."""
-    parts = [f"{k}={v}" for k, v in overrides.items() if k != "seed"]
+    """Everything swept but the seed, e.g. ``policy.name=replace, data.size=10``; components read
+    as calls: ``curation=[verifier(top=0.5, fn=true_loglik)]``."""
+    parts = [f"{k}={_compact(v)}" for k, v in overrides.items() if k != "seed"]
     return ", ".join(parts) or "all"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    if isinstance(value, dict) and isinstance(value.get("name", value.get("family")), str):
+        key = "name" if "name" in value else "family"
+        args = ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if k != key)
+        return f"{value[key]}({args})"
+    if isinstance(value, str) and ":" in value:  # "package.module:function": the function
+        return value.rpartition(":")[2]
+    return str(value)
 
 
 def _dotted(cfg: dict[str, Any], key: str) -> Any:
@@ -144,7 +157,7 @@ def band_figure(metric: str, stats: Any) -> Figure:
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean across seeds, 95% t-interval")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), frameon=False)
     n = ", ".join(str(int(v)) for v in sorted(n_seeds))
     caption = (f"{metric}: mean across seeds with a 95% t-interval band "
                f"(mean ± t(0.975, n−1)·s/√n; n = {n} seeds per group; no band where n = 1)")
