@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from collapselab.aggregate import TIDY_COLUMNS, tidy_frame, write_sweep_report
+from collapselab.aggregate import TIDY_COLUMNS, group_label, tidy_frame, write_sweep_report
 from collapselab.cli import app
 from collapselab.errors import ConfigError
 from collapselab.store import RunStore
@@ -210,8 +210,6 @@ def _complete(run_dir: Path) -> bool:
 
 
 def test_group_labels_read_components_as_calls():
-    from collapselab.aggregate import group_label
-
     assert group_label({"policy.name": "replace", "data.size": 10, "seed": 3}) == (
         "policy.name=replace, data.size=10")
     assert group_label({"curation": [{"name": "verifier", "top": 0.5,
