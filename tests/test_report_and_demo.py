@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from collapselab.report import build_figures, write_report
+from collapselab.report import build_figures, views, write_report
 from collapselab.store import RunStore
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,7 +30,7 @@ def test_report_embeds_every_figure_with_theory(run_config, tmp_path):
     out = write_report([a.root, b.root], tmp_path / "r.html")
     html = out.read_text()
     images = embedded(html)
-    figures = build_figures([a, b])
+    figures = build_figures(views([a, b]))
     assert list(images) == [f.name for f in figures]  # every figure, once, in order
     assert all(png.startswith(PNG) for png in images.values())
     assert "metric-variance_ratio" in images and "dist-a" in images

@@ -29,6 +29,32 @@ class Figure:
     png: bytes
 
 
+@dataclass
+class RunView:
+    """One run as a page draws it: its store, its label and its metrics rows, read once."""
+
+    store: RunStore
+    label: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def curves(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """``(label, rows)``, or one per producer of a multi-producer run, with the
+        ``<producer>/`` prefix taken off its keys (so every producer's perplexity shares a plot)."""
+        names = [p.name for p in self.store.config().producers or []]
+        if not names:
+            return [(self.label, self.rows)]
+        return [(f"{self.label} · {name}",
+                 [{"generation": r["generation"], **{k.removeprefix(f"{name}/"): v
+                                                      for k, v in r.items()
+                                                      if k.startswith(f"{name}/")}}
+                  for r in self.rows]) for name in names]
+
+
+def views(stores: list[RunStore]) -> list[RunView]:
+    return [RunView(s, lab, s.metrics()) for s, lab in zip(stores, label_runs(stores), strict=True)]
+
+
 def metric_keys(rows: list[dict[str, Any]]) -> list[str]:
     """Measured value columns, in first-seen order (no SEs, theory columns or bookkeeping)."""
     keys: dict[str, None] = {}
@@ -213,10 +239,10 @@ def text_samples(store: RunStore, key: str = "continuations") -> list[tuple[int,
     return out
 
 
-def composition_figures(store: RunStore, label: str) -> list[Figure]:
+def composition_figures(view: RunView) -> list[Figure]:
     """Stacked bars per consumer: each generation's training set by origin (real, gen_XXX and, in
     a multi-producer run, the producer), from the ``[<consumer>/]composition.*`` shares recorded."""
-    rows = store.metrics()
+    rows, label, store = view.rows, view.label, view.store
     consumers = sorted({k.partition("composition.")[0] for r in rows for k in r
                         if "composition." in k})
     out = [composition_figure(rows, prefix, f"{label} {prefix.rstrip('/')}".strip(),
@@ -250,19 +276,6 @@ def composition_figure(rows: list[dict[str, Any]], prefix: str, label: str,
     return Figure(f"composition-{name}", f"{label}: composition", _png(fig))
 
 
-def by_producer(label: str, store: RunStore, rows: list[dict[str, Any]]
-                ) -> list[tuple[str, list[dict[str, Any]]]]:
-    """A run's curves: one ``(label, rows)``, or one per producer of a multi-producer run, with the
-    ``<producer>/`` prefix taken off its keys (so every producer's perplexity shares a plot)."""
-    names = [p.name for p in store.config().producers or []]
-    if not names:
-        return [(label, rows)]
-    return [(f"{label} · {name}",
-             [{"generation": r["generation"], **{k.removeprefix(f"{name}/"): v
-                                                  for k, v in r.items() if k.startswith(f"{name}/")}}
-              for r in rows]) for name in names]
-
-
 def family_of(store: RunStore) -> str:
     cfg = store.config()
     if cfg.producers:
@@ -270,16 +283,15 @@ def family_of(store: RunStore) -> str:
     return cfg.model.family
 
 
-def build_figures(stores: list[RunStore]) -> list[Figure]:
-    labels = label_runs(stores)
-    runs = [curve for lab, s in zip(labels, stores, strict=True)
-            for curve in by_producer(lab, s, s.metrics())]
+def build_figures(pages: list[RunView]) -> list[Figure]:
+    runs = [curve for v in pages for curve in v.curves]
     keys: dict[str, None] = {}
     for _, rows in runs:
         keys.update(dict.fromkeys(metric_keys(rows)))
     figures = [metric_figure(k, [(lab, r) for lab, r in runs if any(k in row for row in r)])
                for k in keys]
-    for store, label in zip(stores, labels, strict=True):
+    for view in pages:
+        store, label = view.store, view.label
         for fig in (distribution_figure(store, label),
                     artifact_histogram(store, label, "synthetic_ppl",
                                        "perplexity of generated text under generation 0"),
@@ -288,7 +300,7 @@ def build_figures(stores: list[RunStore]) -> list[Figure]:
                     sample_grid_figure(store, label)):
             if fig is not None:
                 figures.append(fig)
-        figures += composition_figures(store, label)
+        figures += composition_figures(view)
     return figures
 
 
@@ -302,13 +314,14 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         s.manifest()  # a clear error for a folder that is not a run
     out = Path(out) if out else (stores[0].root / "report.html" if len(stores) == 1
                                  else Path("report.html"))
-    figures = build_figures(stores)
-    write_atomic(out, render(stores, figures).encode())
+    pages = views(stores)
+    write_atomic(out, render(pages, build_figures(pages)).encode())
     return out
 
 
-def render(stores: list[RunStore], figures: list[Figure]) -> str:
+def render(pages: list[RunView], figures: list[Figure]) -> str:
     esc = html.escape
+    stores = [v.store for v in pages]
     rows = []
     for s in stores:
         cfg, man = s.config(), s.manifest()
@@ -317,8 +330,8 @@ def render(stores: list[RunStore], figures: list[Figure]) -> str:
             f"<td>{esc(cfg.data.source)} (size {cfg.data.size})</td><td>{esc(cfg.policy.name)}</td>"
             f"<td>{man['completed_generations']}/{cfg.generations}</td><td>{cfg.chains}</td>"
             f"<td>{cfg.seed}</td><td>{esc(man.get('status', '?'))}</td></tr>")
-    final = final_table(stores)
-    details = "".join(detail_table(s, lab) for s, lab in zip(stores, label_runs(stores), strict=True))
+    final = final_table(pages)
+    details = "".join(detail_table(v) for v in pages)
     texts = ""
     for s in stores:
         samples = text_samples(s)
@@ -372,11 +385,11 @@ DETAILS = {
 }
 
 
-def detail_table(store: RunStore, label: str) -> str:
+def detail_table(view: RunView) -> str:
     """Per-generation tables of the curation and watermark columns a run recorded (``kept.*``,
     ``watermark.*``; each producer's in a multi-producer run), which the curves leave out."""
     out = ""
-    for name, rows in by_producer(label, store, store.metrics()):
+    for name, rows in view.curves:
         for prefix, caption in DETAILS.items():
             keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith(prefix)))
             if not keys:
@@ -391,11 +404,8 @@ def detail_table(store: RunStore, label: str) -> str:
     return out
 
 
-def final_table(stores: list[RunStore]) -> str:
-    labels = label_runs(stores)
-    # each store's rows are read once (metrics() parses the whole file)
-    finals = [(curve, (rows or [{}])[-1]) for lab, s in zip(labels, stores, strict=True)
-              for curve, rows in by_producer(lab, s, s.metrics())]
+def final_table(pages: list[RunView]) -> str:
+    finals = [(curve, (rows or [{}])[-1]) for v in pages for curve, rows in v.curves]
     keys: dict[str, None] = {}
     for _, row in finals:
         keys.update(dict.fromkeys(metric_keys([row])))

@@ -271,6 +271,3 @@ class DDPM(NetworkCache, Model):
                         + d * (var_q / bt - 1 - math.log(var_q / bt)))
             total = total - kl
         return total.numpy()
-
-    # ------------------------------------------------------------ pickling
-

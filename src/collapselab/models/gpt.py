@@ -543,9 +543,6 @@ class GPT(NetworkCache, Model):
                                 settings=self.sampler_settings())  # fmt: skip
         return ids[:, 1:].cpu().numpy().astype(prompts.dtype)
 
-    # ------------------------------------------------------------ pickling
-
-
 
 def pretrain_base(
     model: GPT, data: np.ndarray, path: str | Path, *, rng: np.random.Generator

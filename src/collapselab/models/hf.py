@@ -451,9 +451,6 @@ class HFCausalLM(NetworkCache, Model):
         skip = 0 if self.bos_id_ is None else 1
         return ids[:, skip:].cpu().numpy().astype(prompts.dtype)
 
-    # ------------------------------------------------------------ pickling
-
-
 
 def _device_of(net: torch.nn.Module) -> torch.device:
     return next(net.parameters()).device

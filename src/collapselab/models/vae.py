@@ -231,6 +231,3 @@ class VAE(NetworkCache, Model):
             return -draws.mean(0).double().numpy()
 
         return self._per_chain(data, elbo)
-
-    # ------------------------------------------------------------ pickling
-
