@@ -176,20 +176,13 @@ def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 return "stopped"
             continue  # history unchanged: the next generation retrains on the last good data
         reference = reference if gen > 0 else model
-        synthetic, kept, curated = curate(
-            exp.filters, produced,
-            CurationContext(gen, model, reference, rng.curate, exp.source, cfg.watermark))
-        marks = {} if marker is None else watermark.measure(
-            marker, model, produced, real, rng.metrics, skip=getattr(model, "prompt_tokens", 0))
-        ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
-                                synthetic=synthetic, real=real, heldout=heldout,
-                                source=exp.source, rng=rng.metrics)
-        row = {"generation": gen, **measure(exp.metrics, ctx), **kept, **marks,
-               **provenance.composition(train_labels),
+        synthetic, curated, measured, artifacts = assess(
+            exp, gen, model, reference, produced, train, real, heldout, rng, marker)
+        row = {"generation": gen, **measured, **provenance.composition(train_labels),
                **theory_row(exp.predictions, gen, cfg.chains),
                "train_size": int(train.shape[1]), "generated": int(produced.shape[1]),
                "wall_s": time.perf_counter() - tic}
-        writer.generation(gen, row, samples=synthetic, artifacts=ctx.artifacts,
+        writer.generation(gen, row, samples=synthetic, artifacts=artifacts,
                           model=model if gen == 0 else None,
                           provenance=provenance.record(train_labels, curated.index, curated.scores,
                                                        family=cfg.model.family, generation=gen,
@@ -247,16 +240,10 @@ def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
             with watermark.applied(marker):
                 produced = model.sample(m, rng.sample)
             reference = references.setdefault(name, model)
-            synthetic, kept_share, curated = curate(
-                exp.filters, produced,
-                CurationContext(gen, model, reference, rng.curate, exp.source, cfg.watermark))
-            marks = {} if marker is None else watermark.measure(
-                marker, model, produced, real, rng.metrics, skip=getattr(model, "prompt_tokens", 0))
-            ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
-                                    synthetic=synthetic, real=real, heldout=heldout,
-                                    source=exp.source, rng=rng.metrics)
-            own = {**measure(exp.metrics, ctx), **kept_share, **marks,
-                   **provenance.composition(train_labels, names), "train_size": int(train.shape[1])}
+            synthetic, curated, measured, _ = assess(
+                exp, gen, model, reference, produced, train, real, heldout, rng, marker)
+            own = {**measured, **provenance.composition(train_labels, names),
+                   "train_size": int(train.shape[1])}
             row.update({f"{name}/{k}": v for k, v in own.items()})
             writer.files(gen, name, samples=synthetic, model=model if gen == 0 else None,
                          provenance=provenance.record(
@@ -276,6 +263,24 @@ def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
         if progress:
             progress(gen + 1, cfg.generations)
     return "complete"
+
+
+def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.ndarray,
+           train: np.ndarray, real: np.ndarray, heldout: np.ndarray, rng: Streams,
+           marker: watermark.Watermark | None) -> tuple[np.ndarray, Any, dict[str, Any],
+                                                        dict[str, np.ndarray]]:
+    """Curate what ``model`` produced, then measure the generation. Returns the curated samples,
+    what curation kept (rows and scores), the row's measured part (metrics, each filter's kept
+    share, watermark detection rates) and the per-sample artifacts."""
+    synthetic, kept, curated = curate(
+        exp.filters, produced,
+        CurationContext(gen, model, reference, rng.curate, exp.source, exp.config.watermark))
+    marks = {} if marker is None else watermark.measure(
+        marker, model, produced, real, rng.metrics, skip=getattr(model, "prompt_tokens", 0))
+    ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
+                            synthetic=synthetic, real=real, heldout=heldout,
+                            source=exp.source, rng=rng.metrics)
+    return synthetic, curated, {**measure(exp.metrics, ctx), **kept, **marks}, ctx.artifacts
 
 
 def mix(outputs: dict[str, tuple[np.ndarray, np.ndarray]], shares: dict[str, float], m: int,
