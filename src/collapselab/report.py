@@ -12,6 +12,7 @@ import base64
 import html
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ class RunView:
     label: str
     rows: list[dict[str, Any]]
 
-    @property
+    @cached_property
     def curves(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """``(label, rows)``, or one per producer of a multi-producer run, with the
         ``<producer>/`` prefix taken off its keys (so every producer's perplexity shares a plot)."""

@@ -180,10 +180,10 @@ def top_p_filter(logits: torch.Tensor, p: float, first_k: int = 64) -> torch.Ten
         return logits
     log_total = logits.logsumexp(dim=-1, keepdim=True)
     top = torch.topk(logits, min(first_k, logits.shape[-1]), dim=-1).values  # (B, k), descending
-    if top.shape[-1] < logits.shape[-1] and bool(
-            ((top - log_total).exp().sum(dim=-1) < p).any()):  # some nucleus is wider than k
-        top = _descending(logits)
     probs = (top - log_total).exp()
+    if top.shape[-1] < logits.shape[-1] and bool((probs.sum(dim=-1) < p).any()):
+        top = _descending(logits)  # some nucleus is wider than k
+        probs = (top - log_total).exp()
     before = probs.cumsum(dim=-1) - probs  # probability mass strictly ahead of each token
     kept = (before < p).sum(dim=-1, keepdim=True).clamp_(min=1)  # the nucleus' size per row
     smallest = top.gather(1, kept - 1)  # its least likely logit
