@@ -22,3 +22,10 @@ class DataError(CollapselabError, ValueError):
 
 class RunError(CollapselabError, RuntimeError):
     """A run directory cannot be used as asked (locked, finished, config changed)."""
+
+
+class NumericalError(ArithmeticError):
+    """A fit or a sample failed numerically (a singular covariance, a diverged loss, non-finite
+    samples): the generation is *degenerate*, a result of the experiment, not an input problem.
+    Components raise it (or ``FloatingPointError`` / ``numpy.linalg.LinAlgError``) for exactly
+    that; anything the user gave them that is unusable is a ``ConfigError`` or ``DataError``."""
