@@ -5,17 +5,36 @@ standard deviation of one chain around it (so the Monte-Carlo band of a mean ove
 ``mean ± z sd / sqrt(C)``). Generation t's model has been fitted t + 1 times: once on the M_0 real
 samples, then t times on m synthetic samples.
 
-Sources: Shumailov et al., Nature 2024, §4.2 and Supplementary; the variance recursion is that of a
-scaled chi-square product.
+Predictions are registered per ``(family, source, policy)`` by the module that owns them
+(``@theory.register("gaussian", "normal", "replace")``); :func:`predict` looks the triple up. Every
+formula here is exact unless its ``source`` text says it is an approximation.
+
+Gaussian, replace (Shumailov et al., Nature 2024, §4.2 and Supplementary). Write D_t = μ_t - μ and
+s_t for the fitted mean error and standard deviation of generation t. Given generation t - 1, a fit
+on M_t normal samples gives D_t = D_{t-1} + s_{t-1} Z / sqrt(M_t) and s_t² = s_{t-1}² R_t, with
+Z ~ N(0, 1) independent of R_t ~ χ²_{M_t-1} / (M_t - ddof) (sample mean and variance of normal data
+are independent), both independent of the past. So every joint moment E[D_t^a s_t^b] follows from
+those of generation t - 1 by a finite recursion (:func:`drift_scale_moments`), and the 1-D W2 risk
+E[(μ_t - μ)² + (s_t - σ)²], its per-chain sd, the KL and the marginal variance are exact. In D > 1
+dimensions (isotropic source) the covariance is a product of Wishart matrices: its trace moments
+and the KL are exact; W2 needs E tr Σ_t^{1/2}, which has no closed form, so none is drawn.
+
+Categorical, replace: every state's count is marginally a two-allele Wright-Fisher chain
+(Binomial(M_t, c/M_{t-1}) each generation), started at Binomial(M_0, p_k); its (M+1)-state Markov
+chain gives P(state k present at generation t) exactly. The sum of two states' counts is again such
+a chain (with p_k + p_l), which gives the pairwise terms of the support size's variance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from math import comb
 from typing import Any
 
 import numpy as np
-from scipy.special import digamma, polygamma
+from scipy import stats
+from scipy.special import digamma, gammaln, polygamma
 
 
 @dataclass(frozen=True)
@@ -31,48 +50,231 @@ class Prediction:
         return self.mean - half, self.mean + half
 
 
-def gaussian_replace(
-    generations: int, m0: int, m: int, dim: int, variance: str, sigma2: float = 1.0
-) -> dict[str, Prediction]:
-    """Single Gaussian refitted to its own samples (``replace``), MLE or unbiased covariance."""
-    sizes = np.concatenate([[m0], np.full(max(generations - 1, 0), m)])  # M_0, M_1, ...
-    ddof = 0 if variance == "mle" else 1
-    shrink = (sizes - 1) / (sizes - ddof)  # E[sigma^2_{i+1} / sigma^2_i]
-    out = {
-        "variance_ratio": Prediction(
-            np.cumprod(shrink), None, "E[σ²_t]/σ² = Π (M_i - 1)/(M_i - ddof)"),
-    }
-    if dim == 1:
-        # per fit the ratio is chi2_{M-1} / (M - ddof): its moments multiply across generations
-        second = ((sizes - 1) ** 2 + 2 * (sizes - 1)) / (sizes - ddof) ** 2
-        mean = np.cumprod(shrink)
-        out["variance_ratio"] = Prediction(
-            mean, np.sqrt(np.maximum(np.cumprod(second) - mean**2, 0)),
-            "E[σ²_t]/σ² = Π (M_i-1)/(M_i-ddof); sd from E[r²] = Π E[(χ²/(M-ddof))²]")
-        half = (sizes - 1) / 2.0
-        log_step = digamma(half) + np.log(2.0 / (sizes - ddof))  # E log(chi2_{M-1}/(M-ddof))
-        out["log_variance_ratio"] = Prediction(
-            np.cumsum(log_step), np.sqrt(np.cumsum(polygamma(1, half))),
-            "E log(σ²_t/σ²) = Σ [ψ((M_i-1)/2) + log(2/(M_i-ddof))]; Var = Σ ψ'((M_i-1)/2)")
-        a = sigma2 * np.cumsum(1.0 / sizes)  # σ² Σ 1/M_i
-        out["w2_sq"] = Prediction(
-            1.5 * a, a * np.sqrt(2.5),
-            "E[R_W2] ≈ (3/2) σ² Σ 1/M_i to first order (Shumailov et al. §4.2)")
-    if variance == "unbiased":
-        out["marginal_variance"] = Prediction(
-            sigma2 * (1 + np.cumsum(1.0 / sizes)), None,
-            "Var(X^{t+1}) = σ² (1 + Σ 1/M_i)  (σ²(1 + n/M) for equal sizes)")
-    return out
+Predictor = Callable[[Any, Any], dict[str, Prediction]]  # (config, source) -> predictions
+_PREDICTORS: dict[tuple[str, str, str], Predictor] = {}
+
+
+def register(family: str, source: str, policy: str) -> Callable[[Predictor], Predictor]:
+    """``@register("gaussian", "normal", "replace")`` on a ``(config, source) -> dict`` function."""
+
+    def decorator(fn: Predictor) -> Predictor:
+        _PREDICTORS[(family, source, policy)] = fn
+        return fn
+
+    return decorator
+
+
+def registered() -> list[tuple[str, str, str]]:
+    """The ``(family, source, policy)`` triples that have a theory."""
+    return sorted(_PREDICTORS)
 
 
 def predict(config: Any, source: Any) -> dict[str, Prediction]:
     """Predictions for this experiment, keyed by metric value name; empty where no theory applies."""
-    model, policy, data = config.model, config.policy, config.data
-    if (model.family, data.source, policy.name) != ("gaussian", "normal", "replace"):
-        return {}
-    if config.curation:
-        return {}  # filtering changes the sampling distribution: the formulas no longer apply
+    if config.curation or getattr(config, "producers", None):
+        return {}  # filtering or mixing producers changes what is fitted: the formulas no longer apply
+    key = (config.model.family, config.data.source, config.policy.name)
+    fn = _PREDICTORS.get(key)
+    return fn(config, source) if fn is not None else {}
+
+
+def fit_sizes(config: Any) -> np.ndarray:
+    """Training-set size of every generation under ``replace``: M_0 real, then m synthetic."""
+    m = config.synthetic_size or config.data.size
+    return np.concatenate([[config.data.size], np.full(max(config.generations - 1, 0), m)]).astype(int)
+
+
+# --- Gaussian ------------------------------------------------------------------------------------
+
+
+def chi2_moment(k: np.ndarray | float, c: np.ndarray | float, s: float) -> np.ndarray:
+    """E[(χ²_k / c)^s] = (2/c)^s Γ(k/2 + s) / Γ(k/2); inf where k/2 + s <= 0."""
+    k, c = np.asarray(k, dtype=float), np.asarray(c, dtype=float)
+    with np.errstate(invalid="ignore"):
+        out = np.exp(s * np.log(2.0 / c) + gammaln(k / 2 + s) - gammaln(k / 2))
+    return np.where(k / 2 + s > 0, out, np.inf)
+
+
+def drift_scale_moments(
+    sizes: np.ndarray, ddof: int, sigma: float, wanted: list[tuple[int, int]]
+) -> dict[tuple[int, int], np.ndarray]:
+    """E[D_t^a s_t^b] per generation (``(G,)`` each) for the 1-D Gaussian refitted to its own
+    samples: D_t = μ_t - μ, s_t the fitted sd; ``a`` even, ``b`` any integer (negative too).
+
+    D_t^a s_t^b = Σ_j C(a, j) D_{t-1}^{a-j} s_{t-1}^{b+j} (Z/sqrt(M_t))^j R_t^{b/2}, so the moment
+    (a, b) needs (a - j, b + j) of the previous generation, j even: a finite closure."""
+    need: set[tuple[int, int]] = set()
+    stack = list(wanted)
+    while stack:
+        a, b = stack.pop()
+        if (a, b) not in need:
+            need.add((a, b))
+            stack.extend((a - j, b + j) for j in range(2, a + 1, 2))
+    prev = {(a, b): (sigma**b if a == 0 else 0.0) for a, b in need}  # before any fit: D = 0, s = σ
+    out = {key: np.empty(len(sizes)) for key in need}
+    for t, m in enumerate(sizes):
+        cur = {}
+        for a, b in need:
+            acc = sum(comb(a, j) * _normal_moment(j) * m ** (-j / 2) * prev[(a - j, b + j)]
+                      for j in range(0, a + 1, 2))
+            cur[(a, b)] = float(chi2_moment(m - 1, m - ddof, b / 2)) * acc
+        prev = cur
+        for key in need:
+            out[key][t] = cur[key]
+    return {key: out[key] for key in wanted}
+
+
+def _normal_moment(j: int) -> float:
+    """E Z^j for even j: (j - 1)!!."""
+    return float(np.prod(np.arange(j - 1, 0, -2))) if j else 1.0
+
+
+def gaussian_replace(
+    generations: int, m0: int, m: int, dim: int, variance: str, sigma2: float = 1.0
+) -> dict[str, Prediction]:
+    """Single Gaussian refitted to its own samples (``replace``), MLE or unbiased covariance."""
+    sizes = np.concatenate([[m0], np.full(max(generations - 1, 0), m)]).astype(int)  # M_0, M_1, ...
+    ddof = 0 if variance == "mle" else 1
+    k, c = sizes - 1.0, sizes - float(ddof)  # each fit: Σ_t = Σ_{t-1}^{1/2} W Σ_{t-1}^{1/2} / c
+    shrink = k / c  # E[σ²_{i+1} / σ²_i]
+    ratio = np.cumprod(shrink)
+    # E[(tr Σ)²] and E[tr Σ²] (in units of σ⁴) evolve linearly: for W ~ Wishart(I, k),
+    # E (tr AW)² = k² (tr A)² + 2k tr A², E tr (AW)² = k (tr A)² + k(k+1) tr A²
+    u, v, second = float(dim) ** 2, float(dim), np.empty(len(sizes))
+    for t in range(len(sizes)):
+        u, v = (k[t] ** 2 * u + 2 * k[t] * v) / c[t] ** 2, (k[t] * u + k[t] * (k[t] + 1) * v) / c[t] ** 2
+        second[t] = u / dim**2
+    out = {
+        "variance_ratio": Prediction(
+            ratio, np.sqrt(np.maximum(second - ratio**2, 0)),
+            "E[tr Σ_t]/tr Σ = Π (M_i-1)/(M_i-ddof); sd from the Wishart moments of (tr Σ_t)²"),
+    }
+    # mean squared drift per coordinate: E D_t² = σ²/M_0 + Σ_{i>=1} E σ²_{i-1} / M_i
+    drift2 = sigma2 * np.cumsum(np.concatenate([[1.0], ratio[:-1]]) / sizes)
+    spread = drift2 + sigma2 * ratio  # E (X - μ)² for a generation-t sample, per coordinate
+    out["marginal_variance"] = Prediction(
+        spread, None,
+        "Var(X^{t}) = σ²/M_0 + Σ E σ²_{i-1}/M_i + E σ²_t  (σ²(1 + Σ 1/M_i) when unbiased)")
+    if (sizes > dim + 2).all():  # E Σ_t^{-1} is finite only for M - 1 > D + 1
+        # E Σ_t^{-1} = c E[W^{-1}] E Σ_{t-1}^{-1}, E W^{-1} = I/(k - D - 1); with q_t = E D_tᵀ Σ_t^{-1} D_t:
+        # q_t = c/(k - D - 1) (q_{t-1} + D/M_t)
+        inv = np.cumprod(c / (k - dim - 1))
+        q = np.empty(len(sizes))
+        prev = 0.0
+        for t in range(len(sizes)):
+            prev = c[t] / (k[t] - dim - 1) * (prev + dim / sizes[t])
+            q[t] = prev
+        logdet = np.cumsum(sum(digamma((k - j) / 2) for j in range(dim)) + dim * np.log(2 / c))
+        out["kl"] = Prediction(
+            0.5 * (dim * inv + q - dim + logdet), None,
+            "KL(truth‖model) = ½[σ² tr Σ_t⁻¹ + D_tᵀΣ_t⁻¹D_t - D + log det Σ_t/σ^{2D}]; "
+            "expectations from E W⁻¹ = I/(k-D-1) and E log det W")
+    if dim == 1:
+        half = k / 2.0
+        log_step = digamma(half) + np.log(2.0 / c)  # E log(chi2_{M-1}/(M-ddof))
+        out["log_variance_ratio"] = Prediction(
+            np.cumsum(log_step), np.sqrt(np.cumsum(polygamma(1, half))),
+            "E log(σ²_t/σ²) = Σ [ψ((M_i-1)/2) + log(2/(M_i-ddof))]; Var = Σ ψ'((M_i-1)/2)")
+        out["w2_sq"] = gaussian_w2_replace(sizes, ddof, np.sqrt(sigma2))
+        mom = drift_scale_moments(sizes, ddof, 1.0, [(4, 0), (2, 2), (0, 4)])
+        # a chain's value is the mean of m squared deviations (D + s Z_j)²: E V² adds the draws' noise
+        sq = (mom[(4, 0)] + mom[(2, 2)] * (2 + 4 / m) + mom[(0, 4)] * (1 + 2 / m)) * sigma2**2
+        out["marginal_variance"] = Prediction(
+            spread, np.sqrt(np.maximum(sq - spread**2, 0)), out["marginal_variance"].source
+            + "; sd from the joint moments E[D_t^a s_t^b] over m samples")
+    return out
+
+
+def gaussian_w2_replace(sizes: np.ndarray, ddof: int, sigma: float) -> Prediction:
+    """Exact E W2² between N(μ_t, s_t²) and N(μ, σ²) and its per-chain sd, 1-D.
+
+    W2² = D_t² + (s_t - σ)², so E W2² = E D_t² + E s_t² - 2σ E s_t + σ², with
+    E s_t = σ Π sqrt(2/(M_i - ddof)) Γ(M_i/2)/Γ((M_i - 1)/2); its square expands into the joint
+    moments E[D^a s^b], a <= 4."""
+    mom = drift_scale_moments(sizes, ddof, sigma, [(2, 0), (0, 1), (0, 2), (4, 0), (2, 2), (2, 1),
+                                                   (0, 3), (0, 4)])
+    s1, s2, s3, s4 = (mom[(0, b)] for b in (1, 2, 3, 4))
+    mean = mom[(2, 0)] + s2 - 2 * sigma * s1 + sigma**2
+    dev2 = s2 - 2 * sigma * s1 + sigma**2  # E (s - σ)²
+    dev4 = s4 - 4 * sigma * s3 + 6 * sigma**2 * s2 - 4 * sigma**3 * s1 + sigma**4
+    cross = mom[(2, 2)] - 2 * sigma * mom[(2, 1)] + sigma**2 * mom[(2, 0)]  # E D²(s - σ)²
+    second = mom[(4, 0)] + 2 * cross + dev4
+    assert dev2.shape == mean.shape
+    return Prediction(
+        mean, np.sqrt(np.maximum(second - mean**2, 0)),
+        "E W2² = E(μ_t-μ)² + E σ_t² - 2σ E σ_t + σ², exact: E(μ_t-μ)² = σ²/M_0 + Σ E σ²_{i-1}/M_i, "
+        "E σ_t = σ Π sqrt(2/(M_i-ddof)) Γ(M_i/2)/Γ((M_i-1)/2); the first-order (3/2)σ²Σ1/M_i "
+        "(Shumailov et al. §4.2) overstates it (1.50 vs 1.06 at 100 fits of M=100, MLE)")
+
+
+@register("gaussian", "normal", "replace")
+def _gaussian_normal_replace(config: Any, source: Any) -> dict[str, Prediction]:
+    sizes = fit_sizes(config)
     return gaussian_replace(
-        config.generations, data.size, config.synthetic_size or data.size,
-        source.dim, model.params.get("variance", "mle"), float(np.square(source.std)),
+        config.generations, int(sizes[0]), int(sizes[-1]), source.dim,
+        config.model.params.get("variance", "mle"), float(np.square(source.std)),
     )
+
+
+# --- Categorical ---------------------------------------------------------------------------------
+
+WF_MAX_SIZE = 2000  # the Wright-Fisher transition matrix is (M+1)²: beyond this, no prediction
+WF_MAX_PAIRS = 1000  # pairwise chains for the support size's sd: beyond this, sd is left unknown
+
+
+def wright_fisher_absent(p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """P(count = 0 at generation t) for two-allele Wright-Fisher chains with initial frequencies
+    ``p`` ``(S,)``: count_0 ~ Binomial(M_0, p), count_t ~ Binomial(M_t, count_{t-1}/M_{t-1}).
+    Returns ``(G, S)``."""
+    p = np.asarray(p, dtype=float)
+    dist = stats.binom.pmf(np.arange(sizes[0] + 1)[None], sizes[0], p[:, None])  # (S, M_0 + 1)
+    out = np.empty((len(sizes), len(p)))
+    out[0] = dist[:, 0]
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    for t in range(1, len(sizes)):
+        key = (int(sizes[t - 1]), int(sizes[t]))
+        if key not in cache:  # T[i, j] = Binomial(j; M_t, i / M_{t-1})
+            freq = np.arange(key[0] + 1) / key[0]
+            cache[key] = stats.binom.pmf(np.arange(key[1] + 1)[None], key[1], freq[:, None])
+        dist = dist @ cache[key]
+        out[t] = dist[:, 0]
+    return np.clip(out, 0.0, 1.0)
+
+
+def categorical_replace(p: np.ndarray, sizes: np.ndarray) -> dict[str, Prediction]:
+    """Expected support size and lost states of a categorical refitted by counts (``replace``)."""
+    p = np.asarray(p, dtype=float)
+    live = np.flatnonzero(p > 0)  # states with p = 0 are never present
+    absent = wright_fisher_absent(p[live], sizes)  # (G, K')
+    present = 1 - absent
+    source = ("P(state k present at t) from the two-allele Wright-Fisher chain started at "
+              "Binomial(M_0, p_k)")
+    sd = None
+    pairs = [(i, j) for i in range(len(live)) for j in range(i + 1, len(live))]
+    if len(pairs) <= WF_MAX_PAIRS:
+        # Var Σ_k 1[k absent] = Σ_k a_k(1 - a_k) + 2 Σ_{k<l} (P(k, l absent) - a_k a_l), and
+        # "k and l both absent" is "the merged state {k, l} absent": a chain with p_k + p_l
+        var = (absent * (1 - absent)).sum(axis=1)
+        if pairs:
+            i, j = np.array(pairs).T
+            both = wright_fisher_absent(p[live][i] + p[live][j], sizes)  # (G, pairs)
+            var = var + 2 * (both - absent[:, i] * absent[:, j]).sum(axis=1)
+        sd = np.sqrt(np.maximum(var, 0))
+        source += "; sd from the merged pairs' chains (p_k + p_l)"
+    out = {
+        "support_size": Prediction(present.sum(axis=1), sd, "E support = Σ_k " + source),
+        "lost_states": Prediction(absent.sum(axis=1), sd, "E lost = Σ_k 1 - " + source),
+    }
+    for k, state in enumerate(live):
+        out[f"present_{state}"] = Prediction(
+            present[:, k], np.sqrt(present[:, k] * absent[:, k]),
+            f"{source}; → p_{state} = {p[state]:.4g}, its absorption probability")
+    return out
+
+
+@register("categorical", "categorical", "replace")
+def _categorical_replace(config: Any, source: Any) -> dict[str, Prediction]:
+    sizes = fit_sizes(config)
+    if sizes.max() > WF_MAX_SIZE:
+        return {}
+    return categorical_replace(source.p, sizes)
