@@ -256,12 +256,14 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
 
 @app.command("list")
 def list_components() -> None:
-    """Registered model families, data sources, policies, filters and metrics."""
+    """Registered model families, data sources, policies, filters and metrics: collapselab's own,
+    and those installed distributions provide (entry points), with the distribution."""
     import collapselab.components  # noqa: F401
     from collapselab import registry
 
-    table = Table("kind", "names")
-    for reg in (registry.families, registry.sources, registry.policies, registry.filters,
-                registry.metrics):
-        table.add_row(reg.kind, ", ".join(reg.names()))
+    table = Table("kind", "names", "from installed plugins")
+    for reg in registry.REGISTRIES.values():
+        plugins = [f"{n} ({reg.origin(n)})" for n in reg.names()
+                   if reg.origin(n) != registry.BUILTIN]
+        table.add_row(reg.kind, ", ".join(reg.names(registry.BUILTIN)), ", ".join(plugins))
     Console().print(table)

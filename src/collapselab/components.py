@@ -19,3 +19,6 @@ registry.families.register("gpt", "collapselab.models.gpt:GPT")
 registry.families.register("hf", "collapselab.models.hf:HFCausalLM")
 registry.families.register("vae", "collapselab.models.vae:VAE")
 registry.families.register("ddpm", "collapselab.models.ddpm:DDPM")
+
+# components installed distributions declare (entry-point group "collapselab.components")
+registry.load_entry_points()

@@ -2,7 +2,21 @@
 
 A component is a class (or function) whose typed ``__init__`` keywords are its config fields: the
 config schema is derived from the signature, so each field is declared and documented once.
-Heavy components register lazily as ``"package.module:Name"`` and are imported on first use.
+
+A config names a component in one of three ways:
+
+- a registered name (``gmm``): built-ins register with ``@families.register("gmm")``; heavy ones
+  lazily as ``"package.module:Name"``, imported on first use;
+- an import path (``my_package.models:Laplace``): imported on first use, validated like a built-in;
+- a name an installed distribution declares in the entry-point group ``collapselab.components``,
+  one entry per component, named ``<kind>.<name>`` with kind one of ``family``, ``source``,
+  ``policy``, ``filter``, ``metric``::
+
+      [project.entry-points."collapselab.components"]
+      "family.laplace" = "collapselab_laplace.family:Laplace"
+
+A component whose signature cannot be read (e.g. an annotation naming a type that does not exist)
+is an error when it is registered or first resolved, never a component without parameters.
 """
 
 from __future__ import annotations
@@ -10,12 +24,20 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import pydantic
 
+from collapselab.errors import CollapselabError
+
 T = TypeVar("T")
+
+ENTRY_POINT_GROUP = "collapselab.components"
+BUILTIN = "collapselab"  # the origin of components registered by collapselab itself
+IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class UnknownNameError(KeyError):
@@ -25,41 +47,74 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class ComponentError(CollapselabError, ImportError):
+    """A component cannot be loaded: its import path or entry point names a module or attribute
+    that cannot be imported, or something that is not a class or function, or its signature cannot
+    be read. (An ``ImportError``, so listings that skip unimportable components skip it too.)"""
+
+
+def is_import_path(name: object) -> bool:
+    """``package.module:Name`` (the attribute may be dotted: ``module:Outer.Inner``)."""
+    return isinstance(name, str) and IMPORT_PATH.fullmatch(name) is not None
+
+
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind  # "model family": how messages name it
+        self.key = key  # "family": the kind in entry-point names (family.laplace)
         self._entries: dict[str, T | str] = {}
+        self._origins: dict[str, str] = {}  # name -> distribution that provides it
+        self._imported: dict[str, T] = {}  # import path -> component
 
-    def register(self, name: str, target: T | str | None = None) -> Any:
+    def register(self, name: str, target: T | str | None = None, *, origin: str = BUILTIN) -> Any:
         """``@registry.register("gmm")`` on a class, or ``registry.register("gpt", "pkg.mod:GPT")``."""
-        if target is not None:
-            self._entries[name] = target
-            return target
+        if ":" in name or not name:
+            raise ValueError(f"{self.kind} name must be non-empty and without ':' (that marks an "
+                             f"import path); got {name!r}")
 
-        def decorator(obj: T) -> T:
+        def add(obj: T | str) -> T | str:
+            if not isinstance(obj, str):
+                check_signature(obj, f"{self.kind} {name!r}")
             self._entries[name] = obj
+            self._origins[name] = origin
             return obj
 
-        return decorator
+        if target is not None:
+            return add(target)
+        return add
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, origin: str | None = None) -> list[str]:
+        """Registered names (import paths are not registered); with ``origin``, only those that
+        distribution provides (``"collapselab"``: the built-ins)."""
+        return sorted(n for n in self._entries if origin is None or self._origins[n] == origin)
+
+    def origin(self, name: str) -> str:
+        """The distribution that provides ``name``: ``collapselab``, or a plugin's."""
+        return self._origins[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        """Registered, or an import path (whether it imports is for ``get`` to say)."""
+        return name in self._entries or is_import_path(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def get(self, name: str) -> T:
-        if name not in self._entries:
-            raise UnknownNameError(self.unknown_message(name))
-        entry = self._entries[name]
-        if isinstance(entry, str):  # lazy "module:attr"
-            module, _, attr = entry.partition(":")
-            entry = getattr(importlib.import_module(module), attr)
-            self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+        """The component: registered (imported now if lazy) or loaded from an import path."""
+        if name in self._entries:
+            entry = self._entries[name]
+            if isinstance(entry, str):  # lazy "module:attr"
+                origin = self._origins[name]
+                entry = (_import(entry) if origin == BUILTIN  # missing torch: a plain ImportError
+                         else load(entry, f"{self.kind} {name!r} (from {origin})"))
+                check_signature(entry, f"{self.kind} {name!r}")
+                self._entries[name] = entry
+            return entry  # type: ignore[return-value]
+        if is_import_path(name):
+            if name not in self._imported:
+                self._imported[name] = load(name, f"{self.kind} {name!r}")
+            return self._imported[name]
+        raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self.names(), n=1)
@@ -77,26 +132,61 @@ class Registry(Generic[T]):
         return target(**fields.model_dump())  # type: ignore[operator,no-any-return]
 
 
-def params_model(target: Callable[..., Any]) -> type[pydantic.BaseModel]:
-    """Build (and cache) a strict pydantic model from the typed keyword parameters of ``target``."""
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load(path: str, what: str) -> Any:
+    """Import ``package.module:Name``; any failure is a ``ComponentError`` naming ``what``."""
+    try:
+        obj = _import(path)
+    except Exception as exc:  # the plugin's own import errors too: name the component
+        raise ComponentError(f"cannot import {what}: {type(exc).__name__}: {exc}") from exc
+    if not callable(obj):
+        raise ComponentError(f"{what} must name a class or function; got {type(obj).__name__}")
+    check_signature(obj, what)
+    return obj
+
+
+def check_signature(target: Any, what: str) -> None:
+    """Read the typed parameters now, so a bad signature fails here, naming the component."""
+    params_model(target, what)
+
+
+def params_model(target: Callable[..., Any], what: str | None = None) -> type[pydantic.BaseModel]:
+    """Build (and cache) a strict pydantic model from the typed keyword parameters of ``target``.
+    A signature that cannot be read is a ``ComponentError``, never a model without fields."""
     cached = getattr(target, "__collapselab_params__", None)
     if cached is not None and cached[0] is target:
         return cached[1]  # type: ignore[no-any-return]
+    what = what or repr(target)
     func = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
-    hints = _type_hints(func)
+    try:
+        hints = _type_hints(func)
+        params = inspect.signature(func).parameters
+    except Exception as exc:  # unresolvable annotations, a builtin without a signature
+        raise ComponentError(f"cannot read the parameters of {what}: "
+                             f"{type(exc).__name__}: {exc}") from exc
     fields: dict[str, Any] = {}
-    for pname, param in inspect.signature(func).parameters.items():
+    for pname, param in params.items():
         if pname in {"self", "rng"} or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         if param.kind is param.POSITIONAL_ONLY:
             continue
         default = ... if param.default is param.empty else param.default
         fields[pname] = (hints.get(pname, Any), default)
-    model = pydantic.create_model(  # type: ignore[call-overload]
-        f"{getattr(target, '__name__', 'Component')}Params",
-        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-        **fields,
-    )
+    try:
+        model = pydantic.create_model(  # type: ignore[call-overload]
+            f"{getattr(target, '__name__', 'Component')}Params",
+            __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            **fields,
+        )
+    except Exception as exc:  # a type pydantic cannot turn into a schema
+        raise ComponentError(f"cannot read the parameters of {what}: {exc}") from exc
     try:
         target.__collapselab_params__ = (target, model)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
@@ -107,14 +197,40 @@ def params_model(target: Callable[..., Any]) -> type[pydantic.BaseModel]:
 def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
     import typing
 
-    try:
-        return typing.get_type_hints(func, include_extras=True)
-    except Exception:  # unresolvable forward refs: fall back to untyped
+    if func is object.__init__:  # a class without its own __init__: no parameters
         return {}
+    return typing.get_type_hints(func, include_extras=True)
 
 
-families: Registry[Any] = Registry("model family")
-sources: Registry[Any] = Registry("data source")
-policies: Registry[Any] = Registry("policy")
-filters: Registry[Any] = Registry("filter")
-metrics: Registry[Any] = Registry("metric")
+families: Registry[Any] = Registry("model family", "family")
+sources: Registry[Any] = Registry("data source", "source")
+policies: Registry[Any] = Registry("policy", "policy")
+filters: Registry[Any] = Registry("filter", "filter")
+metrics: Registry[Any] = Registry("metric", "metric")
+REGISTRIES = {reg.key: reg for reg in (families, sources, policies, filters, metrics)}
+
+
+def load_entry_points() -> None:
+    """Register (lazily: nothing is imported) every component installed distributions declare in
+    the ``collapselab.components`` entry-point group. A malformed entry, or one that would shadow
+    a name already registered, is skipped with a warning naming its distribution."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        key, _, name = ep.name.partition(".")
+        reg = REGISTRIES.get(key)
+        problem = None
+        if reg is not None and reg._origins.get(name) == dist:
+            continue  # loaded already
+        if reg is None or not name or ":" in name:
+            problem = (f"its name must be <kind>.<name> with kind one of "
+                       f"{', '.join(REGISTRIES)}; got {ep.name!r}")
+        elif not is_import_path(ep.value):
+            problem = f"its value must be package.module:Name; got {ep.value!r}"
+        elif name in reg._entries and reg._entries[name] != ep.value:
+            problem = f"{reg.kind} {name!r} is already provided by {reg.origin(name)}"
+        if problem is not None:
+            warnings.warn(f"entry point {ep.name!r} of {dist} ignored: {problem}", stacklevel=2)
+            continue
+        reg.register(name, ep.value, origin=dist)
