@@ -220,6 +220,7 @@ def _gaussian_normal_replace(config: Any, source: Any) -> dict[str, Prediction]:
 
 WF_MAX_SIZE = 2000  # the Wright-Fisher transition matrix is (M+1)²: beyond this, no prediction
 WF_MAX_PAIRS = 1000  # pairwise chains for the support size's sd: beyond this, sd is left unknown
+PRESENCE_STATES = 10  # present_k for the first this many states (the state_presence default)
 
 
 def wright_fisher_absent(p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -265,7 +266,7 @@ def categorical_replace(p: np.ndarray, sizes: np.ndarray) -> dict[str, Predictio
         "support_size": Prediction(present.sum(axis=1), sd, "E support = Σ_k " + source),
         "lost_states": Prediction(absent.sum(axis=1), sd, "E lost = Σ_k 1 - " + source),
     }
-    for k, state in enumerate(live):
+    for k, state in enumerate(live[:PRESENCE_STATES]):
         out[f"present_{state}"] = Prediction(
             present[:, k], np.sqrt(present[:, k] * absent[:, k]),
             f"{source}; → p_{state} = {p[state]:.4g}, its absorption probability")
