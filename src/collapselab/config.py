@@ -11,6 +11,10 @@ config (all defaults filled in) is what the run directory records.
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab import registry
-from collapselab.errors import ConfigError
+from collapselab.errors import CollapselabError, ConfigError
 from collapselab.watermark import Watermark
 
 
@@ -104,12 +108,96 @@ class ExperimentConfig(BaseModel):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @pydantic.field_validator("out_dir")
+    @classmethod
+    def _expand_home(cls, value: str) -> str:
+        return os.path.expanduser(value)  # out_dir=~/runs: the home folder, not a folder named ~
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --- reading YAML strictly ---------------------------------------------------------------------
+
+MAX_CONFIG_BYTES = 1_000_000  # a config is a page of text; anything larger is not one
+MAX_YAML_NODES = 100_000  # values a document may expand to once anchors/aliases are followed
+_FLOAT_1_2 = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class RefusedYAML(yaml.YAMLError):
+    """Well-formed YAML that a config must not hold (a duplicate key, runaway aliases)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys, bounds what anchors and aliases expand to
+    (a 400-byte "billion laughs" must not become a billion values) and reads ``1e10`` as a float
+    (YAML 1.2; YAML 1.1 reads it as a string)."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size > MAX_YAML_NODES:
+            raise RefusedYAML(f"anchors and aliases expand to more than {MAX_YAML_NODES:,} "
+                                 "values (a 'billion laughs'?); a config needs far fewer")
+        return self.construct_document(node)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping reports it
+                if first != key_node.start_mark.line + 1:
+                    raise RefusedYAML(f"duplicate key {key!r} on line "
+                                      f"{key_node.start_mark.line + 1} (first on line {first})")
+        return super().construct_mapping(node, deep)
+
+
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789"))
+
+
+def _expanded_size(root: Any) -> int:
+    """How many values ``root`` holds with every alias expanded (capped past the limit)."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:  # post-order without recursion: deep nesting must not overflow the stack
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = ([c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            sizes[id(node)] = min(1 + sum(sizes.get(id(c), MAX_YAML_NODES + 1) for c in children),
+                                  MAX_YAML_NODES + 1)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def parse_yaml(text: str, where: str, *, not_yaml_as_text: bool = False) -> Any:
+    """``text`` read with :class:`StrictLoader`; any problem is a ``ConfigError`` naming ``where``
+    (with ``not_yaml_as_text``, text that does not parse is returned as the string itself)."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        if not_yaml_as_text and not isinstance(exc, RefusedYAML):
+            return text
+        raise ConfigError([f"{where}: {exc}" if isinstance(exc, RefusedYAML)
+                           else f"{where} is not valid YAML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{where} is nested too deeply to be a config"]) from None
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -126,15 +214,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
+    """The mapping a config file holds, read strictly (see :class:`StrictLoader`)."""
+    p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError([f"config file {str(p)!r} does not exist"])
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"config file {str(p)!r} is {size:,} bytes; a config is at most "
+                           f"{MAX_CONFIG_BYTES:,}"])
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"config file {str(p)!r} is not valid YAML: {exc}"]) from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config file {str(p)!r} is not valid YAML: not UTF-8 text ({exc})"]) from None
+    data = parse_yaml(text, f"config file {str(p)!r}")
     if data is None:
-        return {}
+        raise ConfigError([f"config file {str(p)!r} is empty; write the experiment's fields "
+                           "(e.g. name: ..., model: ..., data: ...) or start from a shipped config"])
     if not isinstance(data, dict):
         raise ConfigError([f"config file {str(p)!r} must hold a mapping; got {type(data).__name__}"])
     return data
@@ -145,10 +240,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError([f"override {item!r} must look like key=value (e.g. policy.real_fraction=0.1)"])
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
+    value = parse_yaml(text, f"override {item!r}", not_yaml_as_text=True)  # name=a:b stays text
     node = raw
     parts = key.strip().split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -176,17 +268,117 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
     """Check everything, report every problem at once, and return the resolved config."""
     import collapselab.components  # noqa: F401  (registers every component)
 
-    problems: list[str] = []
+    problems = _non_finite(raw)  # NaN / inf anywhere: said once, not again by each field's rule
+    said = {p.partition(":")[0] for p in problems}
     try:
         cfg: ExperimentConfig | None = ExperimentConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
         problems += [_describe(err) for err in exc.errors()]
         cfg = None
+    if cfg is not None:
+        problems += _bools_as_numbers(raw, cfg.model_dump(), "")
     resolved, more = _check_components(raw)
     problems += more + _check_mix(raw)
+    problems = [p for i, p in enumerate(problems) if i < len(said) or p.partition(":")[0] not in said]
     if problems or cfg is None:
         raise ConfigError(problems)
-    return cfg.model_copy(update=resolved)
+    cfg = cfg.model_copy(update=resolved)
+    problems = _check_setup(cfg)  # what the parts, each valid, cannot do together
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _non_finite(raw: Any, where: str = "") -> list[str]:
+    """``field: must be a finite number; got nan`` for every NaN or infinity in ``raw``."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return [f"{where or 'config'}: must be a finite number; got {raw!r}"]
+    if isinstance(raw, dict):
+        return [p for k, v in raw.items() for p in _non_finite(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(raw, list):
+        return [p for i, v in enumerate(raw) for p in _non_finite(v, f"{where}[{i}]")]
+    return []
+
+
+def _bools_as_numbers(raw: Any, checked: Any, where: str) -> list[str]:
+    """pydantic reads ``true`` as 1 for an int field; a config that says ``generations: true``
+    means something else, so a boolean given for a number is an error."""
+    if isinstance(raw, bool):
+        return [] if isinstance(checked, bool) or checked is None else [
+            f"{where}: must be a number, not a boolean; got {raw!r}"]
+    if isinstance(raw, dict) and isinstance(checked, dict):
+        return [p for k, v in raw.items() if k in checked
+                for p in _bools_as_numbers(v, checked[k], f"{where}.{k}" if where else str(k))]
+    return []
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a family's ``check_setup(params, setup) -> list[str]`` sees: the built data source and
+    the sizes it will train on. It returns problems as ``field: rule; got value``, naming its own
+    fields under ``where`` (``model`` or ``producers[i].model``)."""
+
+    where: str
+    source: Any
+    data_size: int  # real samples (blocks) per chain in generation 0
+    synthetic_size: int | None  # samples per chain a later generation trains on; None: data.size
+    chains: int
+
+    @property
+    def block_len(self) -> int | None:
+        """Tokens per block of a token source (``data.block_len``); ``None`` for other data."""
+        value = getattr(self.source, "block_len", None)
+        return value if isinstance(value, int) else None
+
+    def prompt_problems(self, prompt_tokens: int) -> list[str]:
+        """The LM families' rule: a sampled block continues its prompt by at least one token."""
+        t = self.block_len
+        return [] if t is None or prompt_tokens < t else [
+            f"{self.where}.prompt_tokens: must be < data.block_len={t} (a sampled block "
+            f"continues its prompt by at least one token); got {prompt_tokens}"]
+
+    def too_few(self, need: int, why: str) -> list[str]:
+        """``data.size`` / ``synthetic_size`` problems when a chain would train on fewer than
+        ``need`` samples (``why``: what the family estimates from them)."""
+        sizes = [("data.size", self.data_size), ("synthetic_size", self.synthetic_size)]
+        return [f"{field}: {why}, so it needs at least {need} samples per chain; got {n}"
+                for field, n in sizes if n is not None and n < need]
+
+
+def _check_setup(cfg: ExperimentConfig) -> list[str]:
+    """Rules across sections that only the built parts can answer: a family's limits on the data
+    (block lengths, image sizes, minimum sample sizes), device availability, a watermark on data
+    without tokens. A source that cannot be built is reported by the loop, naming its file."""
+    try:
+        source = registry.sources.build(cfg.data.source, cfg.data.params)
+    except CollapselabError:
+        source = None  # a missing or broken file: the source says so when the run builds it
+    problems = []
+    kind = getattr(source, "kind", None) or getattr(registry.sources.get(cfg.data.source), "kind", None)
+    if cfg.watermark is not None and kind != "tokens":
+        problems.append(f"watermark: needs token data (it biases the LM families' sampling); "
+                        f"data.source {cfg.data.source!r} gives {kind} data; got "
+                        f"{cfg.watermark.model_dump()}")
+    models = ([(f"producers[{i}].model", p.model) for i, p in enumerate(cfg.producers)]
+              if cfg.producers else [("model", cfg.model)])
+    for where, spec in models:
+        params = spec.params
+        if params.get("device") == "cuda" and not _cuda_available():
+            problems.append(f"{where}.device: 'cuda' but CUDA is not available on this machine; "
+                            f"use 'auto' or 'cpu'; got 'cuda'")
+        hook = getattr(registry.families.get(spec.family), "check_setup", None)
+        if source is not None and callable(hook):
+            problems += hook(params, Setup(where, source, cfg.data.size, cfg.synthetic_size,
+                                           cfg.chains))
+    return problems
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -294,8 +486,13 @@ def _check_one(
     except ImportError as exc:
         return None, [f"{where}.{key}: {name!r} needs an optional dependency: {exc}"]
     values = fields.model_dump()
+    bools = _bools_as_numbers(params, values, where)
+    if bools:
+        return None, bools
     try:  # the component's own checks: cross-field rules, a missing file (constructors are cheap;
         target(**values)  # sources load their data later, on first use)
+    except ConfigError as exc:  # the component names its own fields
+        return None, [f"{where}.{p}" for p in exc.problems]
     except (ValueError, TypeError) as exc:
         return None, [f"{where}: {exc}"]
     return {key: name, **{k: spec[k] for k in own if k in spec}, **values}, []

@@ -7,7 +7,7 @@ Vectorised over chains: fitting 1000 chains is one ``einsum``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,6 +28,11 @@ class Gaussian(Model):
             "'unbiased' by M - 1"))] = "mle",
     ) -> None:
         self.variance = variance
+
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: one sample has no spread (the MLE covariance of one point is 0)."""
+        return setup.too_few(2, "the gaussian family estimates a covariance")
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Gaussian:
         x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, M, D)

@@ -13,13 +13,14 @@ parameters with that generator ourselves.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
+from collapselab.errors import NumericalError
 from collapselab.gaussians import Mixture, mixture_logpdf, sample_mixture
 from collapselab.protocol import Model, check_data, check_n
 from collapselab.registry import families
@@ -47,6 +48,12 @@ class GMM(Model):
         self.reg_covar = reg_covar
         self.engine = engine
 
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: each component needs at least one sample."""
+        k = params["n_components"]
+        return setup.too_few(k, f"the gmm family fits {k} components (model.n_components)")
+
     def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GMM:
         x = check_data(data, min_samples=self.n_components)  # (C, N, D)
         if self.engine == "numpy" and self.covariance_type == "full":
@@ -55,13 +62,17 @@ class GMM(Model):
                 tol=self.tol, reg_covar=self.reg_covar)
             return self
         seeds = rng.integers(2**31 - 1, size=len(x))
-        fits = [
-            GaussianMixture(
-                self.n_components, covariance_type=self.covariance_type, max_iter=self.max_iter,
-                tol=self.tol, reg_covar=self.reg_covar, random_state=int(seed),
-            ).fit(chain)
-            for chain, seed in zip(x, seeds, strict=True)
-        ]
+        try:
+            fits = [
+                GaussianMixture(
+                    self.n_components, covariance_type=self.covariance_type,
+                    max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar,
+                    random_state=int(seed),
+                ).fit(chain)
+                for chain, seed in zip(x, seeds, strict=True)
+            ]
+        except ValueError as exc:  # "Fitting the mixture model failed because some components
+            raise NumericalError(str(exc)) from exc  # have ill-defined empirical covariance"
         dim = x.shape[2]
         self.weights_ = np.stack([f.weights_ for f in fits])  # (C, K)
         self.means_ = np.stack([f.means_ for f in fits])  # (C, K, D)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapselab.errors import ConfigError
+from collapselab.errors import ConfigError, DataError, NumericalError
 from collapselab.models import sampling
 from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
@@ -193,7 +193,8 @@ def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but CUDA is not available; use device='auto' or 'cpu'")
+        raise ConfigError(["device: 'cuda' but CUDA is not available on this machine; use 'auto' "
+                           "or 'cpu'; got 'cuda'"])
     return torch.device(device)
 
 
@@ -267,6 +268,16 @@ class GPT(NetworkCache, Model):
 
     # ------------------------------------------------------------ validation
 
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: the prompt leaves room for a new token; the context holds a block."""
+        problems: list[str] = setup.prompt_problems(params["prompt_tokens"])
+        t, ctx = setup.block_len, params["context_len"]
+        if t is not None and ctx is not None and ctx < t:
+            problems.append(f"{setup.where}.context_len: must be >= data.block_len={t} (the "
+                            f"model reads whole blocks); got {ctx}")
+        return problems
+
     def sampler_settings(self) -> sampling.SamplerSettings:
         return sampling.SamplerSettings.of(self)
 
@@ -321,14 +332,14 @@ class GPT(NetworkCache, Model):
             vocab = vocab or base["arch"]["vocab_size"]
         vocab = vocab or int(data.max()) + 1
         if int(data.max()) >= vocab:
-            raise ValueError(
+            raise DataError(
                 f"token ids must be < vocab_size={vocab}; got max id {int(data.max())}"
             )
         ctx = self.context_len or (base["arch"]["context_len"] if base else block_len)
-        if block_len > ctx:
-            raise ValueError(f"block_len must be <= context_len={ctx}; got {block_len}")
+        if block_len > ctx:  # config validation says this earlier, naming the fields
+            raise DataError(f"block_len must be <= context_len={ctx}; got {block_len}")
         if self.prompt_tokens >= block_len:
-            raise ValueError(
+            raise DataError(
                 f"prompt_tokens must be < block_len={block_len}; got {self.prompt_tokens}"
             )
         if base is not None:
@@ -337,7 +348,8 @@ class GPT(NetworkCache, Model):
             diff = [f"{k}: model {v}, checkpoint {base['arch'][k]}"
                     for k, v in want.items() if base["arch"][k] != v]  # fmt: skip
             if diff:
-                raise ValueError(f"init_from={self.init_from!r} does not match: " + "; ".join(diff))
+                raise ConfigError([f"init_from={self.init_from!r} does not match: "
+                                   + "; ".join(diff)])
         dev = _resolve_device(self.device)
         self.vocab_size_ = int(vocab)
         self.context_len_ = int(ctx)
@@ -403,6 +415,8 @@ class GPT(NetworkCache, Model):
                 total_loss += loss.detach()
                 it += 1
             losses.append(float(total_loss) / steps_per_epoch)
+            if not math.isfinite(losses[-1]):
+                raise NumericalError(f"training diverged: mean loss {losses[-1]} in epoch {_epoch}")
             log.debug("epoch %d loss %.4f", _epoch, losses[-1])
         return losses
 
@@ -428,12 +442,15 @@ class GPT(NetworkCache, Model):
         return path
 
     def _load_base(self) -> dict[str, Any]:
-        path = Path(str(self.init_from))
+        path = Path(str(self.init_from)).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"init_from checkpoint not found; got {str(path)!r}")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle, zip and torch errors alike: not a checkpoint we wrote
+            raise DataError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint: {exc}") from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
+            raise DataError(
                 f"init_from is not a {CHECKPOINT_FORMAT} checkpoint; got {str(path)!r}"
             )
         return ckpt  # type: ignore[no-any-return]
@@ -468,7 +485,7 @@ class GPT(NetworkCache, Model):
             return sampling.check_token_blocks(data)
         sampling.check_token_blocks(data, chains=self.n_chains_, vocab_size=self.vocab_size_)
         if data.shape[2] > self.context_len_:
-            raise ValueError(
+            raise DataError(
                 f"block_len must be <= context_len={self.context_len_}; got {data.shape[2]}"
             )
         return data

@@ -202,6 +202,19 @@ class HFCausalLM(NetworkCache, Model):
         self.sample_batch_size = sample_batch_size
         self.score_batch_size = score_batch_size
 
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: prompt plus new tokens cover one block (the rule ``fit`` applies)."""
+        t, k, new = setup.block_len, params["prompt_tokens"], params["max_new_tokens"]
+        if t is None:
+            return []
+        new = t - k if new is None else new
+        if k > t or k + new < t or new < 1:
+            return [f"{setup.where}.prompt_tokens: prompt_tokens + max_new_tokens must cover one "
+                    f"block of data.block_len={t} with at least one new token; got "
+                    f"prompt_tokens={k}, max_new_tokens={params['max_new_tokens']}"]
+        return []
+
     def sampler_settings(self) -> sampling.SamplerSettings:
         return sampling.SamplerSettings.of(self)
 

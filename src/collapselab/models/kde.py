@@ -9,11 +9,12 @@ generation: collapse by smearing instead of shrinking.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
 
+from collapselab.errors import ConfigError
 from collapselab.gaussians import Mixture, mixture_logpdf, sample_moments
 from collapselab.protocol import Model, check_data, check_n
 from collapselab.registry import families
@@ -29,8 +30,13 @@ class KDE(Model):
             "'scott', 'silverman', or a positive factor on the data covariance"))] = "scott",
     ) -> None:
         if isinstance(bandwidth, (int, float)) and bandwidth <= 0:
-            raise ValueError(f"bandwidth must be positive; got {bandwidth}")
+            raise ConfigError([f"bandwidth: must be positive; got {bandwidth}"])
         self.bandwidth = bandwidth
+
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: the bandwidth is scaled by the data covariance, which needs two points."""
+        return setup.too_few(2, "the kde family scales its bandwidth by the data covariance")
 
     def factor(self, n: int, dim: int) -> float:
         if self.bandwidth == "scott":

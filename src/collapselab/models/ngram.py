@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic
@@ -460,6 +460,11 @@ class NGram(protocol.Model):
         self.temperature = temperature
         self.top_k = top_k
         self.top_p = top_p
+
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: the prompt leaves room for a sampled token."""
+        return setup.prompt_problems(params["prompt_tokens"])  # type: ignore[no-any-return]
 
     def _check_params(self) -> None:
         try:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from collapselab.errors import DataError, NumericalError
 from collapselab.models.sampling import torch_generator
 from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
@@ -117,6 +118,17 @@ class VAE(NetworkCache, Model):
         self.batch_eval = batch_eval
         self.threads = threads
 
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: two stride-2 convolutions halve the image twice, so its height and width
+        must be multiples of 4 (a 1x1-pixel image has nothing to convolve)."""
+        shape = getattr(setup.source, "image_shape", None)
+        if shape is None or (shape[0] % 4 == 0 and shape[1] % 4 == 0):
+            return []
+        return [f"data: the vae family needs images whose height and width are multiples of 4 "
+                f"(two stride-2 convolutions); got {shape[0]}x{shape[1]} images from "
+                f"{getattr(setup.source, 'name', 'the source')}"]
+
     # ------------------------------------------------------------ fitting
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> VAE:
@@ -157,6 +169,8 @@ class VAE(NetworkCache, Model):
                 opt.step()
                 total += float(loss.detach()) * len(xb)
             losses.append(total / n)
+            if not math.isfinite(losses[-1]):
+                raise NumericalError(f"training diverged: mean loss {losses[-1]} in epoch {len(losses) - 1}")
         return losses
 
     # ------------------------------------------------------------ networks
@@ -172,13 +186,13 @@ class VAE(NetworkCache, Model):
 
     def _check_images(self, data: np.ndarray, *, fitting: bool = False) -> np.ndarray:
         if data.ndim != 4:
-            raise ValueError(f"data must be images (chains, n, H, W); got shape {data.shape}")
+            raise DataError(f"data must be images (chains, n, H, W); got shape {data.shape}")
         if data.dtype.kind != "f" or data.min() < 0 or data.max() > 1:
-            raise ValueError("data must be float images in [0, 1]; got "
+            raise DataError("data must be float images in [0, 1]; got "
                              f"{data.dtype} in [{data.min():.3g}, {data.max():.3g}]")
         h, w = data.shape[2:]
         if fitting and (h % 4 or w % 4):
-            raise ValueError(f"image height and width must be divisible by 4; got {h}x{w}")
+            raise DataError(f"image height and width must be divisible by 4; got {h}x{w}")
         if not fitting:
             if (h, w) != tuple(self.shape_):
                 raise ValueError(f"images must be {self.shape_[0]}x{self.shape_[1]}; got {h}x{w}")

@@ -7,7 +7,10 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
+from collapselab.errors import ConfigError
 from collapselab.registry import sources
+
+LARGEST = 1e50  # a moment of order 4 of larger values overflows float64 (1e308)
 
 
 @sources.register("normal")
@@ -19,11 +22,19 @@ class Normal:
     def __init__(
         self,
         dim: Annotated[int, Field(ge=1, le=1024, description="dimension of each sample")] = 1,
-        mean: Annotated[float, Field(description="mean of every coordinate")] = 0.0,
-        std: Annotated[float, Field(gt=0, description="standard deviation of every coordinate")] = 1.0,
+        mean: Annotated[float, Field(description=(
+            "mean of every coordinate; |mean| <= 1e50, so that the fourth powers metrics take "
+            "stay finite in float64"))] = 0.0,
+        std: Annotated[float, Field(gt=0, description=(
+            "standard deviation of every coordinate; <= 1e50 (see mean)"))] = 1.0,
         heldout_size: Annotated[int, Field(ge=1, description="real held-out samples for metrics")] = 2000,
     ) -> None:
         self.dim, self.mean, self.std, self.heldout_size = dim, mean, std, heldout_size
+        huge = [f"{k}: must be at most {LARGEST:g} in magnitude (a fourth power of the samples "
+                f"must stay finite in float64); got {v:g}"
+                for k, v in (("mean", mean), ("std", std)) if abs(v) > LARGEST]
+        if huge:
+            raise ConfigError(huge)
 
     @property
     def truth(self) -> dict[str, Any]:

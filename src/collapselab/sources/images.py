@@ -40,7 +40,9 @@ class ImageCorpus:
                test_fraction: float, name: str) -> None:
         if images.ndim != 3 or len(images) < 2:
             raise DataError(f"{name}: images must be an array (N >= 2, H, W); got shape {images.shape}")
-        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        if not np.isfinite(images).all():
+            raise DataError(f"{name}: pixel values must be finite; got NaN or infinite values")
+        if images.min() < 0 or images.max() > 1:
             raise DataError(f"{name}: pixel values must lie in [0, 1]; got range "
                             f"[{images.min():.3g}, {images.max():.3g}]")
         order = np.random.default_rng(split_seed).permutation(len(images))
@@ -157,12 +159,12 @@ def load_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if len(data) != 1:
             raise DataError(f"{str(path)!r}: expected one image .npy besides labels.npy; got "
                             f"{[p.name for p in data]}")
-        x = np.load(data[0], allow_pickle=False)
+        x = read_npy(data[0])
         if x.ndim == 4 and x.shape[-1] == 1:
             x = x[..., 0]
         if x.ndim != 3:
             raise DataError(f"{str(data[0])!r}: images must have shape (N, H, W); got {x.shape}")
-        y = np.load(stems["labels"], allow_pickle=False) if "labels" in stems else None
+        y = read_npy(stems["labels"]) if "labels" in stems else None
         return _scale(x, data[0]), _match_labels(y, len(x), path)
     return _load_pngs(path)
 
@@ -176,7 +178,12 @@ def _load_pngs(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     images, labels = [], []
     for label, pngs in groups:
         for p in pngs:
-            img = np.asarray(mpimg.imread(p), dtype=np.float64)  # PNG: floats in [0, 1]
+            if p.stat().st_size == 0:
+                raise DataError(f"{str(p)!r} is empty (0 bytes), not a PNG image")
+            try:
+                img = np.asarray(mpimg.imread(p), dtype=np.float64)  # PNG: floats in [0, 1]
+            except (SyntaxError, OSError, ValueError) as exc:  # Pillow: "not a PNG file", truncated
+                raise DataError(f"{str(p)!r} is not a readable PNG image: {exc}") from None
             if img.ndim == 3:  # RGB(A): luminance of the colour channels
                 img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
             images.append(img)
@@ -187,6 +194,28 @@ def _load_pngs(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if len(shapes) > 1:
         raise DataError(f"{str(path)!r}: PNGs must share one size; got {sorted(shapes)}")
     return np.clip(np.stack(images), 0, 1), (np.asarray(labels) if classes else None)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, after checking that its header describes the bytes the file holds (a
+    header may claim any shape: believing it first is how a small file exhausts memory)."""
+    fmt = np.lib.format
+    try:
+        with path.open("rb") as f:
+            version = fmt.read_magic(f)
+            shape, fortran, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
+                                     else fmt.read_array_header_2_0(f))
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise DataError(f"{str(path)!r} is not a NumPy .npy file: {exc}") from None
+    if dtype.hasobject:
+        raise DataError(f"{str(path)!r} holds Python objects ({dtype}); images must be numbers")
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = path.stat().st_size - offset
+    if held != expected:
+        raise DataError(f"{str(path)!r}: its header says shape {shape} of {dtype} "
+                        f"({expected:,} bytes); the file holds {held:,} bytes")
+    return np.load(path, allow_pickle=False)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -211,7 +240,11 @@ def _scale(x: np.ndarray, where: Path) -> np.ndarray:
     if x.dtype.kind in "iub":
         return x.astype(np.float64) / 255.0
     x = x.astype(np.float64)
-    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+    bad = int(np.size(x) - np.isfinite(x).sum())
+    if bad:
+        raise DataError(f"{str(where)!r}: {bad:,} of its {x.size:,} pixel values "
+                        f"{'is' if bad == 1 else 'are'} NaN or infinite")
+    if x.min() < 0 or x.max() > 1:
         raise DataError(f"{str(where)!r}: float pixels must lie in [0, 1]; got range "
                         f"[{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]")
     return x
