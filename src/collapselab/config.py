@@ -87,7 +87,7 @@ class ExperimentConfig(BaseModel):
     curation: Annotated[list[NamedSpec], Field(description=(
         "filters applied to synthetic data, in order"))] = []
     metrics: Annotated[list[NamedSpec] | None, Field(description=(
-        "metrics per generation; default: every metric that applies to the data"))] = None
+        "metrics per generation; default: every built-in metric that applies to the data"))] = None
     producers: Annotated[list[ProducerSpec] | None, Field(description=(
         "several models each generation (replaces model:): each trains on a mix of the "
         "producers' outputs (trains_on) under the policy; null: the one model"))] = None
@@ -437,7 +437,8 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if getattr(source, "kind", None) is not None:
         problems += _check_kinds(raw, resolved, source)
         if raw.get("metrics") is None:
-            resolved["metrics"] = [NamedSpec(name=n) for n in registry.metrics.names()
+            # built-ins only: installing a plugin must not change what an existing config measures
+            resolved["metrics"] = [NamedSpec(name=n) for n in registry.metrics.names(registry.BUILTIN)
                                    if _why_not(registry.metrics.get(n), source) is None]
     return resolved, problems
 
@@ -483,6 +484,8 @@ def _check_one(
         fields = registry.params_model(target).model_validate(params)
     except pydantic.ValidationError as exc:
         return None, [_describe(err, prefix=where, target=reg.get(name)) for err in exc.errors()]
+    except registry.ComponentError as exc:  # an import path or plugin that does not load
+        return None, [f"{where}.{key}: {exc}"]
     except ImportError as exc:
         return None, [f"{where}.{key}: {name!r} needs an optional dependency: {exc}"]
     values = fields.model_dump()
