@@ -64,7 +64,6 @@ class Registry(Generic[T]):
         self.key = key  # "family": the kind in entry-point names (family.laplace)
         self._entries: dict[str, T | str] = {}
         self._origins: dict[str, str] = {}  # name -> distribution that provides it
-        self._imported: dict[str, T] = {}  # import path -> component
 
     def register(self, name: str, target: T | str | None = None, *, origin: str = BUILTIN) -> Any:
         """``@registry.register("gmm")`` on a class, or ``registry.register("gpt", "pkg.mod:GPT")``."""
@@ -110,10 +109,8 @@ class Registry(Generic[T]):
                 check_signature(entry, f"{self.kind} {name!r}")
                 self._entries[name] = entry
             return entry  # type: ignore[return-value]
-        if is_import_path(name):
-            if name not in self._imported:
-                self._imported[name] = load(name, f"{self.kind} {name!r}")
-            return self._imported[name]
+        if is_import_path(name):  # not cached: a module reloaded in a notebook is seen
+            return load(name, f"{self.kind} {name!r}")  # type: ignore[no-any-return]
         raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
