@@ -60,7 +60,7 @@ def test_each_producers_training_samples_list_and_sum_to_its_composition(tmp_pat
         # a synthetic row names the producer and family that wrote it, and is the block it claims
         row = next(r for r in rows if r["origin"] == "gen_001/trigram")
         assert (row["producer"], row["family"], row["generation"]) == ("trigram", "ngram", 1)
-        assert row["index"] in store.provenance(1, "trigram")["produced_kept"][row["chain"]]
+        assert row["index"] in store.provenance(1, "trigram")["kept"][row["chain"]]
         assert "score.dedup" in row
     assert "gen_001/trigram" in counts and "gen_000/bigram" in counts  # the trigram's mixed pool
 

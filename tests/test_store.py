@@ -1,32 +1,109 @@
-"""Run-store details that the fault-injection tests do not reach directly."""
+"""The run directory belongs to collapselab only where collapselab made it: a user's folder is never
+deleted or overwritten, and a failed start removes exactly what it created."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import time
-
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from collapselab.errors import RunError
+from collapselab import registry
+from collapselab.cli import app
+from collapselab.errors import DataError
+from collapselab.models.gaussian import Gaussian
 from collapselab.store import RunStore
 
 
-def test_a_lock_held_by_an_unreaped_dead_process_is_stale(tmp_path):
-    """A killed writer that nobody reaped (a zombie: containers' init may not reap) still answers
-    kill(pid, 0); it must count as dead, or a killed sweep's points could never be resumed."""
-    child = subprocess.Popen(["sleep", "0.05"])
-    time.sleep(0.5)  # exited, not yet waited for: a zombie
-    store = RunStore(tmp_path / "run")
-    store.root.mkdir()
-    lock = {"pid": child.pid, "host": os.uname().nodename, "since": 0}
-    (store.root / ".lock").write_text(json.dumps(lock))
-    try:
-        with pytest.raises(RunError, match=r"holds a stale lock \(its process is gone\)"):
-            with store.writer():
-                pass
-        with store.writer(takeover=True):
-            assert json.loads((store.root / ".lock").read_text())["pid"] == os.getpid()
-    finally:
-        child.wait()
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def tree(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+class Refuses(Gaussian):
+    """Fails inside generation 0's fit: as a data problem, or as Ctrl-C."""
+
+    def __init__(self, how: str = "data") -> None:
+        super().__init__()
+        self.how = how
+
+    def fit(self, data, *, rng=None):
+        if self.how == "interrupt":
+            raise KeyboardInterrupt
+        raise DataError("the data is unusable")
+
+
+@pytest.fixture
+def refuses(monkeypatch):
+    monkeypatch.setitem(registry.families._entries, "_refuses", Refuses)
+
+
+def test_a_folder_that_is_not_a_run_is_refused_and_left_byte_for_byte(tmp_path):
+    mine = tmp_path / "important"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "precious.txt").write_text("thesis")
+    (mine / "notes" / "a.md").write_text("draft")
+    before = tree(mine)
+    result = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=important",
+                 "generations=2", "chains=2")
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (
+        f"error: {mine} exists and is not a collapselab run (it holds notes, precious.txt); "
+        "choose another name or out_dir")
+    assert tree(mine) == before
+
+
+@pytest.mark.parametrize("how, code, said", [
+    ("data", 2, "error: the data is unusable"),
+    ("interrupt", 130, "interrupted before any generation was committed: nothing was kept"),
+])
+def test_a_failed_start_removes_what_it_created_and_nothing_else(tmp_path, refuses, how, code,
+                                                                 said):
+    args = [f"model={{family: _refuses, how: {how}}}", "generations=2", "metrics=[w2]"]
+    made = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=new", *args)
+    assert made.exit_code == code and said in " ".join(made.output.split())
+    assert not (tmp_path / "new").exists()  # collapselab made it: it is gone
+    (tmp_path / "empty").mkdir()  # the user made this one
+    result = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=empty",
+                 *args)
+    assert result.exit_code == code
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_an_interrupt_after_a_commit_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_fit = Gaussian.fit
+
+    def fit(self, data, *, rng=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_fit(self, data, rng=rng)
+
+    monkeypatch.setattr(Gaussian, "fit", fit)
+    result = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=r",
+                 "generations=5", "chains=2")
+    assert result.exit_code == 130
+    assert " ".join(result.output.split()).endswith(
+        f"interrupted: generations 0-1 are kept in {tmp_path / 'r'}; rerun with --resume to "
+        "continue")
+    store = RunStore(tmp_path / "r")
+    assert store.completed() == 2 and store.manifest()["status"] == "interrupted"
+    monkeypatch.undo()
+    assert cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=r",
+               "generations=5", "chains=2", "--resume", "--no-report").exit_code == 0
+    assert store.completed() == 5 and store.manifest()["status"] == "complete"
+
+
+@pytest.mark.parametrize("keep, on_disk", [("last", [0, 5]), ("none", []), (2, [0, 2, 4, 5]),
+                                           ("all", [0, 1, 2, 3, 4, 5])])
+def test_keep_samples_decides_what_stays_once_the_run_ends(tmp_path, keep, on_disk):
+    result = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=k",
+                 "generations=6", "chains=2", f"keep_samples={keep}", "--no-report")
+    assert result.exit_code == 0, result.output
+    store = RunStore(tmp_path / "k")
+    assert [g for g in range(6) if store.has_samples(g)] == on_disk
+    assert all(np.isfinite(store.samples(g)).all() for g in on_disk)

@@ -45,6 +45,7 @@ class Curated:
 
     index: np.ndarray
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    filtered: bool = True  # False: no filter ran, ``index`` is every row in order
 
 
 def curate(
@@ -53,7 +54,7 @@ def curate(
     """Apply named filters; return the kept data, ``{"kept.<name>": share}`` and the details."""
     chains, m = data.shape[:2]
     if not active:
-        return data, {}, Curated(np.broadcast_to(np.arange(m), (chains, m)))
+        return data, {}, Curated(np.broadcast_to(np.arange(m), (chains, m)), filtered=False)
     keep = np.ones((chains, m), dtype=bool)
     report: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}

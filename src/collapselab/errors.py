@@ -29,3 +29,7 @@ class NumericalError(ArithmeticError):
     samples): the generation is *degenerate*, a result of the experiment, not an input problem.
     Components raise it (or ``FloatingPointError`` / ``numpy.linalg.LinAlgError``) for exactly
     that; anything the user gave them that is unusable is a ``ConfigError`` or ``DataError``."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept and where."""

@@ -1,6 +1,9 @@
-"""The collapse loop: train on real data, then again and again on what the last model wrote.
+"""The collapse loop: train on real data, then again and again on what the models wrote.
 
-Read ``run_generations`` top to bottom; everything else here is set-up and bookkeeping.
+Read ``generations`` top to bottom; set-up, resume and bookkeeping live below it. A one-model run
+is a run with one producer; a multi-producer run trains several models each generation, each on
+the policy's composition of real data and its own pool, which mixes the producers' outputs in the
+shares of its ``trains_on``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,23 +21,29 @@ from threadpoolctl import threadpool_limits
 from collapselab import provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
 from collapselab.curation import CurationContext, curate
-from collapselab.errors import CollapselabError, RunError
+from collapselab.errors import Interrupted, NumericalError, RunError
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import clone
-from collapselab.store import RunStore, RunWriter, remove_run
+from collapselab.provenance import FRESH, Part, Plan, Pool
+from collapselab.store import SINGLE, RunStore, RunWriter
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
+# what makes a generation degenerate (a result); any other exception is a bug or an input problem
+NUMERICAL = (NumericalError, FloatingPointError, np.linalg.LinAlgError)
+
+STREAMS = ("generation g, producer p: SeedSequence(seed, spawn_key=(1, g, p)).spawn(5) -> "
+           "compose, fit, sample, curate, metrics; the producers' mix at generation g: "
+           "spawn_key=(2, g); set-up (real pool, held-out data): spawn_key=(0,)")
+
 
 @dataclass
 class Streams:
-    """Independent random streams of one generation, all derived from the root seed.
-
-    Generation g's streams are ``SeedSequence(seed, spawn_key=(1, g)).spawn(5)``; set-up (the real
-    pool and held-out data) uses ``spawn_key=(0,)``. Any generation can be replayed alone.
-    """
+    """Independent random streams of one producer in one generation, derived from the root seed
+    (see ``STREAMS``): any generation of any producer can be replayed alone, and adding a producer
+    changes no other producer's streams."""
 
     compose: np.random.Generator
     fit: np.random.Generator
@@ -44,9 +53,12 @@ class Streams:
 
     @classmethod
     def for_generation(cls, seed: int, gen: int, producer: int = 0) -> Streams:
-        key = (1, gen) if producer == 0 else (1, gen, producer)  # producer p of a multi-model run
-        seqs = np.random.SeedSequence(seed, spawn_key=key).spawn(5)
+        seqs = np.random.SeedSequence(seed, spawn_key=(1, gen, producer)).spawn(5)
         return cls(*(np.random.default_rng(s) for s in seqs))
+
+
+def mix_stream(seed: int, gen: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, gen)))
 
 
 def setup_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -55,30 +67,56 @@ def setup_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 
 
 @dataclass
+class Producer:
+    """One model of the loop: ``name`` labels its metrics (``None`` in a one-model run),
+    ``trains_on`` the shares of producers (by position) in the pool it learns from."""
+
+    name: str | None
+    family: str
+    prototype: Any
+    trains_on: dict[int, float]
+
+    def key(self, metric: str) -> str:
+        return f"{self.name}/{metric}" if self.name else metric
+
+    @property
+    def label(self) -> str:
+        return self.name or SINGLE
+
+
+@dataclass
 class Experiment:
     """A config turned into objects: what the loop needs, built (and checked) before any writing."""
 
     config: ExperimentConfig
     source: Any
-    prototype: Any
+    producers: list[Producer]
     policy: Any
     filters: list[tuple[str, Any]]
     metrics: list[tuple[str, Any]]
     predictions: dict[str, theory.Prediction]
-    producers: list[tuple[str, Any]]  # (name, prototype) of a multi-producer run; else empty
+
+    @property
+    def names(self) -> list[str] | None:
+        """Producer names of a multi-producer run (composition keys name them); else None."""
+        return [p.name for p in self.producers] if self.producers[0].name else None
 
     @classmethod
     def build(cls, cfg: ExperimentConfig) -> Experiment:
         source = registry.sources.build(cfg.data.source, cfg.data.params)
+        if cfg.producers:
+            names = [p.name for p in cfg.producers]
+            producers = [Producer(p.name, p.model.family, build_model(p.model, source),
+                                  {names.index(n): s for n, s in (p.trains_on or {p.name: 1.0}).items()})
+                         for p in cfg.producers]
+        else:
+            producers = [Producer(None, cfg.model.family, build_model(cfg.model, source), {0: 1.0})]
         return cls(
-            config=cfg,
-            source=source,
-            prototype=build_model(cfg.model, source),
+            config=cfg, source=source, producers=producers,
             policy=registry.policies.build(cfg.policy.name, cfg.policy.params),
             filters=[(f.name, registry.filters.build(f.name, f.params)) for f in cfg.curation],
             metrics=[(m.name, registry.metrics.build(m.name, m.params)) for m in cfg.metrics or []],
-            predictions=theory.predict(cfg, source),
-            producers=[(p.name, build_model(p.model, source)) for p in cfg.producers or []],
+            predictions={} if cfg.producers else theory.predict(cfg, source),
         )
 
 
@@ -97,8 +135,8 @@ def run(
     cfg: ExperimentConfig, *, resume: bool = False, takeover: bool = False,
     progress: Progress | None = None,
 ) -> RunStore:
-    """Run (or resume) ``cfg`` into ``cfg.run_dir``. A run that fails before its first generation
-    completes leaves no directory behind."""
+    """Run (or resume) ``cfg`` into ``cfg.run_dir``. A new run that fails before its first
+    generation is committed leaves nothing of what it created behind."""
     store = RunStore(cfg.run_dir)
     if store.exists and not resume:
         raise RunError(f"{store.root} already holds a run; pass --resume to continue it "
@@ -107,161 +145,98 @@ def run(
         raise RunError(f"{store.root} was started with a different config; "
                        f"diff it against {store.root / 'config.yaml'} or choose another name")
     exp = Experiment.build(cfg)  # bad sources or parameters fail here, before anything is written
-    new_run = not store.exists
-    with store.writer(takeover=takeover) as writer:  # a refused writer must not clean up below
+    with store.writer(takeover=takeover) as writer:
+        writer.start(cfg.to_yaml(), seeds={"seed": cfg.seed, "streams": STREAMS})
+        # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
+        # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
+        threaded = any(getattr(p.prototype, "threaded", False) for p in exp.producers)
         try:
-            writer.start(cfg.to_yaml(), seeds={
-                "seed": cfg.seed,
-                "streams": "generation g: SeedSequence(seed, spawn_key=(1, g)).spawn(5) -> "
-                           "compose, fit, sample, curate, metrics; set-up: spawn_key=(0,)",
-            })
-            # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
-            # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
-            threads = None if getattr(exp.prototype, "threaded", False) else 1
-            loop = run_producers if exp.producers else run_generations
-            with threadpool_limits(limits=threads):
-                status = loop(exp, store, writer, progress)
-            writer.finish(status)
-        except BaseException:
-            if new_run and store.completed() == 0:
-                remove_run(store.root)
-            raise
+            with threadpool_limits(limits=None if threaded else 1):
+                status = generations(exp, store, writer, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted(store, writer)) from None
+        writer.finish(status)
     return store
 
 
-def run_generations(exp: Experiment, store: RunStore, writer: RunWriter,
-                    progress: Progress | None) -> str:
-    cfg, policy = exp.config, exp.policy
+def interrupted(store: RunStore, writer: RunWriter) -> str:
+    """Mark an interrupted run as such; say what was kept and where."""
+    done = store.completed()
+    if done == 0:
+        return "interrupted before any generation was committed: nothing was kept"
+    writer.finish("interrupted")
+    gens = "generation 0 is" if done == 1 else f"generations 0-{done - 1} are"
+    return f"interrupted: {gens} kept in {store.root}; rerun with --resume to continue"
+
+
+def generations(exp: Experiment, store: RunStore, writer: RunWriter,
+                progress: Progress | None) -> str:
+    cfg, policy, chains = exp.config, exp.policy, exp.config.chains
     size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
     real_rng, heldout_rng = setup_rngs(cfg.seed)
-    real = exp.source.real(size, cfg.chains, real_rng)  # (chains, size, ...) generation 0's data
+    real = Pool.real(exp.source.real(size, chains, real_rng))  # (chains or 1, size, ...)
     heldout = exp.source.heldout(heldout_rng)  # (1, n_heldout, ...) never trained on
-    start = store.completed()
-    history, history_labels, reference = restore(store, policy, start)
-    labels = provenance.real_labels(real)  # (chains, size): where each training row came from
-    train, train_labels = real, labels
-    last = store.metrics()[-1] if start else {}
-    if "degenerate" in last and (cfg.on_degenerate == "stop" or start == 1):
+    state = History.restore(exp, store)
+    if state.stopped:
         return "stopped"  # a crash came between the stop and the manifest saying so
-    prune = cfg.keep_samples == "needed" and policy.history == "last"
-    # samples beyond generation 0 that the next generation may drop; a crash between a commit and
-    # its clean-up leaves older ones behind, and only the newest is needed
-    stale = [g for g in range(1, start) if store.has_samples(g)] if prune else []
-    for old in stale[:-1]:
-        writer.drop_samples(old)
-    stale = stale[-1:]
 
-    for gen in range(start, cfg.generations):
-        rng = Streams.for_generation(cfg.seed, gen)
+    for gen in range(state.start, cfg.generations):
         tic = time.perf_counter()
-        if gen > 0 and history:
-            train, train_labels = provenance.compose(
-                policy, real=real, history=history, labels=labels, history_labels=history_labels,
-                size=size, rng=rng.compose, source=exp.source)
         marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
-        try:
-            model = clone(exp.prototype).fit(train, rng=rng.fit)
-            with watermark.applied(marker):  # LM samplers add delta to green-list logits
-                produced = model.sample(m, rng.sample)
-            failure = degenerate(produced)
-        except CollapselabError:
-            raise  # a problem with the user's input (config, data): not a numerical failure
-        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-            failure, model = f"{type(exc).__name__}: {exc}", None
-        if failure is not None:
-            log.warning("generation %d is degenerate: %s", gen, failure)
-            writer.generation(gen, {"generation": gen, "degenerate": failure},
-                              samples=None, artifacts={})
-            if cfg.on_degenerate == "stop" or gen == 0:
-                return "stopped"
-            continue  # history unchanged: the next generation retrains on the last good data
-        reference = reference if gen > 0 else model
-        synthetic, curated, measured, artifacts = assess(
-            exp, gen, model, reference, produced, train, real, heldout, rng, marker)
-        row = {"generation": gen, **measured, **provenance.composition(train_labels),
-               **theory_row(exp.predictions, gen, cfg.chains),
-               "train_size": int(train.shape[1]), "generated": int(produced.shape[1]),
-               "wall_s": time.perf_counter() - tic}
-        writer.generation(gen, row, samples=synthetic, artifacts=artifacts,
-                          model=model if gen == 0 else None,
-                          provenance=provenance.record(train_labels, curated.index, curated.scores,
-                                                       family=cfg.model.family, generation=gen,
-                                                       seed=cfg.seed))
-        synthetic_labels = provenance.encode(gen, curated.index)  # rows of `produced` kept
-        history = [*history, synthetic] if policy.history == "all" else [synthetic]
-        history_labels = ([*history_labels, synthetic_labels] if policy.history == "all"
-                          else [synthetic_labels])
-        if prune:  # generation 0 and the newest stay for resume and report
-            for old in stale:
-                writer.drop_samples(old)
-            stale = [gen] if gen > 0 else []
-        if progress:
-            progress(gen + 1, cfg.generations)
-    return "complete"
-
-
-def run_producers(exp: Experiment, store: RunStore, writer: RunWriter,
-                  progress: Progress | None) -> str:
-    """Several models per generation. Each producer trains on the policy's composition of real data
-    and its *own* synthetic pool, which mixes the producers' curated outputs in the shares of its
-    ``trains_on`` (``{b: 1}``: A learns only from B). Metrics are prefixed ``<producer>/``.
-    Producer p's streams: generation g's, spawned again with key p. A resumed run rebuilds every
-    pool from the stored outputs, mixed again with the same streams."""
-    cfg, policy = exp.config, exp.policy
-    size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
-    real_rng, heldout_rng = setup_rngs(cfg.seed)
-    real = exp.source.real(size, cfg.chains, real_rng)
-    heldout = exp.source.heldout(heldout_rng)
-    names = [name for name, _ in exp.producers]
-    families = {ps.name: ps.model.family for ps in cfg.producers or []}
-    labels = provenance.real_labels(real)
-    pools: dict[str, list[np.ndarray]] = {n: [] for n in names}  # each consumer's synthetic history
-    pool_labels: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    start = store.completed()
-    references = {name: store.model(0, name) for name in names} if start else {}
-    for gen in range(cfg.generations):
-        tic = time.perf_counter()
         row: dict[str, Any] = {"generation": gen}
-        outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # curated samples, their labels
-        marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
-        for p, (name, prototype) in enumerate(exp.producers):
-            if gen < start:  # done before the resume: read back what it kept
-                kept = store.provenance(gen, name)["produced_kept"]
-                outputs[name] = (store.samples(gen, name), provenance.encode(gen, kept, producer=p))
+        record: dict[str, np.ndarray] = {}
+        outputs: dict[int, Pool] = {}  # each producer's curated samples
+        for p, producer in enumerate(exp.producers):
+            rng = Streams.for_generation(cfg.seed, gen, p)
+            pools = [real, *state.pools[p]]
+            plan = (policy.plan([q.n for q in pools], size, chains, rng.compose) if len(pools) > 1
+                    else Plan((Part((0,)),)))  # generation 0, or nothing usable yet: real data
+            if plan.fresh:  # new real rows, drawn once, after the plan's own draws
+                pools.append(Pool.real(exp.source.fresh(plan.fresh, chains, rng.compose), FRESH))
+            parts = provenance.takes(plan, pools)
+            train = provenance.data_of(parts, chains)  # (chains, size', ...)
+            try:
+                model = clone(producer.prototype).fit(train, rng=rng.fit)
+                with watermark.applied(marker):  # LM samplers add delta to green-list logits
+                    produced = model.sample(m, rng.sample)  # (chains, m, ...)
+                check_finite(produced)
+            except NUMERICAL as exc:
+                why = str(exc) if isinstance(exc, NumericalError) else f"{type(exc).__name__}: {exc}"
+                row[producer.key("degenerate")] = why
+                log.warning("generation %d%s is degenerate: %s", gen,
+                            f" of {producer.name}" if producer.name else "", exc)
                 continue
-            rng = Streams.for_generation(cfg.seed, gen, producer=p)
-            train, train_labels = real, labels
-            if gen > 0 and pools[name]:
-                train, train_labels = provenance.compose(
-                    policy, real=real, history=pools[name], labels=labels,
-                    history_labels=pool_labels[name], size=size, rng=rng.compose,
-                    source=exp.source)
-            model = clone(prototype).fit(train, rng=rng.fit)
-            with watermark.applied(marker):
-                produced = model.sample(m, rng.sample)
-            reference = references.setdefault(name, model)
-            synthetic, curated, measured, _ = assess(
-                exp, gen, model, reference, produced, train, real, heldout, rng, marker)
-            own = {**measured, **provenance.composition(train_labels, names),
-                   "train_size": int(train.shape[1])}
-            row.update({f"{name}/{k}": v for k, v in own.items()})
-            writer.files(gen, name, samples=synthetic, model=model if gen == 0 else None,
-                         provenance=provenance.record(
-                             train_labels, curated.index, curated.scores, family=families[name],
-                             generation=gen, seed=cfg.seed, producer=name))
-            outputs[name] = (synthetic, provenance.encode(gen, curated.index, producer=p))
-        mix_rng = Streams.for_generation(cfg.seed, gen).compose
-        for ps in cfg.producers or []:
-            pool, codes = mix(outputs, ps.trains_on or {ps.name: 1.0}, m, mix_rng)
-            last = policy.history == "last"
-            pools[ps.name] = [pool] if last else [*pools[ps.name], pool]
-            pool_labels[ps.name] = [codes] if last else [*pool_labels[ps.name], codes]
-        if gen < start:
-            continue
+            reference = state.references.setdefault(p, model)  # generation 0's model
+            synthetic, curated, measured, artifacts = assess(
+                exp, gen, model, reference, produced, train, real.data, heldout, rng, marker)
+            row |= {producer.key(k): v for k, v in {
+                **measured, **provenance.composition(parts, chains, exp.names),
+                "train_size": int(train.shape[1]), "generated": int(produced.shape[1])}.items()}
+            record |= prefixed(f"provenance.{producer.label}.", provenance.record(
+                parts, kept=curated.index if curated.filtered else None,
+                produced=int(produced.shape[1]), scores=curated.scores, family=producer.family,
+                generation=gen, seed=cfg.seed, producer=producer.label))
+            record |= prefixed(f"artifacts.{producer.label}.", artifacts)
+            outputs[p] = Pool((gen, p), synthetic, provenance.encode(gen, curated.index, p),
+                              origin=(gen, p))
+        if len(exp.producers) > 1:  # totals, for cost accounting
+            row["train_size"] = sum(row.get(q.key("train_size"), 0) for q in exp.producers)
+            row["generated"] = sum(row.get(q.key("generated"), 0) for q in exp.producers)
+        row |= theory_row(exp.predictions, gen, chains)
         row["wall_s"] = time.perf_counter() - tic
-        writer.generation(gen, row, samples=None, artifacts={})
+        pools_next = state.mix(gen, outputs, record)
+        writer.commit(gen, row, record=record,
+                      samples={exp.producers[p].name: out.data for p, out in outputs.items()},
+                      models={exp.producers[p].name: state.references[p] for p in outputs}
+                      if gen == 0 else {})
+        state.advance(gen, outputs, pools_next)
+        if len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0):
+            state.prune(writer, final=True)
+            return "stopped"
+        state.prune(writer, final=False)
         if progress:
             progress(gen + 1, cfg.generations)
+    state.prune(writer, final=True)
     return "complete"
 
 
@@ -283,48 +258,129 @@ def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.n
     return synthetic, curated, {**measure(exp.metrics, ctx), **kept, **marks}, ctx.artifacts
 
 
-def mix(outputs: dict[str, tuple[np.ndarray, np.ndarray]], shares: dict[str, float], m: int,
-        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic pool of about ``m`` samples per chain: ``round(share * m)`` random rows of each
-    named producer's output (fewer if it kept fewer), with their provenance labels."""
-    first_data, first_labels = next(iter(outputs.values()))
-    parts, codes = [first_data[:, :0]], [first_labels[:, :0]]  # nothing kept: an empty pool
-    for name, share in shares.items():
-        data, labels = outputs[name]
-        k = min(int(round(share * m)), data.shape[1])
-        if k:
-            idx = np.argpartition(rng.random(data.shape[:2]), k - 1, axis=1)[:, :k]
-            rows = np.arange(data.shape[0])[:, None]
-            parts.append(data[rows, idx])
-            codes.append(labels[rows, idx])
-    return np.concatenate(parts, axis=1), np.concatenate(codes, axis=1)
+# --- history: the pools each producer learns from, on disk and after a resume --------------------
 
 
-def restore(store: RunStore, policy: Any,
-            start: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
-    """History, its provenance labels and the reference model of a resumed run (nothing for a
-    new one)."""
-    if start == 0:
-        return [], [], None
-    kept = [g for g in range(start) if store.has_samples(g)]
-    gens = kept if policy.history == "all" else kept[-1:]
-    history = [store.samples(g) for g in gens]
-    labels = []
-    for g, data in zip(gens, history, strict=True):
-        try:
-            index = store.provenance(g)["produced_kept"]
-        except RunError:  # a run from before provenance: rows as stored
-            index = np.broadcast_to(np.arange(data.shape[1]), data.shape[:2])
-        labels.append(provenance.encode(g, index))
-    return history, labels, store.model(0)
+@dataclass
+class History:
+    """Each producer's synthetic pools (newest last), generation 0's models, and the generations
+    whose samples are on disk: what the loop carries from one generation to the next."""
+
+    exp: Experiment
+    pools: list[list[Pool]]
+    start: int = 0
+    references: dict[int, Any] = field(default_factory=dict)
+    on_disk: set[int] = field(default_factory=set)
+    stopped: bool = False
+
+    def mix(self, gen: int, outputs: dict[int, Pool], record: dict[str, np.ndarray]) -> dict[int, Pool]:
+        """The pool each producer learns from next: its own curated output, or its ``trains_on``
+        mix of the producers' outputs (``round(share * m)`` random rows of each, fewer if it kept
+        fewer), recorded. A producer whose sources all failed gets no new pool."""
+        cfg = self.exp.config
+        rng = mix_stream(cfg.seed, gen)
+        m = cfg.synthetic_size or cfg.data.size
+        out = {}
+        for c, consumer in enumerate(self.exp.producers):
+            if consumer.trains_on == {c: 1.0}:  # its own output: nothing to mix
+                if c in outputs:
+                    out[c] = outputs[c]
+            else:
+                parts: list[provenance.Take] = []
+                for p, share in consumer.trains_on.items():
+                    k = min(int(round(share * m)), outputs[p].n) if p in outputs else 0
+                    if k:
+                        src = outputs[p]
+                        parts.append(([src], provenance.draw_rows(src.n, k, cfg.chains, rng)))
+                if not parts:
+                    continue
+                record |= provenance.record_parts(parts, f"pool.{consumer.label}.")
+                out[c] = Pool((gen, c), provenance.data_of(parts, cfg.chains),
+                              provenance.labels_of(parts, cfg.chains))
+            record[f"pool.{consumer.label}.made"] = np.array(True)
+        return out
+
+    def advance(self, gen: int, outputs: dict[int, Pool], pools: dict[int, Pool]) -> None:
+        for c, pool in pools.items():
+            self.pools[c] = [pool] if self.exp.policy.history == "last" else [*self.pools[c], pool]
+        if outputs:
+            self.on_disk.add(gen)
+
+    def keeps(self, gen: int, newest: int, final: bool) -> bool:
+        """Whether generation ``gen``'s samples stay on disk: those ``keep_samples`` asks for
+        (generation 0 and the newest for ``last``; every k-th and the newest for an integer k),
+        and, until the run ends, those a resume needs (the generations in the pools)."""
+        keep = self.exp.config.keep_samples
+        if not final and any(gen == q.key[0] for pools in self.pools for q in pools):
+            return True
+        if keep in ("all", "none"):
+            return keep == "all"
+        if keep == "last":
+            return gen in (0, newest)
+        return gen % keep == 0 or gen == newest
+
+    def prune(self, writer: RunWriter, *, final: bool) -> None:
+        """Drop samples that neither a resume nor ``keep_samples`` asks for."""
+        newest = max(self.on_disk, default=0)
+        for g in sorted(self.on_disk):
+            if not self.keeps(g, newest, final):
+                for producer in self.exp.producers:
+                    writer.drop_samples(g, producer.name)
+                self.on_disk.discard(g)
+
+    @classmethod
+    def restore(cls, exp: Experiment, store: RunStore) -> History:
+        """The history of a resumed run, rebuilt from its committed files (empty for a new run)."""
+        state = cls(exp=exp, pools=[[] for _ in exp.producers], start=store.completed())
+        if state.start == 0:
+            return state
+        last = store.metrics()[-1]
+        if any(k.endswith("degenerate") for k in last) and (
+                exp.config.on_degenerate == "stop" or state.start == 1):
+            state.stopped = True
+            return state
+        state.on_disk = {g for g in range(state.start)
+                         if any(store.has_samples(g, p.name) for p in exp.producers)}
+        for c, consumer in enumerate(exp.producers):
+            gens = [g for g in range(state.start) if store.pool(g, consumer.name)]
+            if exp.policy.history == "last":
+                gens = gens[-1:]
+            state.pools[c] = [rebuild_pool(exp, store, g, c) for g in gens]
+        state.references = {p: store.model(0, producer.name)
+                            for p, producer in enumerate(exp.producers)}
+        return state
 
 
-def degenerate(samples: np.ndarray) -> str | None:
+def rebuild_pool(exp: Experiment, store: RunStore, gen: int, c: int) -> Pool:
+    """Consumer ``c``'s pool of generation ``gen``, from the stored samples and record."""
+
+    def output(g: int, p: int, n: int) -> Pool:
+        name = exp.producers[p].name
+        data, prov = store.samples(g, name), store.provenance(g, name)
+        kept = prov["kept"].astype(np.int64) if "kept" in prov else np.arange(data.shape[1])
+        return Pool((g, p), data, provenance.encode(g, np.broadcast_to(kept, data.shape[:2]), p),
+                    origin=(g, p))
+
+    mix = store.pool(gen, exp.producers[c].name)
+    if "parts" not in mix:
+        return output(gen, c, 0)
+    parts = provenance.read_parts(mix, "", output)
+    chains = exp.config.chains
+    return Pool((gen, c), provenance.data_of(parts, chains), provenance.labels_of(parts, chains))
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+
+def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def check_finite(samples: np.ndarray) -> None:
     if samples.shape[1] == 0:
-        return "no samples"
+        raise NumericalError("no samples")
     if samples.dtype.kind == "f" and not np.isfinite(samples).all():
-        return "non-finite samples"
-    return None
+        raise NumericalError("non-finite samples")
 
 
 def measure(metrics: list[tuple[str, Any]], ctx: GenerationContext) -> dict[str, Any]:

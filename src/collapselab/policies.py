@@ -1,34 +1,28 @@
 """Data policies: how each generation's training set is composed from real and synthetic data.
 
-Every policy sees the real pool ``(chains, n, ...)``, the synthetic sets of all earlier generations
-(newest last) and the target ``size``, and returns the next training set ``(chains, size', ...)``.
-Random subsets are drawn independently per chain, all chains in one vectorised call.
+A policy sees only sizes: ``sizes[0]`` rows per chain in the real pool, ``sizes[1:]`` in the
+synthetic pools it keeps (``history``: the newest only, or all, oldest first), and the target
+``size``. It returns an index plan (``collapselab.provenance.Plan``): which rows of which pools make
+the next training set. The loop applies the plan once and records it as the provenance, so a policy
+can only select rows. Random subsets are drawn independently per chain, in one vectorised call.
+
+A policy of your own: a class with ``history`` ("last" or "all") and ``plan(sizes, size, chains,
+rng) -> Plan``; its typed ``__init__`` keywords are its config fields.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from collapselab.provenance import FRESH_POOL, Part, Plan, draw_rows
 from collapselab.registry import policies
 
 
-def subsample(data: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` samples per chain without replacement, a fresh random subset for every chain."""
-    chains, n = data.shape[:2]
-    if k >= n:
-        return np.asarray(data)
-    # random keys + argpartition: O(chains * n), no Python loop over chains
-    idx = np.argpartition(rng.random((chains, n)), k - 1, axis=1)[:, :k]
-    return np.asarray(data)[np.arange(chains)[:, None], idx]
-
-
-def concat(*parts: np.ndarray) -> np.ndarray:
-    """Concatenate along the sample axis (broadcast real pools shared across chains first)."""
-    chains = max(p.shape[0] for p in parts)
-    return np.concatenate([np.broadcast_to(p, (chains, *p.shape[1:])) for p in parts], axis=1)
+def _last(sizes: list[int]) -> int:
+    return len(sizes) - 1  # the newest synthetic pool
 
 
 @policies.register("replace")
@@ -37,15 +31,15 @@ class Replace:
 
     history: ClassVar[Literal["last", "all"]] = "last"
 
-    def compose(self, *, real: np.ndarray, history: list[np.ndarray], size: int,
-                rng: np.random.Generator, source: Any) -> np.ndarray:
-        return history[-1]
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Plan:
+        return Plan((Part((_last(sizes),)),))
 
 
 @policies.register("real_fraction")
 class RealFraction:
     """Keep a fraction of real data every generation (a fresh random subset of the original pool
-    each time; the paper's 10% setting); the rest is the previous generation's output."""
+    each time; the paper's 10% setting); the rest is a random subset of the previous generation's
+    output."""
 
     history: ClassVar[Literal["last", "all"]] = "last"
 
@@ -56,24 +50,30 @@ class RealFraction:
     ) -> None:
         self.real_fraction = real_fraction
 
-    def real_part(self, real: np.ndarray, k: int, rng: np.random.Generator, source: Any) -> np.ndarray:
-        return subsample(real, k, rng)
-
-    def compose(self, *, real: np.ndarray, history: list[np.ndarray], size: int,
-                rng: np.random.Generator, source: Any) -> np.ndarray:
+    def split(self, size: int) -> tuple[int, int]:
         k_real = int(round(self.real_fraction * size))
-        parts = [self.real_part(real, k_real, rng, source)] if k_real else []
-        if size - k_real:
-            parts.append(subsample(history[-1], size - k_real, rng))
-        return concat(*parts)
+        return k_real, size - k_real
+
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Plan:
+        k_real, k_synth = self.split(size)
+        parts = [Part((0,), draw_rows(sizes[0], k_real, chains, rng))] if k_real else []
+        if k_synth:
+            last = _last(sizes)
+            parts.append(Part((last,), draw_rows(sizes[last], k_synth, chains, rng)))
+        return Plan(tuple(parts))
 
 
 @policies.register("fresh")
 class Fresh(RealFraction):
     """Like ``real_fraction``, but the real part is new data from the source each generation."""
 
-    def real_part(self, real: np.ndarray, k: int, rng: np.random.Generator, source: Any) -> np.ndarray:
-        return source.fresh(k, real.shape[0], rng)
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Plan:
+        k_real, k_synth = self.split(size)
+        parts = [Part((FRESH_POOL,))] if k_real else []
+        if k_synth:
+            last = _last(sizes)
+            parts.append(Part((last,), draw_rows(sizes[last], k_synth, chains, rng)))
+        return Plan(tuple(parts), fresh=k_real)
 
 
 @policies.register("accumulate")
@@ -82,9 +82,8 @@ class Accumulate:
 
     history: ClassVar[Literal["last", "all"]] = "all"
 
-    def compose(self, *, real: np.ndarray, history: list[np.ndarray], size: int,
-                rng: np.random.Generator, source: Any) -> np.ndarray:
-        return concat(real, *history)
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Plan:
+        return Plan((Part(tuple(range(len(sizes)))),))
 
 
 @policies.register("accumulate_subsample")
@@ -100,6 +99,6 @@ class AccumulateSubsample:
     ) -> None:
         self.budget = budget
 
-    def compose(self, *, real: np.ndarray, history: list[np.ndarray], size: int,
-                rng: np.random.Generator, source: Any) -> np.ndarray:
-        return subsample(concat(real, *history), self.budget or size, rng)
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Plan:
+        every = tuple(range(len(sizes)))
+        return Plan((Part(every, draw_rows(sum(sizes), self.budget or size, chains, rng)),))

@@ -2,16 +2,28 @@
 
     runs/<name>/
       config.yaml        the resolved config (all defaults filled in)
-      manifest.json      status, completed generations, seeds, versions — the commit point
+      manifest.json      status, completed generations, seeds, versions: the commit point
       metrics.jsonl      one JSON object per generation: "<metric>", "<metric>.sem", theory columns
-      gen_000/           model.pkl (generation 0: the reference), samples.npz, artifacts.npz,
-                         provenance.npz (where each training sample came from); a multi-producer
-                         run keeps one of each per producer: samples_<producer>.npz, ...
-      .lock              pid and host of the one writer
+      gen_XXX/record.npz the generation's per-chain metric arrays and per-sample artifacts
+                         (``artifacts.<producer>.<key>``) and provenance (``provenance.<producer>.*``,
+                         see ``collapselab.provenance``); compressed
+      gen_XXX/samples.npy  its curated synthetic samples, where ``keep_samples`` keeps them
+                         (``samples_<producer>.npy`` in a multi-producer run)
+      gen_000/model.pkl  generation 0's model (the reference; ``model_<producer>.pkl``)
+      .lock              pid and host of the writer, for messages; the kernel lock (flock on the
+                         directory) is what excludes a second writer
 
-Every file is written to a temporary name, fsynced and renamed over the target, so a reader (or a
-crash) only ever sees a whole old file or a whole new one. A generation counts as done when the
-manifest says so; files of a later generation than the manifest records are ignored on resume.
+A generation is committed once: its files are written under temporary names and renamed in (so a
+reader, or a killed writer, only ever sees whole files), its metrics row appended, then the manifest
+replaced after one fsync. Files of a later generation than the manifest records are ignored on
+resume. A directory collapselab did not create is never removed, and a non-empty folder that is not
+a run is refused before anything is written.
+
+Per generation a run writes about ``8 * chains * (k + 1)`` bytes of per-chain metric arrays (k
+metrics, compressed), its per-sample artifacts, the provenance plan (nothing for ``replace`` /
+``accumulate`` without curation; ``chains * size`` small integers otherwise, compressed), one
+metrics line, and ``chains * m * event * itemsize`` bytes of samples for each generation that
+``keep_samples`` keeps (generation 0 and the newest by default).
 """
 
 from __future__ import annotations
@@ -37,27 +49,27 @@ import numpy as np
 from collapselab import __version__
 from collapselab.errors import RunError
 
+SINGLE = "model"  # the producer name of a one-model run in a generation's record
+OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the path never holds a partial file."""
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` so that the path never holds a partial file; ``durable``: fsync
+    it before the rename (the commit point), so the rename never reaches the disk before it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):  # a full disk, a lost mount: say which file
             raise cannot_write(path, exc) from exc
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def cannot_write(path: Path, exc: OSError) -> RunError:
@@ -80,19 +92,92 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray], *, compress: bool = True) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
     return buf.getvalue()
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+# --- the lock ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def locked(root: Path, *, takeover: bool = False, what: str = "run") -> Iterator[None]:
+    """Hold the kernel lock (``flock``) on the directory ``root`` while the body runs: the one
+    authority over who writes it (deleting ``.lock`` changes nothing). ``.lock`` records the
+    holder's pid and host for the message a refused writer gets; one left behind by a writer
+    that died, while the kernel lock is free, is taken over with ``takeover`` (whatever process
+    now has that pid). Runs and sweeps use this same lock."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    info = root / ".lock"
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read_lock(info)
+            raise RunError(f"{root} is locked: {what} pid {owner.get('pid', '?')} on "
+                           f"{owner.get('host', '?')} is writing it") from None
+        if info.exists() and not takeover:
+            owner = _read_lock(info)
+            who = (f"pid {owner.get('pid')} on {owner.get('host')}" if owner
+                   else "an unreadable lock record")
+            raise RunError(f"{root} has a stale lock: {who} stopped without releasing it (the "
+                           "kernel lock is free); pass --takeover to take it over")
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        info.write_text(json.dumps(me))  # a description only: the flock above is the lock
+        try:
+            yield
+        finally:
+            info.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def lock_state(root: Path) -> str:
+    """``"free"``, ``"held"`` (a live writer holds the kernel lock) or ``"stale"`` (a ``.lock``
+    record whose writer is gone)."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return "free"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "held"
+    finally:
+        os.close(fd)
+    return "stale" if (root / ".lock").exists() else "free"
+
+
+def _ours(name: str) -> bool:
+    """What a writer killed before its first commit can leave in a folder: its lock record and
+    temporary files (``.<name>.tmp-<pid>``)."""
+    return name == ".lock" or (name.startswith(".") and ".tmp-" in name) or (
+        name.startswith("gen_") and name[4:].isdigit())
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
 class RunStore:
-    """Reads and writes one run directory. Use ``RunStore(path)`` to read; ``writer()`` to write."""
+    """Reads one run directory; ``writer()`` writes it."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-
-    # --- reading ------------------------------------------------------------------------------
+        self._records: dict[int, Any] = {}
 
     @property
     def exists(self) -> bool:
@@ -116,6 +201,10 @@ class RunStore:
         from collapselab.config import ExperimentConfig
 
         return ExperimentConfig.model_validate(yaml.safe_load(self.config_text()))
+
+    def producer_names(self) -> list[str]:
+        """The producers of a multi-producer run; empty for a one-model run."""
+        return [p.name for p in self.config().producers or []]
 
     def metrics(self) -> list[dict[str, Any]]:
         """Rows of completed generations only."""
@@ -148,31 +237,53 @@ class RunStore:
         return self.gen_dir(gen) / f"{name}.{suffix}"
 
     def samples(self, gen: int, producer: str | None = None) -> np.ndarray:
-        path = self.path(gen, "samples", "npz", producer)
+        path = self.path(gen, "samples", "npy", producer)
         if not path.is_file():
-            raise RunError(f"samples of generation {gen} were not kept in {self.root}")
-        with np.load(path) as f:
-            return f["samples"]
+            raise RunError(f"samples of generation {gen} were not kept in {self.root} "
+                           "(keep_samples chooses which generations keep theirs)")
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise RunError(f"{path} is unreadable ({exc}); the run cannot resume exactly from "
+                           "it") from None
 
     def has_samples(self, gen: int, producer: str | None = None) -> bool:
-        return self.path(gen, "samples", "npz", producer).is_file()
+        return self.path(gen, "samples", "npy", producer).is_file()
 
-    def artifacts(self, gen: int) -> dict[str, np.ndarray]:
-        path = self.gen_dir(gen) / "artifacts.npz"
-        if not path.is_file():
-            return {}
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+    def record(self, gen: int) -> dict[str, np.ndarray]:
+        """Every array of ``gen_XXX/record.npz`` (empty for a generation without one)."""
+        if gen not in self._records:
+            path = self.gen_dir(gen) / "record.npz"
+            if not path.is_file():
+                return {}
+            with np.load(path, allow_pickle=False) as f:
+                self._records[gen] = {k: f[k] for k in f.files}
+        return self._records[gen]
+
+    def section(self, gen: int, kind: str, producer: str | None = None) -> dict[str, np.ndarray]:
+        """The ``<kind>.<producer>.*`` arrays of generation ``gen``'s record, prefix removed."""
+        prefix = f"{kind}.{producer or SINGLE}."
+        return {k.removeprefix(prefix): v for k, v in self.record(gen).items()
+                if k.startswith(prefix)}
+
+    def artifacts(self, gen: int, producer: str | None = None) -> dict[str, np.ndarray]:
+        """Generation ``gen``'s per-chain metric arrays (``chain.<metric>``) and per-sample
+        artifacts."""
+        return self.section(gen, "artifacts", producer)
 
     def provenance(self, gen: int, producer: str | None = None) -> dict[str, np.ndarray]:
-        """Generation ``gen``'s provenance: its training set's origins, the produced rows kept,
-        filter scores and the producing model (see ``collapselab.provenance``)."""
-        path = self.path(gen, "provenance", "npz", producer)
-        if not path.is_file():
+        """Generation ``gen``'s provenance record (see ``collapselab.provenance``)."""
+        out = self.section(gen, "provenance", producer)
+        if not out:
             raise RunError(f"generation {gen} of {self.root} has no provenance record"
-                           + (f" for producer {producer!r}" if producer else ""))
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+                           + (f" for producer {producer!r}" if producer else "")
+                           + " (a degenerate or uncommitted generation)")
+        return out
+
+    def pool(self, gen: int, consumer: str | None = None) -> dict[str, np.ndarray]:
+        """How ``consumer``'s synthetic pool of generation ``gen`` was mixed (empty: it is its own
+        curated output)."""
+        return self.section(gen, "pool", consumer)
 
     def model(self, gen: int, producer: str | None = None) -> Any:
         with open(self.path(gen, "model", "pkl", producer), "rb") as f:
@@ -182,111 +293,80 @@ class RunStore:
 
     @contextmanager
     def writer(self, *, takeover: bool = False) -> Iterator[RunWriter]:
-        """Hold the run's lock while writing; a second writer is refused with the owner's pid.
-
-        The lock file names its owner (pid, host) and is held with ``flock`` for the writer's
-        lifetime: the owner's record says who to blame, the kernel lock makes two writers that take
-        over the same stale lock at once impossible (the second sees the first's lock held)."""
+        """Hold the run's lock while writing. A folder that exists, is not empty and is not a
+        run is refused, untouched. If the body fails before a generation of a new run is
+        committed, exactly what this writer created is removed (the folder too, if it made it)."""
+        if self.root.exists() and not self.exists:
+            if not self.root.is_dir():
+                raise RunError(f"{self.root} exists and is not a folder; choose another name")
+            names = [p.name for p in self.root.iterdir()]
+            # a writer killed before its first commit left its lock record beside its files
+            started = ".lock" in names and all(_ours(n) or n in OWN for n in names)
+            foreign = [] if started else sorted(n for n in names if not _ours(n))
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+                raise RunError(f"{self.root} exists and is not a collapselab run (it holds "
+                               f"{shown}); choose another name or out_dir")
+        made_root = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = self._lock(self.root / ".lock", takeover)
         try:
-            yield RunWriter(self)
-        finally:
-            (self.root / ".lock").unlink(missing_ok=True)
-            os.close(fd)  # releases the flock
-
-    def _lock(self, lock: Path, takeover: bool) -> int:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        while True:
-            try:
-                fd, created = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR), True
-            except FileExistsError:
+            with locked(self.root, takeover=takeover):
+                writer = RunWriter(self)
                 try:
-                    fd, created = os.open(lock, os.O_RDWR), False
-                except FileNotFoundError:
-                    continue  # its writer just finished: try to create it again
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-            except BlockingIOError:
-                held = False
-            try:
-                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-            except FileNotFoundError:
-                same = False
-            if held and not same:  # we locked a file its writer had just removed: start again
-                os.close(fd)
-                continue
-            if not held or not created:  # held elsewhere, or left behind: whose is it?
-                owner = _read_lock(lock)
-                here = owner.get("host") == me["host"]
-                alive = not held or (here and _pid_alive(owner.get("pid")))
-                if alive or not takeover:
-                    os.close(fd)
-                    raise RunError(self._locked_message(owner, alive, here))
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(me).encode())
-            return fd
-
-    def _locked_message(self, owner: dict[str, Any], alive: bool, here: bool) -> str:
-        if alive:
-            state = "is running"
-        elif not owner:
-            state = "left an unreadable lock (a writer died while taking it)"
-        elif here:
-            state = "holds a stale lock (its process is gone)"
-        else:  # a shared file system: the pid means nothing here
-            state = "holds the lock (another host: make sure it has stopped)"
-        hint = "" if alive else "; pass --takeover to take the lock over"
-        return f"{self.root} is locked: pid {owner.get('pid')} on {owner.get('host')} {state}{hint}"
+                    yield writer
+                except BaseException:
+                    if writer.new_run and self.completed() == 0:
+                        writer.remove_created()
+                    raise
+        finally:
+            if made_root and not any(self.root.iterdir()):
+                self.root.rmdir()
 
 
 class RunWriter:
+    """Writes one run directory; made by ``RunStore.writer`` under the lock."""
+
     def __init__(self, store: RunStore) -> None:
         self.store = store
         self.root = store.root
+        self.new_run = not store.exists
+        self.created: list[Path] = []  # what this writer made, removed if a new run fails early
         self._rows = store.metrics() if store.exists else []
         # uncommitted or torn lines from a crash must go before the first append
         self._dirty = (self.root / "metrics.jsonl").exists()
         for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob("gen_*/.*.tmp-*")]:
-            tmp.unlink(missing_ok=True)  # a crashed writer's files that were never renamed in
+            tmp.unlink(missing_ok=True)  # a killed writer's files that were never renamed in
+
+    def _write(self, path: Path, data: bytes, durable: bool = False) -> None:
+        if not path.parent.exists():
+            self.created.append(path.parent)
+        if not path.exists():
+            self.created.append(path)
+        write_atomic(path, data, durable=durable)
 
     def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
-        write_atomic(self.root / "config.yaml", config_yaml.encode())
-        if not self.store.exists:
+        self._write(self.root / "config.yaml", config_yaml.encode())
+        if self.new_run:
             self._manifest(status="running", completed=0, seeds=seeds, created=time.time())
         else:
             self._manifest(status="running")
 
-    def generation(
-        self,
-        gen: int,
-        row: dict[str, Any],
-        *,
-        samples: np.ndarray | None,
-        artifacts: dict[str, np.ndarray],
-        model: Any | None = None,
-        provenance: dict[str, np.ndarray] | None = None,
-    ) -> None:
-        """Write generation ``gen``'s files, then its metrics row, then commit it in the manifest."""
-        self.files(gen, samples=samples, model=model, provenance=provenance)
-        if artifacts:
-            write_atomic(self.store.gen_dir(gen) / "artifacts.npz", npz_bytes(artifacts))
+    def commit(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
+               samples: dict[str | None, np.ndarray], models: dict[str | None, Any]) -> None:
+        """Generation ``gen``: its samples (by producer; ``None`` in a one-model run), models and
+        record, then its metrics row, then the manifest (the one fsync). Until the manifest
+        says so, nothing of it counts."""
+        path = self.store.path
+        for producer, data in samples.items():
+            self._write(path(gen, "samples", "npy", producer), npy_bytes(data))
+        for producer, model in models.items():
+            self._write(path(gen, "model", "pkl", producer),
+                        pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        if record:
+            self._write(self.store.gen_dir(gen) / "record.npz", npz_bytes(record))
+        self.store._records.pop(gen, None)
         self._append_row(jsonable(row))
         self._manifest(completed=gen + 1)
-
-    def files(self, gen: int, producer: str | None = None, *, samples: np.ndarray | None = None,
-              model: Any | None = None, provenance: dict[str, np.ndarray] | None = None) -> None:
-        """One producer's files of generation ``gen`` (uncommitted until ``generation``)."""
-        path = self.store.path
-        if provenance is not None:
-            write_atomic(path(gen, "provenance", "npz", producer), npz_bytes(provenance))
-        if model is not None:
-            write_atomic(path(gen, "model", "pkl", producer),
-                         pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-        if samples is not None:
-            write_atomic(path(gen, "samples", "npz", producer),
-                         npz_bytes({"samples": np.asarray(samples)}))
 
     def _append_row(self, row: dict[str, Any]) -> None:
         """Append one line (O(1) per generation); the manifest, written next, commits it.
@@ -296,20 +376,19 @@ class RunWriter:
             text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self._rows)
             write_atomic(path, text.encode())
             self._dirty = False
+        if not path.exists():
+            self.created.append(path)
         line = json.dumps(row, allow_nan=False) + "\n"
         try:
             with open(path, "a") as f:
                 f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
         except OSError as exc:
             self._dirty = True  # part of the line may be on disk
             raise cannot_write(path, exc) from exc
         self._rows.append(row)
 
-    def drop_samples(self, gen: int) -> None:
-        path = self.store.gen_dir(gen) / "samples.npz"
-        path.unlink(missing_ok=True)
+    def drop_samples(self, gen: int, producer: str | None = None) -> None:
+        self.store.path(gen, "samples", "npy", producer).unlink(missing_ok=True)
 
     def finish(self, status: str, **extra: Any) -> None:
         self._manifest(status=status, **extra)
@@ -324,18 +403,18 @@ class RunWriter:
         if "completed" in update:
             update["completed_generations"] = update.pop("completed")
         manifest.update(update, updated=time.time())
-        write_atomic(self.root / "manifest.json", json.dumps(jsonable(manifest), indent=2).encode())
+        # durable: every file of the generation was renamed in before this one
+        self._write(self.root / "manifest.json",
+                    json.dumps(jsonable(manifest), indent=2).encode(), durable=True)
 
-
-def remove_run(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _read_lock(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    def remove_created(self) -> None:
+        """Remove what this writer created (files first, then the folders it made)."""
+        for path in reversed(self.created):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.created.clear()
 
 
 def _pid_alive(pid: Any) -> bool:
