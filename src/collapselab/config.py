@@ -97,8 +97,11 @@ class ExperimentConfig(BaseModel):
     on_degenerate: Annotated[Literal["stop", "continue"], Field(description=(
         "a generation that fails to train or yields non-finite samples: stop the run, or "
         "record it and retrain from the previous training set"))] = "stop"
-    keep_samples: Annotated[Literal["all", "needed"], Field(description=(
-        "store every generation's samples, or only those resume and the report need"))] = "needed"
+    keep_samples: Annotated[Literal["last", "all", "none"] | Annotated[int, Field(ge=1)], Field(
+        description=(
+            "samples kept on disk once the run ends: last (generation 0 and the newest), all, "
+            "none, or an integer k (every k-th generation and the newest); while it runs, what "
+            "a resume needs is kept too"))] = "last"
     out_dir: Annotated[str, Field(description="folder that holds run directories")] = "runs"
 
     @pydantic.field_validator("curation", "metrics", mode="before")
