@@ -43,8 +43,8 @@ def user_errors() -> Iterator[None]:
             raise
         console.print(f"[bold red]error:[/] {_escape(str(exc))}")
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: completed generations are kept; rerun with --resume")
+    except KeyboardInterrupt as exc:
+        console.print(f"[yellow]{_escape(str(exc) or 'interrupted')}")
         raise typer.Exit(130) from None
 
 

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab.config import ExperimentConfig, apply_override, read_yaml, validate
 from collapselab.errors import ConfigError, RunError
-from collapselab.store import RunStore, _pid_alive, _read_lock, jsonable, write_atomic
+from collapselab.store import RunStore, jsonable, lock_state, locked, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -419,11 +419,7 @@ def _payload(p: Point) -> dict[str, Any]:
 
 
 def _stale_lock(p: Point) -> bool:
-    lock = p.config.run_dir / ".lock"
-    if not lock.is_file():
-        return False
-    owner = _read_lock(lock)
-    return not (owner.get("host") == socket.gethostname() and _pid_alive(owner.get("pid")))
+    return lock_state(p.config.run_dir) == "stale"
 
 
 # --- the driver --------------------------------------------------------------------------------
@@ -528,27 +524,10 @@ def _save_manifest(sweep: Sweep, manifest: dict[str, Any]) -> None:
 
 @contextmanager
 def sweep_lock(root: Path) -> Iterator[None]:
-    """One driver per sweep directory (which is what lets workers take stale run locks over)."""
-    lock = root / ".sweep.lock"
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        owner = _read_lock(lock)
-        if owner.get("host") == me["host"] and _pid_alive(owner.get("pid")):
-            raise RunError(f"{root} is being swept by pid {owner.get('pid')}; wait for it or "
-                           "stop it first") from None
-        if owner.get("host") not in (None, me["host"]):
-            raise RunError(f"{root} is locked by a sweep on {owner.get('host')} (pid "
-                           f"{owner.get('pid')}); if it is gone, delete {lock}") from None
-        lock.unlink(missing_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
-    try:
+    """One driver per sweep directory (which is what lets workers take stale run locks over):
+    the same kernel lock as a run's. A driver that died left only a record, taken over."""
+    with locked(root, takeover=True, what="sweep"):
         yield
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def is_sweep_dir(path: str | Path) -> bool:
