@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 state = {"debug": False}
 
+ResourceHelp = ("refuse a config whose estimated memory or disk (from chains, sizes, sample "
+                "shapes, keep_samples) exceeds what is free; --no-resource-check runs it anyway")
 Overrides = Annotated[list[str] | None, typer.Argument(
     help="key=value overrides, e.g. generations=20 policy.real_fraction=0.1")]
 
@@ -84,12 +86,17 @@ def run(
     resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,
     takeover: Annotated[bool, typer.Option(help="take over a stale lock of a dead writer")] = False,
     report: Annotated[bool, typer.Option(help="write report.html in the run directory")] = True,
+    resource_check: Annotated[bool, typer.Option(help=ResourceHelp)] = True,
 ) -> None:
     """Run one experiment into <out_dir>/<name>."""
     from collapselab.config import load_config
 
     with user_errors():
         cfg = load_config(config, overrides or [])
+        if resource_check:
+            from collapselab.resources import check
+
+            check(cfg)
         root = _run_one(cfg, resume, takeover)
         if report:
             from collapselab.report import write_report
@@ -196,12 +203,25 @@ def sweep(
         "key=value: sweep fields (backend=ray address=auto workers=4 out_dir=...) or, for "
         "any other key, the base experiment (generations=20)"))] = None,
     report: Annotated[bool, typer.Option(help="write the sweep report when done")] = True,
+    resource_check: Annotated[bool, typer.Option(help=ResourceHelp)] = True,
 ) -> None:
     """Run every point of a sweep (skipping finished ones, resuming interrupted ones)."""
     from collapselab.sweep import load_sweep, run_sweep
 
     with user_errors():
         sw = load_sweep(sweep_file, overrides or [])
+        if resource_check:  # each point alone; points running side by side need more
+            from collapselab.errors import ConfigError
+            from collapselab.resources import check
+
+            problems = []
+            for p in sw.points:
+                try:
+                    check(p.config)
+                except ConfigError as exc:
+                    problems += [f"point {p.name}: {q}" for q in exc.problems]
+            if problems:
+                raise ConfigError(problems)
         console.print(f"sweep: {len(sw.points)} points into {sw.root} ({sw.spec.backend})")
         with progress_bar("points") as update:
             result = run_sweep(sw, progress=update)

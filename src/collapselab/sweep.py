@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -52,6 +53,7 @@ from collapselab.store import RunStore, jsonable, lock_state, locked, write_atom
 log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
+MAX_POINTS = 10_000  # points one sweep may hold (each is validated, named and tracked up front)
 FINISHED = ("complete", "stopped")  # a run that ended (stopped = degenerate, by its config)
 RETRIES = 1  # a point whose worker died is run once more
 COMPONENT_KEYS = ("name", "family", "source")  # `policy.name` is named `policy` in run names
@@ -174,6 +176,11 @@ def expand(spec: SweepSpec, root: Path) -> list[Point]:
     for key, values in spec.grid.items():
         if not values:
             problems.append(f"grid.{key}: needs at least one value; got []")
+    count = math.prod(len(v) for v in spec.grid.values()) * max(1, len(spec.points))
+    if count > MAX_POINTS:  # counted before expanding: a 1000 x 1000 grid must not hang
+        sizes = " x ".join(f"{len(v):,}" for v in [*spec.grid.values(), spec.points] if v)
+        problems.append(f"grid: {sizes} = {count:,} points; a sweep holds at most "
+                        f"{MAX_POINTS:,} (split it into several sweeps)")
     if problems:
         raise ConfigError(problems)
     combos = combinations(spec)

@@ -34,6 +34,14 @@ class Gaussian(Model):
         """Config time: one sample has no spread (the MLE covariance of one point is 0)."""
         return setup.too_few(2, "the gaussian family estimates a covariance")
 
+    @classmethod
+    def working_bytes(cls, params: dict[str, Any], *, chains: int, rows: int, sample_bytes: int,
+                      heldout: int) -> int:
+        """Memory besides the data: a few (C, D, D) float64 covariances (estimate, Cholesky,
+        the metrics' products)."""
+        dim = sample_bytes // 8
+        return 4 * chains * dim * dim * 8
+
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Gaussian:
         x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, M, D)
         ddof = 0 if self.variance == "mle" else 1

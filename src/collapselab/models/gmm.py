@@ -54,6 +54,14 @@ class GMM(Model):
         k = params["n_components"]
         return setup.too_few(k, f"the gmm family fits {k} components (model.n_components)")
 
+    @classmethod
+    def working_bytes(cls, params: dict[str, Any], *, chains: int, rows: int, sample_bytes: int,
+                      heldout: int) -> int:
+        """Memory besides the data: (C, K, D, D) covariances a few times over and the (C, N, K)
+        responsibilities of EM."""
+        dim, k = sample_bytes // 8, params["n_components"]
+        return 4 * chains * k * dim * dim * 8 + 2 * chains * rows * k * 8
+
     def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GMM:
         x = check_data(data, min_samples=self.n_components)  # (C, N, D)
         if self.engine == "numpy" and self.covariance_type == "full":

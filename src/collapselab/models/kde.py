@@ -45,6 +45,14 @@ class KDE(Model):
             return float((n * (dim + 2) / 4.0) ** (-1.0 / (dim + 4)))
         return float(self.bandwidth)
 
+    @classmethod
+    def working_bytes(cls, params: dict[str, Any], *, chains: int, rows: int, sample_bytes: int,
+                      heldout: int) -> int:
+        """Memory besides the data: a (C, D, D) covariance and, when scoring the held-out set,
+        its distances to every kernel centre."""
+        dim = sample_bytes // 8
+        return 4 * chains * dim * dim * 8 + chains * max(heldout, rows) * rows * 8
+
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> KDE:
         x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, n, D)
         _, cov = sample_moments(x)
