@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,9 @@ TINY = {
     "vae": {"epochs": 1},
     "ddpm": {"epochs": 1},
 }
+# families outside collapselab, named by import path: the example plugin (examples/plugin)
+PLUGIN_SRC = Path(__file__).resolve().parents[1] / "examples" / "plugin" / "src"
+PLUGINS = ["collapselab_laplace.family:Laplace"]
 KNOWN_GAPS = {
     "hf": "needs a model name or path; covered by tests/models/test_hf.py on a tiny local OPT",
 }
@@ -35,11 +40,19 @@ def tiny_data(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     raise AssertionError(kind)
 
 
+@pytest.fixture(autouse=True)
+def plugin_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGIN_SRC))
+
+
 def cases():
-    for name in registry.families.names():
-        if name in KNOWN_GAPS:
-            continue
-        family = registry.families.get(name)
+    sys.path.insert(0, str(PLUGIN_SRC))  # collecting: the plugin's kinds
+    try:
+        names = [*registry.families.names(registry.BUILTIN), *PLUGINS]
+        families = {name: registry.families.get(name) for name in names if name not in KNOWN_GAPS}
+    finally:
+        sys.path.remove(str(PLUGIN_SRC))
+    for name, family in families.items():
         for kind in sorted(family.kinds):
             yield pytest.param(name, kind, id=f"{name}-{kind}")
 
@@ -72,6 +85,16 @@ def test_family_follows_the_protocol(name, kind):
 
     score = model.score(a)
     assert score.shape == (2,) and np.isfinite(score).all()
+    assert np.asarray(model.score_samples(a)).shape == (2, 5)  # (C, n)
+
+    # fit is deterministic given the generator; a refit replaces every fitted attribute
+    other = make(name, sizes).fit(data, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(other.sample(5, np.random.default_rng(7)), a)
+    first = sorted(k for k in vars(model) if k.endswith("_") and not k.startswith("_"))
+    model.fit(data[:, ::2], rng=np.random.default_rng(2))  # other data, another stream
+    model.fit(data, rng=np.random.default_rng(1))
+    assert sorted(k for k in vars(model) if k.endswith("_") and not k.startswith("_")) == first
+    np.testing.assert_array_equal(model.sample(5, np.random.default_rng(7)), a)
 
     fresh = model.clone()
     assert type(fresh) is type(model) and fresh.get_params() == model.get_params()
