@@ -39,6 +39,7 @@ FULL: dict[str, Any] = {
     "gpt_sample": {"sample_batch": 32, "sample_new_tokens": 128, "beam_batch": 8,
                    "beam_new_tokens": 64},
     "demo": {},
+    "report": {"gens": 2000, "chains": 1000},
 }  # fmt: skip
 
 QUICK: dict[str, Any] = {
@@ -52,12 +53,14 @@ QUICK: dict[str, Any] = {
     "gpt_sample": {"sample_batch": 32, "sample_new_tokens": 16, "beam_batch": 2,
                    "beam_new_tokens": 8},
     "demo": {},
+    "report": {"gens": 2000, "chains": 100},
 }  # fmt: skip
 
 
 # workload name -> "module:function" (imported only when run: torch is slow to import)
 WORKLOADS = {"chains": "chains:run", "gmm": "gmm:run", "ngram": "ngram:run",
-             "gpt_train": "gpt:training", "gpt_sample": "gpt:sampling_bench", "demo": "demo:run"}
+             "gpt_train": "gpt:training", "gpt_sample": "gpt:sampling_bench", "demo": "demo:run",
+             "report": "report:run"}
 
 Workload = Callable[[dict[str, Any], int], tuple[list[Row], dict[str, Any]]]
 

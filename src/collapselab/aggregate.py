@@ -84,8 +84,9 @@ def tidy_frame(root: str | Path) -> Any:
         extra = {k: _dotted(dumped, k) for k in swept}
         group = group_label(entry["overrides"])
         rows = store.metrics()
+        keys = metric_keys(rows)  # once per run: per row it made the table quadratic in rows
         for row in rows:
-            for key in metric_keys(rows):
+            for key in keys:
                 value = row.get(key)
                 records.append({"run": entry["name"], "group": group, "seed": cfg.seed,
                                 "generation": row["generation"], "metric": key,

@@ -1,0 +1,109 @@
+"""The report's cost does not grow with generations in what it draws: curves thinned to a bounded
+number of points, a bounded number of figures, artifacts opened for a bounded number of
+generations, composition origins grouped into bands; the tables keep every generation. The bounds
+are made small here so that a 30-generation run crosses them all in seconds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from collapselab import report
+from collapselab.report import origin_groups, thin, write_report
+from collapselab.store import RunStore
+
+IMG = re.compile(r'<img alt="([^"]*)" id="([^"]+)" src="data:image/png;base64,')
+GENS = 30
+
+
+@pytest.fixture
+def small_bounds(monkeypatch):
+    monkeypatch.setattr(report, "MAX_POINTS", 10)
+    monkeypatch.setattr(report, "MAX_SHOWN", 4)
+    monkeypatch.setattr(report, "MAX_ORIGINS", 5)
+
+
+def _run(run_config, name, gens):
+    # a Gaussian run with a curation filter, so that the page has a per-generation table
+    return run_config(None, f"name={name}", "chains=4", f"generations={gens}", "data.size=20",
+                      "curation=[{name: density_band, low: 0.05}]")
+
+
+def test_a_long_run_draws_bounded_figures_and_tables_every_generation(run_config, small_bounds,
+                                                                      monkeypatch, tmp_path):
+    short, long = _run(run_config, "short", 3), _run(run_config, "long", GENS)
+    opened: list[int] = []
+    read = RunStore.artifacts
+    monkeypatch.setattr(RunStore, "artifacts",
+                        lambda self, gen: opened.append(gen) or read(self, gen))
+    page = write_report([long.root], tmp_path / "long.html").read_text()
+    # artifacts of at most MAX_SHOWN generations, each opened once, the first and last among them
+    assert len(opened) == len(set(opened)) <= 4 and {0, GENS - 1} <= set(opened)
+
+    # the same figures as a 3-generation run's: their number does not grow with generations
+    figures = IMG.findall(page)
+    names = [name for _, name in figures]
+    short_page = write_report([short.root], tmp_path / "short.html").read_text()
+    assert names == [name.replace("short", "long") for _, name in IMG.findall(short_page)]
+    assert len(names) == len(set(names)) and "composition-long-" in names
+
+    captions = dict((name, alt) for alt, name in figures)
+    assert captions["metric-variance_ratio"] == (
+        f"variance_ratio (10 of {GENS} generations drawn, evenly spaced)")
+    # replace: real data, then each generation's predecessor: GENS origins in at most 5 bands
+    assert re.fullmatch(rf"replace: composition \({GENS} origins in [2-5] bands\) "
+                        rf"\(10 of {GENS} generations drawn, evenly spaced\)",
+                        captions["composition-long-"])
+
+    # the curation table keeps every generation, with the value each row recorded
+    table = page.split("Curation: share of each generation")[1].split("</table>")[0]
+    rows = long.metrics()
+    assert table.count("<tr><td>") == GENS
+    assert [int(g) for g in re.findall(r"<tr><td>(\d+)</td>", table)] == list(range(GENS))
+    assert all(f"<td>{r['kept.density_band']:.4g}</td>" in table for r in rows)
+    final = page.split("<h2>Final generation</h2>")[1].split("</table>")[0]
+    assert f"<td>{rows[-1]['variance_ratio']:.4g} ± " in final
+
+
+def test_thin_keeps_first_and_last_and_never_exceeds_the_limit():
+    assert thin(5, 10).tolist() == [0, 1, 2, 3, 4]
+    for n, limit in ((2000, 500), (11, 10), (1001, 3)):
+        idx = thin(n, limit)
+        assert idx[0] == 0 and idx[-1] == n - 1 and len(idx) <= limit
+        assert (idx[1:] > idx[:-1]).all()
+
+
+def test_origin_groups_keep_each_origin_once_in_contiguous_ranges():
+    origins = ["real", *[f"gen_{g:03d}" for g in range(2000)]]
+    groups = origin_groups(origins, limit=10)
+    assert len(groups) == 10 and groups[0] == ("real", [0])
+    members = [i for _, idx in groups for i in idx]
+    assert sorted(members) == list(range(len(origins)))  # every origin in exactly one band
+    assert groups[1][0] == "gen_000–222" and groups[-1][0] == "gen_1778–1999"
+    for _, idx in groups[1:]:
+        assert idx == list(range(idx[0], idx[-1] + 1))  # contiguous generations
+    few = ["real", "gen_000", "gen_001"]
+    assert origin_groups(few, limit=10) == [("real", [0]), ("gen_000", [1]), ("gen_001", [2])]
+
+
+def test_producers_are_grouped_separately():
+    origins = ["real", *[f"gen_{g:03d}/{p}" for g in range(40) for p in ("a", "b")]]
+    groups = origin_groups(origins, limit=7)
+    labels = [label for label, _ in groups]
+    assert labels[0] == "real" and len(groups) == 7
+    assert sum(label.endswith("/a") for label in labels) == 3
+    assert sum(label.endswith("/b") for label in labels) == 3
+
+
+def test_the_report_benchmark_runs_at_a_minuscule_size(tmp_path):
+    import json
+
+    from benchmarks import run as bench
+
+    sizes = {"reps": 1, "report": {"gens": 3, "chains": 2}}
+    bench.main(["--quick", "--only", "report", "--out", str(tmp_path), "--sizes",
+                json.dumps(sizes)])
+    (row,) = json.loads((tmp_path / "latest.json").read_text())["rows"]
+    assert row["goal_text"] == "< 20 s and < 500 MB peak RSS" and row["met"] is True
+    assert row["data"]["generations"] == 3 and row["data"]["peak_rss_bytes"] > 0
