@@ -299,3 +299,51 @@ def test_a_bad_text_file_is_one_data_error_naming_it_and_leaves_no_run(tmp_path,
     assert result.exit_code == 2, result.output
     assert str(corpus / f"{bad}.txt") in one_error(result.output)
     assert not (tmp_path / "runs" / "text").exists()
+
+
+# ------------------------------------------------------------------------- YAML text
+
+
+YAML_SCALARS = ["true", "false", "1e10", "1.0e+400", "-1e308", ".nan", ".inf", "~", "0", "-1",
+                "3", "999999999999999999999", "'x'", "[]", "{}", "gmm", "normal", "real_fraction"]
+YAML_KEYS = [*sorted(FIELDS), "bogus"]
+
+
+@st.composite
+def yaml_text(draw: Any) -> str:
+    """Config text with anchors and aliases (nested, possibly exploding), duplicate keys, huge
+    numbers, non-finite numbers and booleans where numbers belong."""
+    lines, anchors = [], []
+    for i in range(draw(st.integers(0, 6))):
+        pool = [f"*{a}" for a in anchors] or YAML_SCALARS
+        items = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=9))
+        lines.append(f"x{i}: &a{i} [{', '.join(items)}]")
+        anchors.append(f"a{i}")
+    values = st.sampled_from(YAML_SCALARS + [f"*{a}" for a in anchors])
+    for _ in range(draw(st.integers(0, 6))):
+        key = draw(st.sampled_from(YAML_KEYS))  # drawn with replacement: duplicates happen
+        if key in ("model", "data", "policy"):
+            inner = draw(st.sampled_from(["size", "mean", "std", "dim", "n_components",
+                                          "real_fraction", "family", "source", "name"]))
+            name = draw(st.sampled_from(["gmm", "normal", "replace", "gaussian"]))
+            lines.append(f"{key}: {{{SECTIONS[key][0]}: {name}, {inner}: {draw(values)}}}")
+        else:
+            lines.append(f"{key}: {draw(values)}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=80, deadline=2000, database=None,  # each example well under 2 s
+          suppress_health_check=[HealthCheck.too_slow])
+@given(yaml_text())
+def test_any_yaml_text_is_valid_or_one_config_error_in_time(text):
+    import tempfile
+
+    from collapselab.config import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_text(text)
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert exc.problems and all(":" in p for p in exc.problems)

@@ -361,7 +361,7 @@ def _check_setup(cfg: ExperimentConfig) -> list[str]:
     if cfg.watermark is not None and kind != "tokens":
         problems.append(f"watermark: needs token data (it biases the LM families' sampling); "
                         f"data.source {cfg.data.source!r} gives {kind} data; got "
-                        f"{cfg.watermark.model_dump()}")
+                        f"{cfg.watermark.model_dump(exclude_unset=True)}")
     models = ([(f"producers[{i}].model", p.model) for i, p in enumerate(cfg.producers)]
               if cfg.producers else [("model", cfg.model)])
     for where, spec in models:
@@ -553,7 +553,9 @@ def _accepting(reg: registry.Registry[Any], kind: str) -> list[str]:
 
 
 def _describe(err: Any, prefix: str = "", target: Any = None) -> str:
-    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
+    parts = [p for p in err["loc"]  # a union's branch ("literal['a']", "constrained-int") is no field
+             if not (isinstance(p, str) and p.startswith(("literal[", "constrained-", "function-")))]
+    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
     loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -565,4 +567,6 @@ def _describe(err: Any, prefix: str = "", target: Any = None) -> str:
         return f"{loc}: unknown field.{hint} Allowed: {', '.join(known) or '(none)'}"
     if kind == "missing":
         return f"{loc}: required field is missing"
+    if isinstance(err.get("input"), bool) and kind.startswith(("int", "float", "greater", "less")):
+        return f"{loc}: must be a number, not a boolean; got {err['input']!r}"
     return f"{loc}: {err['msg']}; got {err['input']!r}"
