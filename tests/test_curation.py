@@ -81,7 +81,7 @@ def test_bad_filter_params_name_the_value():
 
 def _curve(tmp_path, name, curation):
     cfg = load_config(None, [
-        f"out_dir={tmp_path}", f"name={name}", "generations=3", "chains=2",
+        f"out_dir={tmp_path}", f"name={name}", "generations=4", "chains=2",
         "data.source=builtin", "data.size=200", "model.family=ngram", "model.prompt_tokens=4",
         "model.top_p=0.9", "metrics=[perplexity]", f"curation={curation}"])
     return np.array([r["ppl_test"] for r in run(cfg).metrics()])

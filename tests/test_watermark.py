@@ -83,7 +83,8 @@ def test_watermark_filter_keeps_a_watermarked_pool_at_baseline_while_unfiltered_
     assert unfiltered[-1] > 1.05 * unfiltered[0]
     root = tmp_path / "curation-watermark-filtered"
     lines = (root / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["composition.real"] == 1.0
+    # what is left of the synthetic pool is what the detector missed (TPR >= 0.95 above)
+    assert json.loads(lines[-1])["composition.real"] >= 0.98
     # the report tabulates TPR, FPR and the perplexity cost by generation
     page = write_report([root]).read_text()
     table = page.split("Watermark: detection rate")[1].split("</table>")[0]

@@ -50,6 +50,7 @@ from collapselab import __version__
 from collapselab.errors import RunError
 
 SINGLE = "model"  # the producer name of a one-model run in a generation's record
+DURABLE_EVERY_S = 1.0  # the longest a committed generation waits to be made durable
 OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
 
 
@@ -58,7 +59,8 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> None:
     it before the rename (the commit point), so the rename never reaches the disk before it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True)
         with open(tmp, "wb") as f:
             f.write(data)
             if durable:
@@ -116,6 +118,7 @@ def locked(root: Path, *, takeover: bool = False, what: str = "run") -> Iterator
     now has that pid). Runs and sweeps use this same lock."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     info = root / ".lock"
+    _HELD.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,7 +139,25 @@ def locked(root: Path, *, takeover: bool = False, what: str = "run") -> Iterator
         finally:
             info.unlink(missing_ok=True)
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # releases the flock
+
+
+# A forked child (a sweep's pool worker) would share its parent's locks and keep them after the
+# parent dies; it drops its copies, so a lock lives exactly as long as the process that took it.
+_HELD: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def lock_state(root: Path) -> str:
@@ -331,18 +352,21 @@ class RunWriter:
         self.root = store.root
         self.new_run = not store.exists
         self.created: list[Path] = []  # what this writer made, removed if a new run fails early
+        self._unsynced: list[Path] = []  # written since the last durable commit
+        self._synced_at = 0.0
         self._rows = store.metrics() if store.exists else []
         # uncommitted or torn lines from a crash must go before the first append
         self._dirty = (self.root / "metrics.jsonl").exists()
         for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob("gen_*/.*.tmp-*")]:
             tmp.unlink(missing_ok=True)  # a killed writer's files that were never renamed in
 
-    def _write(self, path: Path, data: bytes, durable: bool = False) -> None:
+    def _write(self, path: Path, data: bytes) -> None:
         if not path.parent.exists():
             self.created.append(path.parent)
         if not path.exists():
             self.created.append(path)
-        write_atomic(path, data, durable=durable)
+        write_atomic(path, data)
+        self._unsynced.append(path)
 
     def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
         self._write(self.root / "config.yaml", config_yaml.encode())
@@ -394,6 +418,10 @@ class RunWriter:
         self._manifest(status=status, **extra)
 
     def _manifest(self, **update: Any) -> None:
+        """Replace the manifest: the commit point. At most once a second (and at every status
+        change) the commit is made durable: the files written since the last one are fsynced,
+        then the manifest. A crash of the process loses nothing committed; a power cut, at most
+        the last second's generations (``RunStore.samples`` names a file the cut left torn)."""
         manifest = self.store.manifest() if self.store.exists else {
             "collapselab": __version__,
             "python": sys.version.split()[0],
@@ -403,9 +431,34 @@ class RunWriter:
         if "completed" in update:
             update["completed_generations"] = update.pop("completed")
         manifest.update(update, updated=time.time())
-        # durable: every file of the generation was renamed in before this one
-        self._write(self.root / "manifest.json",
-                    json.dumps(jsonable(manifest), indent=2).encode(), durable=True)
+        durable = "status" in update or time.monotonic() - self._synced_at >= DURABLE_EVERY_S
+        if durable:
+            self._sync()
+        path = self.root / "manifest.json"
+        if not path.exists():
+            self.created.append(path)
+        write_atomic(path, json.dumps(jsonable(manifest), indent=2).encode(), durable=durable)
+
+    def _sync(self) -> None:
+        dirs = {self.root}
+        for path in self._unsynced:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # dropped since (samples no longer needed)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(path.parent)
+        for folder in dirs:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)  # the renames themselves
+            finally:
+                os.close(fd)
+        self._unsynced.clear()
+        self._synced_at = time.monotonic()
 
     def remove_created(self) -> None:
         """Remove what this writer created (files first, then the folders it made)."""
