@@ -44,7 +44,7 @@ FULL: dict[str, Any] = {
 
 QUICK: dict[str, Any] = {
     "reps": 2,
-    "chains": {"chains": 1000, "gens": 10, "m": 100, "curve_chains": [10, 100, 1000],
+    "chains": {"chains": 1000, "gens": 100, "m": 100, "curve_chains": [10, 100, 1000],
                "curve_gens": 10, "curve_fixed_chains": 100, "curve_gen_steps": [10, 50]},
     "gmm": {"seeds": 8, "gens": 10, "n": 1000, "single_gens": 10},
     "ngram": {"train_tokens": None, "sample_tokens": 100_000, "nltk_train_blocks": 40,

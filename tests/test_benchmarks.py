@@ -17,13 +17,14 @@ def test_chains_workload_writes_the_schema(tmp_path):
     assert result["schema"] == "collapselab.benchmarks/1"
     assert result["meta"]["quick"] is True and result["meta"]["reps"] == 1
     rows = result["rows"]
-    assert len(rows) == 6  # engine + loop per family, two scaling points
+    assert len(rows) == 8  # engine vs floor, loop vs engine, loop vs per-chain, x 2; 2 scaling
     for row in rows:
         assert {"workload", "ours", "peer", "ratio", "goal", "goal_text", "met", "result",
                 "data"} <= row.keys()  # fmt: skip
-        assert row["ratio"] > 0 and len(row["data"]["ratios"]) == 1
-    gaussian = rows[0]
-    assert gaussian["goal"] == 100 and gaussian["met"] in (True, False)
+        assert row["ratio"] > 0
+    assert [r["goal"] for r in rows[:3]] == [0.7, 1 / 1.5, 5]
+    assert all(len(t) == 1 for t in rows[0]["data"]["seconds"].values())  # one rep, side by side
+    assert rows[0]["met"] in (True, False)
     assert len(result["extra"]["scaling"]["gaussian"]) == 2
     table = (tmp_path / "latest.md").read_text()
-    assert table.count("\n| 1 ") == 6 and "| workload | ours | peer | ratio | goal | result |" in table
+    assert table.count("\n| 1 ") == 8 and "| workload | ours | peer | ratio | goal | result |" in table

@@ -108,19 +108,19 @@ def arm(mp: pytest.MonkeyPatch, family: str, point: str | None = None, k: int = 
 
     def open_(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         f = open(path, mode, *args, **kwargs)
-        if "a" in mode:
-            counts["torn"] += 1
-            if point == "torn" and counts["torn"] == k:
-                write = f.write
+        if "a" in mode:  # each appended line is an event
+            write = f.write
 
-                def torn(text: str) -> int:
+            def torn(text: str) -> int:
+                counts["torn"] += 1
+                if point == "torn" and counts["torn"] == k:
                     write(text[: len(text) // 2])
                     f.flush()
                     os.fsync(f.fileno())
                     os.kill(os.getpid(), signal.SIGKILL)
-                    return 0  # pragma: no cover
+                return write(text)
 
-                f.write = torn
+            f.write = torn
         return f
 
     mp.setattr(store.os, "replace", replace)

@@ -72,7 +72,6 @@ class Producer:
     ``trains_on`` the shares of producers (by position) in the pool it learns from."""
 
     name: str | None
-    family: str
     prototype: Any
     trains_on: dict[int, float]
 
@@ -106,11 +105,11 @@ class Experiment:
         source = registry.sources.build(cfg.data.source, cfg.data.params)
         if cfg.producers:
             names = [p.name for p in cfg.producers]
-            producers = [Producer(p.name, p.model.family, build_model(p.model, source),
+            producers = [Producer(p.name, build_model(p.model, source),
                                   {names.index(n): s for n, s in (p.trains_on or {p.name: 1.0}).items()})
                          for p in cfg.producers]
         else:
-            producers = [Producer(None, cfg.model.family, build_model(cfg.model, source), {0: 1.0})]
+            producers = [Producer(None, build_model(cfg.model, source), {0: 1.0})]
         return cls(
             config=cfg, source=source, producers=producers,
             policy=registry.policies.build(cfg.policy.name, cfg.policy.params),
@@ -214,8 +213,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 "train_size": int(train.shape[1]), "generated": int(produced.shape[1])}.items()}
             record |= prefixed(f"provenance.{producer.label}.", provenance.record(
                 parts, kept=curated.index if curated.filtered else None,
-                produced=int(produced.shape[1]), scores=curated.scores, family=producer.family,
-                generation=gen, seed=cfg.seed, producer=producer.label))
+                produced=int(produced.shape[1]), scores=curated.scores))
             record |= prefixed(f"artifacts.{producer.label}.", artifacts)
             outputs[p] = Pool((gen, p), synthetic, provenance.encode(gen, curated.index, p),
                               origin=(gen, p))

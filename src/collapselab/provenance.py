@@ -203,14 +203,12 @@ def read_parts(rec: dict[str, np.ndarray], prefix: str,
 
 
 def record(parts: list[Take], *, kept: np.ndarray | None, produced: int,
-           scores: dict[str, np.ndarray], family: str, generation: int, seed: int,
-           producer: str) -> dict[str, np.ndarray]:
+           scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One producer's provenance of one generation: its training set's parts, the produced rows
-    curation kept (``None``: all, in order), each filter's scores, the producing model."""
+    curation kept (``None``: all, in order) and each filter's scores. Who produced it (family,
+    seed, streams) is in the run's config and manifest."""
     out = record_parts(parts, "train.")
-    out.update({"produced": np.array(produced), "family": np.array(family),
-                "generation": np.array(generation), "seed": np.array(seed),
-                "producer": np.array(producer)})
+    out["produced"] = np.array(produced)
     if kept is not None:
         out["kept"] = compact(kept)
     out.update({f"score.{name}": s.astype(np.float32) for name, s in scores.items()})
@@ -250,9 +248,11 @@ def listing(store: Any, generation: int, producer: str | None = None) -> list[di
                        f"{names}" + (f"; got {producer!r}" if producer else ""))
     if not names and producer is not None:
         raise RunError(f"{store.root} has one model; it has no producer {producer!r}")
+    cfg = store.config()
+    families = [p.model.family for p in cfg.producers] if names else [cfg.model.family]
     origin, prod, index = decode(training_labels(store, generation, producer))
     rows = []
-    cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    scores: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     for c in range(origin.shape[0]):
         for j in range(origin.shape[1]):
             o, p, i = int(origin[c, j]), int(prod[c, j]), int(index[c, j])
@@ -260,13 +260,11 @@ def listing(store: Any, generation: int, producer: str | None = None) -> list[di
             row: dict[str, Any] = {"chain": c, "position": j, "origin": origin_key(o, name),
                                    "is_real": o < 0, "index": i}
             if o >= 0:
-                src = cache.get((o, p))
-                if src is None:
-                    src = cache[o, p] = store.provenance(o, name)
-                row.update(producer=str(src["producer"]), family=str(src["family"]),
-                           generation=o, seed=int(src["seed"]))
-                for key in src:
-                    if key.startswith("score."):
-                        row[key] = float(src[key][c, i])
+                if (o, p) not in scores:
+                    scores[o, p] = {k: v for k, v in store.provenance(o, name).items()
+                                    if k.startswith("score.")}
+                row.update(producer=name or "model", family=families[p], generation=o,
+                           seed=cfg.seed)
+                row.update({k: float(v[c, i]) for k, v in scores[o, p].items()})
             rows.append(row)
     return rows

@@ -39,7 +39,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ DURABLE_EVERY_S = 1.0  # the longest a committed generation waits to be made dur
 OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[Any], Any], *, durable: bool = False) -> None:
     """Write ``data`` to ``path`` so that the path never holds a partial file; ``durable``: fsync
     it before the rename (the commit point), so the rename never reaches the disk before it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -62,7 +62,7 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> None:
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.write(data) if isinstance(data, bytes) else data(f)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
@@ -100,10 +100,9 @@ def npz_bytes(arrays: dict[str, np.ndarray], *, compress: bool = True) -> bytes:
     return buf.getvalue()
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
+    """Writes ``array`` as ``.npy`` straight into an open file (no copy in memory)."""
+    return lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
 # --- the lock ------------------------------------------------------------------------------------
@@ -336,9 +335,12 @@ class RunStore:
                 try:
                     yield writer
                 except BaseException:
+                    writer.close()
                     if writer.new_run and self.completed() == 0:
                         writer.remove_created()
                     raise
+                finally:
+                    writer.close()
         finally:
             if made_root and not any(self.root.iterdir()):
                 self.root.rmdir()
@@ -352,7 +354,9 @@ class RunWriter:
         self.root = store.root
         self.new_run = not store.exists
         self.created: list[Path] = []  # what this writer made, removed if a new run fails early
-        self._unsynced: list[Path] = []  # written since the last durable commit
+        self._manifest_data = store.manifest() if store.exists else None
+        self._log: Any = None  # metrics.jsonl, open for appending while the writer lives
+        self._unsynced: dict[Path, None] = {}  # written since the last durable commit
         self._synced_at = 0.0
         self._rows = store.metrics() if store.exists else []
         # uncommitted or torn lines from a crash must go before the first append
@@ -360,13 +364,13 @@ class RunWriter:
         for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob("gen_*/.*.tmp-*")]:
             tmp.unlink(missing_ok=True)  # a killed writer's files that were never renamed in
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes | Callable[[Any], Any]) -> None:
         if not path.parent.exists():
             self.created.append(path.parent)
         if not path.exists():
             self.created.append(path)
         write_atomic(path, data)
-        self._unsynced.append(path)
+        self._unsynced[path] = None
 
     def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
         self._write(self.root / "config.yaml", config_yaml.encode())
@@ -382,7 +386,7 @@ class RunWriter:
         says so, nothing of it counts."""
         path = self.store.path
         for producer, data in samples.items():
-            self._write(path(gen, "samples", "npy", producer), npy_bytes(data))
+            self._write(path(gen, "samples", "npy", producer), npy_writer(data))
         for producer, model in models.items():
             self._write(path(gen, "model", "pkl", producer),
                         pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
@@ -393,23 +397,35 @@ class RunWriter:
         self._manifest(completed=gen + 1)
 
     def _append_row(self, row: dict[str, Any]) -> None:
-        """Append one line (O(1) per generation); the manifest, written next, commits it.
-        After a crash the file is rewritten once with only the committed rows."""
+        """Append one line (O(1) per generation) and hand it to the kernel; the manifest, written
+        next, commits it. After a crash the file is rewritten once with only the committed rows."""
         path = self.root / "metrics.jsonl"
         if self._dirty:
             text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self._rows)
             write_atomic(path, text.encode())
             self._dirty = False
-        if not path.exists():
-            self.created.append(path)
+        if self._log is None:
+            if not path.exists():
+                self.created.append(path)
+            self._log = open(path, "a")
         line = json.dumps(row, allow_nan=False) + "\n"
         try:
-            with open(path, "a") as f:
-                f.write(line)
+            self._log.write(line)
+            self._log.flush()
         except OSError as exc:
             self._dirty = True  # part of the line may be on disk
+            self.close()
             raise cannot_write(path, exc) from exc
+        self._unsynced[path] = None
         self._rows.append(row)
+
+    def close(self) -> None:
+        if self._log is not None:
+            try:
+                self._log.close()
+            except OSError:
+                pass  # a line that could not be flushed: the next writer rewrites the file
+            self._log = None
 
     def drop_samples(self, gen: int, producer: str | None = None) -> None:
         self.store.path(gen, "samples", "npy", producer).unlink(missing_ok=True)
@@ -422,7 +438,7 @@ class RunWriter:
         change) the commit is made durable: the files written since the last one are fsynced,
         then the manifest. A crash of the process loses nothing committed; a power cut, at most
         the last second's generations (``RunStore.samples`` names a file the cut left torn)."""
-        manifest = self.store.manifest() if self.store.exists else {
+        manifest = self._manifest_data = self._manifest_data or {
             "collapselab": __version__,
             "python": sys.version.split()[0],
             "numpy": np.__version__,
