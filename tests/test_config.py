@@ -93,7 +93,8 @@ def test_family_that_does_not_fit_the_data_is_named():
 
 def test_default_metrics_are_those_for_the_data_kind():
     cfg = validate({"data": {"source": "categorical"}, "model": {"family": "categorical"}})
-    assert {m.name for m in cfg.metrics} == {"support", "entropy", "categorical_kl"}
+    assert {m.name for m in cfg.metrics} == {"support", "entropy", "categorical_kl",
+                                             "state_presence"}
 
 
 def test_override_syntax_errors():

@@ -31,10 +31,8 @@ def curves(path: Path, out_dir: Path, generations: int) -> dict[str, np.ndarray]
     """Run ``path`` for ``generations``; per-generation metrics and synthetic-ppl quantiles."""
     store = run(load_config(path, [f"out_dir={out_dir}", f"generations={generations}"]))
     rows = store.metrics()
-    root = store.root
     quantiles = np.array([
-        np.quantile(np.load(root / f"gen_{g:03d}" / "artifacts.npz")["synthetic_ppl"],
-                    [0.1, 0.5, 0.9, 0.99])
+        np.quantile(store.artifacts(g)["synthetic_ppl"], [0.1, 0.5, 0.9, 0.99])
         for g in range(len(rows))
     ])  # (generations, 4): q10, q50, q90, q99 of the gen-0 model's perplexity of each block
     return {"ppl": np.array([r["ppl_test"] for r in rows]),

@@ -175,3 +175,23 @@ def test_provenance_of_generation_k_lists_with_one_command_and_sums_to_the_compo
                                       "--csv", str(tmp_path / "p.csv")])
     assert result.exit_code == 0, result.output
     assert "total" in result.output and (tmp_path / "p.csv").is_file()
+
+
+class ComposesData:
+    """A policy written against the old protocol: it would transform data, which no plan says."""
+
+    history = "last"
+
+    def compose(self, *, real, history, size, rng, source):
+        return history[-1] * 2
+
+
+def test_a_policy_without_a_plan_is_refused_at_config_time(monkeypatch):
+    from collapselab.errors import ConfigError
+
+    monkeypatch.setitem(registry.policies._entries, "_composes", ComposesData)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["policy.name=_composes"])
+    assert err.value.problems == [
+        "policy.name: '_composes' has no plan(sizes, size, chains, rng) method; a policy returns "
+        "an index plan (collapselab.provenance.Plan): it selects rows, nothing else"]
