@@ -107,3 +107,17 @@ def test_the_report_benchmark_runs_at_a_minuscule_size(tmp_path):
     (row,) = json.loads((tmp_path / "latest.json").read_text())["rows"]
     assert row["goal_text"] == "< 20 s and < 500 MB peak RSS" and row["met"] is True
     assert row["data"]["generations"] == 3 and row["data"]["peak_rss_bytes"] > 0
+
+
+def test_metrics_frame_keeps_composition_shares_out_of_the_columns():
+    rows = [{"generation": 0, "w2": 0.1, "composition.real": 1.0},
+            {"generation": 1, "w2": None, "composition.gen_000": 0.75, "composition.real": 0.25},
+            {"generation": 2, "kept": 0.5, "p/composition.gen_001/q": 1.0}]
+    frame, shares = report.metrics_frame(rows)
+    assert list(frame.columns) == ["generation", "w2", "kept"]
+    assert frame["generation"].tolist() == [0, 1, 2] and frame["w2"].isna().tolist() == [
+        False, True, True]
+    entries = [(int(r), shares.keys[c], v)
+               for r, c, v in zip(shares.rows, shares.codes, shares.values, strict=True)]
+    assert entries == [(0, "composition.real", 1.0), (1, "composition.gen_000", 0.75),
+                       (1, "composition.real", 0.25), (2, "p/composition.gen_001/q", 1.0)]

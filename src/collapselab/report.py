@@ -23,6 +23,7 @@ import base64
 import html
 import io
 import re
+from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,14 +46,42 @@ class Figure:
     png: bytes
 
 
-def metrics_frame(rows: list[dict[str, Any]]) -> Any:
-    """The metrics rows as a pandas frame, one row per generation, columns in first-seen order
-    (a key a row lacks is NaN there)."""
+@dataclass
+class Shares:
+    """The ``[<consumer>/]composition.<origin>`` entries of the metrics rows, long: entry ``i`` is
+    row ``rows[i]``'s share ``values[i]`` of origin ``keys[codes[i]]``. A replacing run records a
+    new origin every generation, so as frame columns these would grow as generations squared."""
+
+    rows: np.ndarray  # (entries,) int64: row index in the frame
+    codes: np.ndarray  # (entries,) int64: index into keys
+    values: np.ndarray  # (entries,) float64
+    keys: list[str]
+
+
+def metrics_frame(rows: list[dict[str, Any]]) -> tuple[Any, Shares]:
+    """The metrics rows as a pandas frame (one row per generation, columns in first-seen order, a
+    key a row lacks is NaN there), without the composition shares, which come back as
+    :class:`Shares`."""
     import pandas as pd
 
-    if not rows:
-        return pd.DataFrame({"generation": np.zeros(0, dtype=np.int64)})
-    return pd.DataFrame.from_records(rows)
+    plain: list[dict[str, Any]] = []
+    index: dict[str, int] = {}  # composition key -> code
+    at, codes, values = array("q"), array("q"), array("d")  # 8 bytes an entry
+    for i, row in enumerate(rows):
+        flat = {}
+        for key, value in row.items():
+            if "composition." in key:
+                at.append(i)
+                codes.append(index.setdefault(key, len(index)))
+                values.append(np.nan if value is None else value)
+            else:
+                flat[key] = value
+        plain.append(flat)
+    shares = Shares(np.frombuffer(at, dtype=np.int64), np.frombuffer(codes, dtype=np.int64),
+                    np.frombuffer(values, dtype=np.float64), list(index))
+    if not plain:
+        return pd.DataFrame({"generation": np.zeros(0, dtype=np.int64)}), shares
+    return pd.DataFrame.from_records(plain), shares
 
 
 @dataclass
@@ -62,7 +91,8 @@ class RunView:
 
     store: RunStore
     label: str
-    frame: Any  # pandas DataFrame: one row per completed generation
+    frame: Any  # pandas DataFrame: one row per completed generation (no composition columns)
+    shares: Shares  # the composition columns, long
     _artifacts: dict[int, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -108,7 +138,7 @@ class RunView:
 
 
 def views(stores: list[RunStore]) -> list[RunView]:
-    return [RunView(s, lab, metrics_frame(s.metrics()))
+    return [RunView(s, lab, *metrics_frame(s.metrics()))
             for s, lab in zip(stores, label_runs(stores), strict=True)]
 
 
@@ -333,10 +363,10 @@ def composition_figures(view: RunView) -> list[Figure]:
     """Stacked shares per consumer: each generation's training set by origin (real, gen_XXX and,
     in a multi-producer run, the producer), from the ``[<consumer>/]composition.*`` shares
     recorded."""
-    frame, label, store = view.frame, view.label, view.store
-    consumers = sorted({k.partition("composition.")[0] for k in frame.columns
-                        if "composition." in k})
-    out = [composition_figure(frame, prefix, f"{label} {prefix.rstrip('/')}".strip(),
+    label, store = view.label, view.store
+    consumers = sorted({k.partition("composition.")[0] for k in view.shares.keys})
+    out = [composition_figure(view.frame, view.shares, prefix,
+                              f"{label} {prefix.rstrip('/')}".strip(),
                               f"{store.root.name}-{prefix.rstrip('/')}") for prefix in consumers]
     return [f for f in out if f is not None]
 
@@ -372,27 +402,35 @@ def origin_groups(origins: list[str], limit: int | None = None) -> list[tuple[st
     return groups
 
 
-def composition_figure(frame: Any, prefix: str, label: str, name: str) -> Figure | None:
+def composition_figure(frame: Any, shares: Shares, prefix: str, label: str,
+                       name: str) -> Figure | None:
     import matplotlib.pyplot as plt
 
     real = f"{prefix}composition.real"
-    keys = sorted((k for k in frame.columns if k.startswith(f"{prefix}composition.")),
-                  key=lambda k: (k != real, k))
-    if len(keys) < 2:  # real data only: nothing to stack
+    mine = [i for i, k in enumerate(shares.keys) if k.startswith(f"{prefix}composition.")]
+    mine.sort(key=lambda i: (shares.keys[i] != real, shares.keys[i]))
+    if len(mine) < 2:  # real data only: nothing to stack
         return None
-    origins = [k.removeprefix(f"{prefix}composition.") for k in keys]
-    idx = thin(len(frame), MAX_POINTS)
-    part = frame.iloc[idx]
-    shares = np.nan_to_num(part[keys].to_numpy(dtype=float, na_value=np.nan))  # (gens, origins)
-    gens = _column(part, "generation")
+    origins = [shares.keys[i].removeprefix(f"{prefix}composition.") for i in mine]
     groups = origin_groups(origins)
+    band = np.full(len(shares.keys), -1)  # key code -> band
+    for b, (_, members) in enumerate(groups):
+        band[[mine[j] for j in members]] = b
+    idx = thin(len(frame), MAX_POINTS)
+    position = np.full(len(frame), -1)  # frame row -> row drawn
+    position[idx] = np.arange(idx.size)
+    take = (band[shares.codes] >= 0) & (position[shares.rows] >= 0)
+    stacked = np.zeros((idx.size, len(groups)))  # (generations drawn, bands)
+    np.add.at(stacked, (position[shares.rows[take]], band[shares.codes[take]]),
+              np.nan_to_num(shares.values[take]))
+    gens = _column(frame.iloc[idx], "generation")
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    bottom = np.zeros(len(part))
+    bottom = np.zeros(idx.size)
     cmap = plt.get_cmap("viridis")
-    for i, (origin, members) in enumerate(groups):
-        share = shares[:, members].sum(axis=1)
+    for i, (origin, _) in enumerate(groups):
+        share = stacked[:, i]
         color = "0.35" if origin == "real" else cmap(i / max(len(groups) - 1, 1))
-        if len(part) <= 60:  # few generations: one bar each
+        if idx.size <= 60:  # few generations: one bar each
             ax.bar(gens, share, bottom=bottom, color=color, width=0.8, label=origin)
         else:  # many: one filled band per origin (a bar per generation costs a patch each)
             ax.fill_between(gens, bottom, bottom + share, step="mid", color=color, lw=0,
@@ -405,7 +443,7 @@ def composition_figure(frame: Any, prefix: str, label: str, name: str) -> Figure
     grouped = (f" ({len(origins)} origins in {len(groups)} bands)" if len(groups) < len(origins)
                else "")
     return Figure(f"composition-{name}", f"{label}: composition" + grouped
-                  + thinned_note(len(part), len(frame)), _png(fig))
+                  + thinned_note(idx.size, len(frame)), _png(fig))
 
 
 def family_of(view: RunView) -> str:
