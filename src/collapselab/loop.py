@@ -339,6 +339,8 @@ class History:
             return state
         state.on_disk = {g for g in range(state.start)
                          if any(store.has_samples(g, p.name) for p in exp.producers)}
+        if state.start >= exp.config.generations:
+            return state  # killed while finishing: the final pruning may have run, nothing to train
         for c, consumer in enumerate(exp.producers):
             gens = [g for g in range(state.start) if store.pool(g, consumer.name)]
             if exp.policy.history == "last":
