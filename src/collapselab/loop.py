@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -130,12 +130,21 @@ def build_model(spec: Any, source: Any) -> Any:
     return registry.families.build(spec.family, params)
 
 
+class Observer(Protocol):
+    """Told of what a run commits (an experiment tracker, a live plot): ``committed`` gets the
+    metrics rows of the generations just committed, in order. An observer must not raise; a
+    tracker that is down should warn and carry on."""
+
+    def committed(self, rows: list[dict[str, Any]]) -> None: ...
+
+
 def run(
     cfg: ExperimentConfig, *, resume: bool = False, takeover: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | None = None, observers: Sequence[Observer] = (),
 ) -> RunStore:
     """Run (or resume) ``cfg`` into ``cfg.run_dir``. A new run that fails before its first
-    generation is committed leaves nothing of what it created behind."""
+    generation is committed leaves nothing of what it created behind. ``observers`` are told of
+    every commit."""
     store = RunStore(cfg.run_dir)
     if store.exists and not resume:
         raise RunError(f"{store.root} already holds a run; pass --resume to continue it "
@@ -151,7 +160,7 @@ def run(
         threaded = any(getattr(p.prototype, "threaded", False) for p in exp.producers)
         try:
             with threadpool_limits(limits=None if threaded else 1):
-                status = generations(exp, store, writer, progress)
+                status = generations(exp, store, writer, progress, observers)
         except KeyboardInterrupt:
             raise Interrupted(interrupted(store, writer)) from None
         writer.finish(status)
@@ -169,7 +178,7 @@ def interrupted(store: RunStore, writer: RunWriter) -> str:
 
 
 def generations(exp: Experiment, store: RunStore, writer: RunWriter,
-                progress: Progress | None) -> str:
+                progress: Progress | None, observers: Sequence[Observer] = ()) -> str:
     cfg, policy, chains = exp.config, exp.policy, exp.config.chains
     size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
     real_rng, heldout_rng = setup_rngs(cfg.seed)
@@ -227,6 +236,8 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                       samples={exp.producers[p].name: out.data for p, out in outputs.items()},
                       models={exp.producers[p].name: state.references[p] for p in outputs}
                       if gen == 0 else {})
+        for observer in observers:
+            observer.committed([row])
         state.advance(gen, outputs, pools_next)
         if len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0):
             state.prune(writer, final=True)
