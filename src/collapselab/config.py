@@ -67,6 +67,9 @@ class NamedSpec(Spec):
     name: str = Field(description="registered component name")
 
 
+EveryK = Annotated[int, Field(ge=1, strict=True)]  # keep_samples: every k-th generation
+
+
 class ExperimentConfig(BaseModel):
     """One collapse experiment. Each field is documented here once; the CLI help is built from it."""
 
@@ -97,7 +100,7 @@ class ExperimentConfig(BaseModel):
     on_degenerate: Annotated[Literal["stop", "continue"], Field(description=(
         "a generation that fails to train or yields non-finite samples: stop the run, or "
         "record it and retrain from the previous training set"))] = "stop"
-    keep_samples: Annotated[Literal["last", "all", "none"] | Annotated[int, Field(ge=1)], Field(
+    keep_samples: Annotated[Literal["last", "all", "none"] | EveryK, Field(
         description=(
             "samples kept on disk once the run ends: last (generation 0 and the newest), all, "
             "none, or an integer k (every k-th generation and the newest); while it runs, what "
