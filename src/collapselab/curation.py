@@ -7,7 +7,14 @@ Masks are combined with AND; each filter's kept share is recorded. Because chain
 rectangular array, every chain then keeps the same number of samples: a random subset of its
 survivors, as many as the chain with the fewest survivors has.
 
-Filters: ``density_band`` / ``perplexity_band`` (a likelihood band under a reference model, any
+A *resampling* filter returns ``Weights`` instead: log importance weights ``(chains, m)``. Then
+curation draws, per chain, rows of the masks' survivors with replacement with probability
+proportional to the (self-normalised) weights, and records the effective sample size and the
+weights' spread (``ess.<name>``, ``weight_cv.<name>``, ...). Rows may then repeat in
+``Curated.index`` (and in the provenance record).
+
+Filters: ``importance_resample`` (resample by p_target / p_model: in expectation data from the
+target, e.g. the source's truth), ``density_band`` / ``perplexity_band`` (a likelihood band under a reference model, any
 family), ``verifier`` (keep the top fraction by a callable's or a model's score), ``dedup`` (exact
 and MinHash near-duplicates), ``length`` and ``repetition`` (text), ``detector_resample`` (keep a
 weighted random subset, weight ``(1 - p_synthetic) ** a``) and ``watermark`` (drop text the
@@ -17,6 +24,7 @@ green-list detector flags).
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +34,8 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.registry import filters
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,29 +58,111 @@ class Curated:
     filtered: bool = True  # False: no filter ran, ``index`` is every row in order
 
 
+@dataclass
+class Weights:
+    """What a resampling filter returns: ``log_w`` (chains, m) log importance weights (any
+    constant offset; -inf drops a row), ``size`` rows to draw per chain, ``scheme`` of the draw."""
+
+    log_w: np.ndarray
+    size: int
+    scheme: Literal["multinomial", "systematic"] = "systematic"
+
+
 def curate(
     active: list[tuple[str, Any]], data: np.ndarray, ctx: CurationContext
 ) -> tuple[np.ndarray, dict[str, float], Curated]:
-    """Apply named filters; return the kept data, ``{"kept.<name>": share}`` and the details."""
+    """Apply named filters; return the kept data, ``{"kept.<name>": share}`` (and, for resampling
+    filters, the weights' effective sample size and spread) and the details."""
     chains, m = data.shape[:2]
     if not active:
         return data, {}, Curated(np.broadcast_to(np.arange(m), (chains, m)), filtered=False)
     keep = np.ones((chains, m), dtype=bool)
     report: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}
+    weighted: list[tuple[str, Weights]] = []
     for name, fn in active:
         out = fn(data, ctx)
+        if isinstance(out, Weights):
+            log_w = np.asarray(out.log_w, dtype=float)
+            if log_w.shape != (chains, m):
+                raise ValueError(f"{name}: log weights must have shape {(chains, m)}; "
+                                 f"got {log_w.shape}")
+            weighted.append((name, out))
+            scores[name] = log_w
+            continue
         mask, score = out if isinstance(out, tuple) else (out, None)
         mask = np.asarray(mask, dtype=bool)
         report[f"kept.{name}"] = float(mask.mean())
         if score is not None:
             scores[name] = np.asarray(score, dtype=float)
         keep &= mask
+    if weighted:
+        log_w = np.where(keep, sum(w.log_w for _, w in weighted), -np.inf)
+        size = min(w.size for _, w in weighted)
+        order = resample(log_w, size, ctx.rng, weighted[0][1].scheme)
+        stats = weight_stats(log_w)
+        for name, _ in weighted:
+            distinct = np.array([np.unique(row).size for row in order])
+            report[f"kept.{name}"] = float(distinct.mean() / m)  # distinct rows drawn
+            report |= {f"{k}.{name}": v for k, v in stats.items()}
+        report["kept"] = size / m
+        return np.asarray(data)[np.arange(chains)[:, None], order], report, Curated(order, scores)
     n_keep = int(keep.sum(axis=1).min())
     report["kept"] = n_keep / m
     # random keys, survivors first: a uniform random subset of each chain's survivors
     order = np.argsort(np.where(keep, ctx.rng.random(keep.shape), 2.0), axis=1)[:, :n_keep]
     return np.asarray(data)[np.arange(chains)[:, None], order], report, Curated(order, scores)
+
+
+def normalised(log_w: np.ndarray) -> np.ndarray:
+    """Self-normalised weights per chain, ``(chains, m)`` summing to 1 along rows; a chain whose
+    weights are all zero or not finite gets uniform weights over its finite rows (or all rows)."""
+    log_w = np.where(np.isnan(log_w), -np.inf, np.asarray(log_w, dtype=float))
+    top = log_w.max(axis=1, keepdims=True)
+    dead = ~np.isfinite(top[:, 0])
+    if dead.any():
+        log.warning("importance weights are all zero in %d chain(s): drawn uniformly", dead.sum())
+        log_w = np.where(dead[:, None], 0.0, log_w)
+        top = np.where(dead[:, None], 0.0, top)
+    w = np.exp(log_w - top)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def weight_stats(log_w: np.ndarray) -> dict[str, float]:
+    """Per-chain effective sample size ``(sum w)^2 / sum w^2`` (Kish), averaged over chains (and
+    the smallest), the weights' coefficient of variation (``ESS = m / (1 + cv^2)`` over the finite
+    rows), the largest normalised weight and the standard deviation of the finite log weights."""
+    w = normalised(log_w)
+    ess = 1.0 / (w**2).sum(axis=1)
+    finite = np.isfinite(log_w)
+    n = np.maximum(finite.sum(axis=1), 1)
+    cv = np.sqrt(np.maximum(n / ess - 1.0, 0.0))
+    lw = np.where(finite, log_w, np.nan)
+    with np.errstate(invalid="ignore"):
+        sd = np.nan_to_num(np.nanstd(lw, axis=1)) if finite.any() else np.zeros(len(w))
+    return {"ess": float(ess.mean()), "ess_min": float(ess.min()),
+            "ess_share": float((ess / n).mean()), "weight_cv": float(cv.mean()),
+            "max_weight": float(w.max(axis=1).mean()), "log_weight_sd": float(sd.mean())}
+
+
+def resample(log_w: np.ndarray, size: int, rng: np.random.Generator,
+             scheme: str = "multinomial") -> np.ndarray:
+    """``(chains, size)`` rows drawn with replacement with probability proportional to
+    ``exp(log_w)`` per chain: independently (``multinomial``) or with one uniform offset per chain
+    (``systematic``: each row drawn floor(size w) or ceil(size w) times, less resampling noise)."""
+    w = normalised(log_w)
+    cdf = np.cumsum(w, axis=1)
+    cdf[:, -1] = 1.0
+    chains = w.shape[0]
+    if scheme == "systematic":
+        u = (rng.random((chains, 1)) + np.arange(size)) / size
+    elif scheme == "multinomial":
+        u = np.sort(rng.random((chains, size)), axis=1)
+    else:
+        raise ValueError(f"scheme must be multinomial or systematic; got {scheme!r}")
+    rows = np.stack([np.searchsorted(c, uc, side="right") for c, uc in zip(cdf, u, strict=True)])
+    # the draws come out sorted: shuffled, so that the order of a training set carries nothing
+    return rng.permuted(np.minimum(rows, w.shape[1] - 1), axis=1)
 
 
 Reference = Annotated[Literal["generation0", "producer"], Field(description=(
@@ -125,12 +217,107 @@ def load_callable(spec: str) -> Callable[..., Any]:
 
 
 def true_loglik(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
-    """A verifier for sources with a known distribution (``builtin``): the exact mean log-likelihood
-    per token of each block, ``(chains, m)``."""
+    """A verifier for sources with a known distribution, ``(chains, m)``: the exact mean
+    log-likelihood per token of each block (``builtin``), or the log-density of each sample under a
+    source whose ``truth`` is a Gaussian mixture (``normal``, ``gmm``)."""
     log_prob = getattr(ctx.source, "log_prob", None)
-    if log_prob is None:
-        raise ValueError(f"source {type(ctx.source).__name__} has no exact log_prob to verify with")
-    return np.asarray(log_prob(data))
+    if log_prob is not None:
+        return np.asarray(log_prob(data))
+    return _truth_logpdf(data, ctx)
+
+
+def _truth_logpdf(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
+    from collapselab import gaussians
+
+    truth = getattr(ctx.source, "truth", None) or {}
+    if "means" not in truth:
+        raise ValueError(f"source {type(ctx.source).__name__} has no exact log_prob or mixture "
+                         "truth to weigh with")
+    x = np.asarray(data, dtype=float)
+    mix = tuple(np.broadcast_to(a[None], (x.shape[0], *a.shape))
+                for a in (truth["weights"], truth["means"], truth["covs"]))
+    return gaussians.mixture_logpdf(x, mix)  # type: ignore[arg-type]
+
+
+def _logp(model: Any, data: np.ndarray) -> np.ndarray:
+    """log p under ``model``: ``(chains, m)`` per sample, or for token blocks ``(chains, m, L)`` per
+    token for the block's last L positions (``score_tokens``; a model may leave out the first)."""
+    x = np.asarray(data)
+    if x.ndim == 3 and x.dtype.kind in "iu":
+        tokens = getattr(model, "score_tokens", None) or getattr(model, "log_prob_tokens", None)
+        if tokens is None:
+            raise ValueError(f"{type(model).__name__} has no score_tokens: importance weights of "
+                             "token blocks need every token's log-probability")
+        return np.asarray(tokens(x), dtype=float)
+    return np.asarray(model.score_samples(x), dtype=float)
+
+
+def log_ratio(target: np.ndarray, model: np.ndarray, block_len: int, skip: int) -> np.ndarray:
+    """``log p_target - log p_model`` per sample ``(chains, m)``; for token blocks summed over the
+    positions both score, from position ``skip`` on."""
+    if model.ndim == 2 and target.ndim == 2:
+        return target - model
+    if target.ndim == 2 or model.ndim == 2:  # a whole-block score against per-token scores
+        per_token = model if target.ndim == 2 else target
+        total = per_token[..., max(skip - (block_len - per_token.shape[-1]), 0):].sum(axis=-1)
+        return target - total if target.ndim == 2 else total - model  # type: ignore[no-any-return]
+    n = min(target.shape[-1], model.shape[-1])
+    first = max(skip - (block_len - n), 0)  # the arrays cover positions block_len - n ..
+    diff = target[..., -n:] - model[..., -n:]
+    return diff[..., first:].sum(axis=-1)  # type: ignore[no-any-return]
+
+
+@filters.register("importance_resample")
+class ImportanceResample:
+    """Importance resampling: weigh each sample by ``(p_target / p_model) ** power``, normalise the
+    weights per chain and draw ``size`` rows per chain with replacement in proportion. With
+    ``power`` 1 and the true density as target the kept rows are, in expectation, data from the
+    target: unlike keeping the top fraction by any score (selection, which narrows the
+    distribution), this corrects it, up to the bias and noise that the effective sample size
+    ``ESS = (sum w)^2 / sum w^2`` (recorded as ``ess.<name>``) sets.
+
+    ``p_model`` is the producing model's likelihood; ``p_target`` is the source's ``truth`` (a
+    Gaussian-mixture truth, or exact token log-probabilities: ``builtin``), ``generation0`` (the
+    model trained on real data) or a function ``'package.module:function' (data, ctx) -> log
+    p_target (chains, m)``. Token blocks are weighed on the tokens after the model's
+    ``prompt_tokens`` that both score (prompts copied from training data are not corrected; a
+    function target returns whole-block log-probabilities), and the weights are
+    exact only for untruncated sampling (``top_p: 1``, ``top_k: 0``, ``temperature: 1``). A
+    ``power`` below 1 tempers the weights: a larger ESS for a partial correction.
+    """
+
+    def __init__(
+        self,
+        target: Annotated[str, Field(description=(
+            "truth (the source's exact density), generation0, or 'package.module:function' "
+            "(data, ctx) -> log p_target (chains, m)"))] = "truth",
+        power: Annotated[float, Field(gt=0, le=1, description=(
+            "exponent of the weights (1: exact correction; below 1: tempered, larger ESS)"))] = 1.0,
+        size: Annotated[float, Field(gt=0, le=1, description=(
+            "rows drawn per chain, as a share of the produced samples"))] = 1.0,
+        scheme: Annotated[Literal["multinomial", "systematic"], Field(description=(
+            "multinomial: independent draws; systematic: one uniform offset per chain (each row "
+            "drawn floor or ceil of size * weight times)"))] = "systematic",
+    ) -> None:
+        self.target, self.power, self.size, self.scheme = target, power, size, scheme
+        self._fn = load_callable(target) if target not in ("truth", "generation0") else None
+
+    def log_target(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
+        """log p_target: ``(chains, m)``, or per token ``(chains, m, L)`` for token blocks."""
+        if self._fn is not None:
+            return np.asarray(self._fn(data, ctx), dtype=float)
+        if self.target == "generation0":
+            return _logp(ctx.reference, data)
+        if getattr(ctx.source, "log_prob_tokens", None) is not None:
+            return _logp(ctx.source, data)
+        return _truth_logpdf(data, ctx)
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> Weights:
+        skip = int(getattr(ctx.model, "prompt_tokens", 0) or 0)
+        log_w = log_ratio(self.log_target(data, ctx), _logp(ctx.model, data),
+                          np.shape(data)[-1], skip)
+        size = max(1, math.ceil(self.size * data.shape[1]))
+        return Weights(self.power * log_w, size, self.scheme)
 
 
 @filters.register("verifier")
