@@ -157,6 +157,37 @@ def report(
 
 
 @app.command()
+def samples(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    generation: Annotated[list[int] | None, typer.Option("--generation", "-g", help=(
+        "generations to print (repeat the option); default: every completed one"))] = None,
+    producer: Annotated[str | None, typer.Option("--producer", "-p", help=(
+        "in a multi-producer run: whose continuations"))] = None,
+) -> None:
+    """Print the fixed prompts every generation continued (language runs), prompt by prompt."""
+    from collapselab.report import continuations
+    from collapselab.store import RunStore
+
+    with user_errors():
+        store = RunStore(run_dir)
+        store.manifest()  # a clear error for a folder that is not a run
+        tables = [(t, rows) for t, rows in continuations(store, generation, producer) if rows]
+        if not tables:
+            from collapselab.errors import RunError
+
+            raise RunError(f"{run_dir} recorded no continuations (a language run with the "
+                           "'continuations' metric records them)")
+        for title, rows in tables:
+            typer.echo(f"# {store.root.name}: {title}")
+            for i in range(max(len(texts) for _, _, texts in rows)):
+                prompt = next((p[i] for _, p, t in rows if i < len(p)), "")
+                typer.echo(f"\n## prompt {i + 1}: [{prompt}]")
+                for g, _, texts in rows:
+                    if i < len(texts):
+                        typer.echo(f"gen {g:>3}: [{prompt}] {texts[i]}")
+
+
+@app.command()
 def provenance(
     run_dir: Annotated[Path, typer.Argument(help="run directory")],
     generation: Annotated[int, typer.Option("--generation", "-g", help=(

@@ -1,9 +1,14 @@
 """Static HTML reports, drawn only from run directories (never from live objects).
 
-One page per run or per comparison: each metric against generation, one line per run with its
-±1.96 SE band across chains, the theory's curve dashed with its Monte-Carlo band where the run
-recorded one, then final-generation distributions against the real data and any text samples.
-Plots are PNGs embedded as data URIs, so the page is one self-contained file.
+A page reads top to bottom: a table of contents; the runs; a headline panel per kind of data
+(the metrics that define collapse there, with their theory and real-data references); the
+fixed prompts continued by every generation (language runs); per-generation distributions
+(perplexity histograms, image grids, samples against the truth); the training-set composition;
+every other metric; the final generation and a glossary of every metric. What is drawn, and how,
+comes only from the metrics' declarations (``describe``, ``worse``, ``plots``: see
+:mod:`collapselab.metrics.declare`): the report names no metric, artifact or source. A series
+that is constant or empty in every run is left out of the charts and kept in the tables. Plots
+are PNGs embedded as data URIs, so the page is one self-contained file that works offline.
 
 The cost is linear in generations and the figure count does not grow with them:
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import re
 from array import array
 from dataclasses import dataclass, field
@@ -31,7 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from collapselab.metrics.declare import WORSE_ARROW, Plot, declarations, lookup
 from collapselab.store import RunStore, write_atomic
+
+log = logging.getLogger(__name__)
 
 META = {"generation", "train_size", "generated", "wall_s", "degenerate", "nonfinite"}
 MAX_POINTS = 500  # generations drawn per curve; more are thinned evenly (tables keep them all)
@@ -44,6 +53,7 @@ class Figure:
     name: str
     title: str
     png: bytes
+    lines: list[str] = field(default_factory=list)  # what each series means, under the caption
 
 
 @dataclass
@@ -93,7 +103,8 @@ class RunView:
     label: str
     frame: Any  # pandas DataFrame: one row per completed generation (no composition columns)
     shares: Shares  # the composition columns, long
-    _artifacts: dict[int, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    _artifacts: dict[tuple[int, str | None], dict[str, np.ndarray]] = field(
+        default_factory=dict, repr=False)
 
     @cached_property
     def config(self) -> Any:
@@ -130,11 +141,32 @@ class RunView:
         (the first and the last included)."""
         return [int(i) for i in thin(self.completed, MAX_SHOWN)]
 
-    def artifacts(self, gen: int) -> dict[str, np.ndarray]:
-        """Generation ``gen``'s artifacts, read once (only generations in ``shown`` are asked)."""
-        if gen not in self._artifacts:
-            self._artifacts[gen] = self.store.artifacts(gen)
-        return self._artifacts[gen]
+    def artifacts(self, gen: int, producer: str | None = None) -> dict[str, np.ndarray]:
+        """Generation ``gen``'s artifacts (of ``producer`` in a multi-producer run), read once
+        (only generations in ``shown`` are asked)."""
+        if (gen, producer) not in self._artifacts:
+            self._artifacts[gen, producer] = (self.store.artifacts(gen, producer) if producer
+                                              else self.store.artifacts(gen))
+        return self._artifacts[gen, producer]
+
+    @property
+    def producers(self) -> list[str | None]:
+        return [p.name for p in self.config.producers or []] or [None]
+
+    @cached_property
+    def kind(self) -> str:
+        """The kind of data the run's source gives (``tokens``, ``continuous``, ...)."""
+        import collapselab.components  # noqa: F401  (registers the built-in sources)
+        from collapselab import registry
+
+        try:
+            return str(registry.sources.get(self.config.data.source).kind)
+        except Exception:  # a plugin source that is not installed here
+            return "other"
+
+    @cached_property
+    def declared(self) -> Declared:
+        return Declared.of([self.config])
 
 
 def views(stores: list[RunStore]) -> list[RunView]:
@@ -203,45 +235,180 @@ def thinned_note(drawn: int, total: int) -> str:
     return f" ({drawn} of {total} generations drawn, evenly spaced)" if drawn < total else ""
 
 
-def metric_figure(key: str, runs: list[tuple[str, Any]]) -> Figure:
+@dataclass
+class Declared:
+    """What the metrics of some runs declare: descriptions, the direction that is worse, and
+    plots (in the order of the configs' metrics; duplicates once)."""
+
+    describe: dict[str, str] = field(default_factory=dict)
+    worse: dict[str, str] = field(default_factory=dict)
+    plots: list[Plot] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, configs: list[Any]) -> Declared:
+        import collapselab.components  # noqa: F401  (registers the built-in metrics)
+        from collapselab import registry
+
+        out = cls()
+        for cfg in configs:
+            for spec in cfg.metrics or []:
+                try:
+                    metric = registry.metrics.get(spec.name)
+                except Exception as exc:  # a plugin metric not installed here: undeclared
+                    log.info("report: metric %r not loadable (%s); drawn undeclared", spec.name,
+                             exc)
+                    continue
+                describe, worse, plots = declarations(metric)
+                for k, v in describe.items():
+                    out.describe.setdefault(k, v)
+                for k, v in worse.items():
+                    out.worse.setdefault(k, v)
+                out.plots += [p for p in plots if p not in out.plots]
+        return out
+
+    def merge(self, other: Declared) -> Declared:
+        return Declared({**other.describe, **self.describe}, {**other.worse, **self.worse},
+                        self.plots + [p for p in other.plots if p not in self.plots])
+
+    def line(self, key: str) -> str:
+        """``key — description (↑ worse)``, as a glossary and a caption say it."""
+        text = lookup(self.describe, key) or "(no description declared)"
+        arrow = WORSE_ARROW.get(lookup(self.worse, key) or "", "")
+        return f"{key} — {text}" + (f" ({arrow})" if arrow else "")
+
+    def of_kind(self, kind: str) -> list[Plot]:
+        return [p for p in self.plots if p.kind == kind]
+
+
+def informative(key: str, runs: list[tuple[str, Any]]) -> bool:
+    """Whether ``key`` varies in some run: a constant or empty series says nothing as a curve
+    (its value stays in the tables)."""
+    for _, frame in runs:
+        y = _column(frame, key)
+        y = y[np.isfinite(y)]
+        if y.size > 1 and np.ptp(y) > 1e-12 * max(1.0, float(np.abs(y).max())):
+            return True
+    return False
+
+
+@dataclass
+class Chart:
+    """One chart of the page: a declared plot and the keys of it the runs recorded."""
+
+    plot: Plot
+    keys: list[str]
+    left_out: list[str]  # keys of the plot that are constant or empty
+
+
+def charts(runs: list[tuple[str, Any]], declared: Declared) -> list[Chart]:
+    """Every metric key of ``runs`` in one chart: the declared curve plots that match it (the
+    first wins), else a chart of its own; keys constant or empty everywhere are left out."""
+    keys: dict[str, None] = {}
+    for _, frame in runs:
+        keys.update(dict.fromkeys(frame_metric_keys(frame)))
+    out: list[Chart] = []
+    placed: set[str] = set()
+    for plot in declared.of_kind("curves"):
+        mine = [k for k in keys if k not in placed and plot.matches(k)]
+        if not mine:
+            continue
+        placed.update(mine)
+        shown = [k for k in mine if informative(k, runs)]
+        out.append(Chart(plot, shown, [k for k in mine if k not in shown]))
+    for k in keys:
+        if k not in placed:
+            shown = [k] if informative(k, runs) else []
+            out.append(Chart(Plot.curve(k), shown, [] if shown else [k]))
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def _draw_series(ax: Any, frame: Any, key: str, color: Any, label: str, idx: np.ndarray,
+                 reference: bool) -> None:
+    """One metric of one run: the chain mean with its ±1.96 SE band, the theory dashed with its
+    band, the real data's value dotted (``reference``)."""
+    part = frame.iloc[idx]
+    gens, y = _column(part, "generation"), _column(frame, key)[idx]
+    ax.plot(gens, y, color=color, label=label, lw=1.6)
+    sem = _column(part, f"{key}.sem")
+    if np.isfinite(sem).any():
+        ax.fill_between(gens, y - 1.96 * sem, y + 1.96 * sem, color=color, alpha=0.18, lw=0)
+    theory = _column(part, f"{key}.theory")
+    if np.isfinite(theory).any():
+        ax.plot(gens, theory, color=color, ls="--", lw=1.2, label=f"{label}: theory")
+        se = _column(part, f"{key}.theory_se")
+        if np.isfinite(se).any():
+            ax.fill_between(gens, theory - 1.96 * se, theory + 1.96 * se, color=color,
+                            alpha=0.08, hatch="///", lw=0)
+    real = _column(frame, f"{key}_real")
+    if reference and np.isfinite(real).any():
+        ax.axhline(np.nanmean(real), color=color, ls=":", lw=1, label=f"{label}: real data")
+
+
+def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+        ax.set_yscale("log")
+
+
+def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
+                 name: str | None = None) -> Figure:
+    """A declared plot against generation. One key: a line per run. Several keys (a group):
+    one panel per run, a line per key, sharing the y axis."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    positive = True
+    keys = chart.keys
+    runs = [(lab, f) for lab, f in runs if any(k in f.columns for k in keys)]
     drawn = total = 0
-    finite_parts = []
-    for i, (label, frame) in enumerate(runs):
-        color = f"C{i % 10}"
-        y_all = _column(frame, key)
-        positive &= bool(np.nanmin(y_all, initial=1.0) > 0)
-        finite_parts.append(y_all[np.isfinite(y_all)])
+    for _, frame in runs:
+        drawn = max(drawn, thin(len(frame), MAX_POINTS).size)
+        total = max(total, len(frame))
+    if len(keys) == 1:
+        (key,) = keys
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        axes = [ax] * len(runs)
+        colors = [[f"C{i % 10}"] for i in range(len(runs))]
+    else:
+        fig, grid = plt.subplots(1, len(runs), figsize=(min(4.2 * len(runs), 13), 3.6),
+                                 sharey=True, squeeze=False)
+        axes = list(grid[0])
+        cmap = plt.get_cmap("viridis")
+        colors = [[cmap(j / max(len(keys) - 1, 1)) for j in range(len(keys))]] * len(runs)
+    values = []
+    for (label, frame), ax, cols in zip(runs, axes, colors, strict=True):
         idx = thin(len(frame), MAX_POINTS)
-        drawn, total = max(drawn, idx.size), max(total, len(frame))
-        part = frame.iloc[idx]
-        gens, y = _column(part, "generation"), y_all[idx]
-        ax.plot(gens, y, color=color, label=label, lw=1.6)
-        sem = _column(part, f"{key}.sem")
-        if np.isfinite(sem).any():
-            ax.fill_between(gens, y - 1.96 * sem, y + 1.96 * sem, color=color, alpha=0.18, lw=0)
-        theory = _column(part, f"{key}.theory")
-        if np.isfinite(theory).any():
-            ax.plot(gens, theory, color=color, ls="--", lw=1.2, label=f"{label}: theory")
-            se = _column(part, f"{key}.theory_se")
-            if np.isfinite(se).any():
-                ax.fill_between(gens, theory - 1.96 * se, theory + 1.96 * se, color=color,
-                                alpha=0.08, hatch="///", lw=0)
-        real = _column(frame, f"{key}_real")
-        if np.isfinite(real).any():
-            ax.axhline(np.nanmean(real), color="k", ls=":", lw=1, label="real data")
-    finite = np.concatenate(finite_parts) if finite_parts else np.zeros(0)
-    if positive and finite.size and finite.max() / max(finite.min(), 1e-300) > 100:
-        ax.set_yscale("log")
-    ax.set_xlabel("generation")
-    ax.set_ylabel(key)
-    ax.set_title(key)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return Figure(f"metric-{key}", key + thinned_note(drawn, total), _png(fig))
+        for key, color in zip(keys, cols * len(keys), strict=False):
+            if key not in frame.columns:
+                continue
+            values.append(_column(frame, key))
+            _draw_series(ax, frame, key, color, label if len(keys) == 1 else key, idx,
+                         reference=True)
+        if len(keys) > 1:
+            ax.set_title(label, fontsize=9)
+    for ax in dict.fromkeys(axes):
+        _log_scale(ax, values)
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    axes[0].set_ylabel(keys[0] if len(keys) == 1 else chart.plot.title)
+    if len(keys) == 1:
+        axes[0].set_title(chart.plot.title)
+    else:
+        fig.suptitle(chart.plot.title, fontsize=10)
+    caption = chart.plot.title + thinned_note(drawn, total)
+    lines = [declared.line(k) for k in keys]
+    if chart.left_out:
+        lines.append("constant or empty, in the tables only: " + ", ".join(chart.left_out))
+    return Figure(name or (f"metric-{keys[0]}" if len(keys) == 1 else
+                           f"chart-{_slug(chart.plot.title)}"), caption, _png(fig), lines)
+
+
+def metric_figure(key: str, runs: list[tuple[str, Any]]) -> Figure:
+    """One metric against generation, a line per run (kept for callers outside the page)."""
+    return chart_figure(Chart(Plot.curve(key), [key], []), runs, Declared())
 
 
 def distribution_figure(view: RunView) -> Figure | None:
@@ -261,10 +428,8 @@ def distribution_figure(view: RunView) -> Figure | None:
         bins = np.linspace(min(lo, -4), max(hi, 4), 80)
         ax.hist(x0, bins=bins, density=True, alpha=0.5, label="generation 0")
         ax.hist(x1, bins=bins, density=True, alpha=0.5, label=f"generation {last}")
-        if cfg.data.source == "normal":
-            p = cfg.data.params
-            mean, std = p.get("mean", 0.0), p.get("std", 1.0)
-            pdf = np.exp(-0.5 * ((bins - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+        pdf = truth_density(cfg, bins)
+        if pdf is not None:
             ax.plot(bins, pdf, "k-", lw=1, label="real distribution")
         ax.set_xlabel("x (all chains pooled)")
     elif first.ndim == 3 and first.dtype.kind == "f":  # multivariate: first two coordinates
@@ -318,15 +483,15 @@ def shown_note(view: RunView, count: int) -> str:
     return f" ({count} of {view.completed} generations, evenly spaced)"
 
 
-def sample_grid_figure(view: RunView, count: int = 12) -> Figure | None:
+def sample_grid_figure(view: RunView, key: str | None = None, count: int = 12) -> Figure | None:
     """Image runs: one row per shown generation of its first samples (chain 0), from the
-    ``sample_grid`` artifact or else the stored samples."""
+    declared grid artifact ``key`` or else the stored samples."""
     import matplotlib.pyplot as plt
 
     store, label = view.store, view.label
     grids: dict[int, np.ndarray] = {}
     for g in view.shown:
-        art = view.artifacts(g).get("sample_grid")
+        art = view.artifacts(g).get(key) if key else None
         if art is not None and art.ndim == 3:
             grids[g] = art[:count]
         elif store.has_samples(g):
@@ -350,13 +515,86 @@ def sample_grid_figure(view: RunView, count: int = 12) -> Figure | None:
     return Figure(f"grid-{store.root.name}", f"{label}: samples by generation", _png(fig))
 
 
-def text_samples(view: RunView, key: str = "continuations") -> list[tuple[int, list[str]]]:
+def truth_density(cfg: Any, x: np.ndarray) -> np.ndarray | None:
+    """The density at ``x`` of the first coordinate of a source whose ``truth`` is a Gaussian
+    mixture (``weights``, ``means``, ``covs``), or None: the source is built from the run's config
+    (cheap: sources load their data on first use)."""
+    from collapselab import registry
+
+    try:
+        truth = registry.sources.build(cfg.data.source, cfg.data.params).truth
+        w, mu, cov = (np.asarray(truth[k], dtype=float) for k in ("weights", "means", "covs"))
+        sd = np.sqrt(cov[:, 0, 0])
+        z = (x[:, None] - mu[None, :, 0]) / sd[None]
+        return (w[None] * np.exp(-0.5 * z**2) / (sd[None] * np.sqrt(2 * np.pi))).sum(axis=1)
+    except Exception:  # no truth, another kind of truth, a source not installed here
+        return None
+
+
+def text_rows(view: RunView, plot: Plot, producer: str | None = None
+              ) -> list[tuple[int, list[str], list[str]]]:
+    """``(generation, prompts, continuations)`` of a declared text plot, at the shown
+    generations that recorded it."""
+    key, prompts_key = plot.keys
     out = []
     for g in view.shown:
-        arts = view.artifacts(g)
+        arts = view.artifacts(g, producer)
         if key in arts:
-            out.append((g, [str(t) for t in np.asarray(arts[key]).ravel()]))
+            texts = [str(t) for t in np.asarray(arts[key]).ravel()]
+            prompts = [str(t) for t in np.asarray(arts.get(prompts_key, [])).ravel()]
+            out.append((g, prompts + [""] * (len(texts) - len(prompts)), texts))
     return out
+
+
+def continuations(store: RunStore, generations: list[int] | None = None,
+                  producer: str | None = None) -> list[tuple[str, list[tuple[int, list[str],
+                                                                          list[str]]]]]:
+    """Every declared text plot of a run: ``(title, [(generation, prompts, texts), ...])`` at
+    ``generations`` (default: every completed one), for ``collapselab samples``."""
+    gens = range(store.completed()) if generations is None else generations
+    out = []
+    for plot in Declared.of([store.config()]).of_kind("text"):
+        key, prompts_key = plot.keys
+        rows = []
+        for g in gens:
+            arts = store.artifacts(g, producer) if producer else store.artifacts(g)
+            if key in arts:
+                texts = [str(t) for t in np.asarray(arts[key]).ravel()]
+                prompts = [str(t) for t in np.asarray(arts.get(prompts_key, [])).ravel()]
+                rows.append((g, prompts + [""] * (len(texts) - len(prompts)), texts))
+        out.append((plot.title, rows))
+    return out
+
+
+def text_samples(view: RunView) -> list[tuple[int, list[str]]]:
+    """Every declared text plot's continuations by shown generation (the first plot's)."""
+    for plot in view.declared.of_kind("text"):
+        rows = text_rows(view, plot)
+        if rows:
+            return [(g, texts) for g, _, texts in rows]
+    return []
+
+
+def text_table(view: RunView, plot: Plot, producer: str | None = None) -> str:
+    """Prompts side by side, one row per shown generation; each cell the prompt (marked) and
+    what that generation's model wrote after it."""
+    esc = html.escape
+    rows = text_rows(view, plot, producer)
+    if not rows:
+        return ""
+    width = max(len(texts) for _, _, texts in rows)
+    head = "".join(f"<th>prompt {i + 1}</th>" for i in range(width))
+    body = ""
+    for g, prompts, texts in rows:
+        cells = "".join(f'<td><mark class="prompt">{esc(p)}</mark> {esc(t)}</td>'
+                        for p, t in zip(prompts, texts, strict=True))
+        body += f'<tr class="gen"><th>gen {g}</th>{cells}</tr>'
+    whose = f" · {producer}" if producer else ""
+    return (f"<h3>{esc(view.label)}{esc(whose)}: {esc(plot.title)}"
+            f"{esc(shown_note(view, len(rows)))}</h3>"
+            f'<p class="note">Highlighted: the prompt, the same in every row; after it, what '
+            f"that generation's model wrote.</p>"
+            f'<table class="text"><tr><th>generation</th>{head}</tr>{body}</table>')
 
 
 def composition_figures(view: RunView) -> list[Figure]:
@@ -453,23 +691,82 @@ def family_of(view: RunView) -> str:
     return cfg.model.family
 
 
+@dataclass
+class Section:
+    """A part of the page, listed in the table of contents."""
+
+    id: str
+    title: str
+    body: str
+    figures: list[Figure] = field(default_factory=list)
+
+
+def kind_groups(pages: list[RunView]) -> list[tuple[str, list[RunView]]]:
+    """Runs by the kind of data they model, in page order: each gets its headline panel."""
+    groups: dict[str, list[RunView]] = {}
+    for v in pages:
+        groups.setdefault(v.kind, []).append(v)
+    return list(groups.items())
+
+
+KIND_NAMES = {"tokens": "language", "continuous": "continuous", "categorical": "categorical",
+              "images": "image"}
+
+
+def sections(pages: list[RunView]) -> list[Section]:
+    """The page, top to bottom (see the module docstring)."""
+    esc = html.escape
+    out: list[Section] = [Section("runs", "Runs", runs_table(pages))]
+    others: list[Figure] = []
+    for kind, views_ in kind_groups(pages):
+        runs = [curve for v in views_ for curve in v.curves]
+        declared = Declared.of([v.config for v in views_])
+        made = [(c, chart_figure(c, runs, declared, name=f"metric-{c.keys[0]}"))
+                for c in charts(runs, declared) if c.keys]
+        head = [f for c, f in made if c.plot.headline]
+        others += [f for c, f in made if not c.plot.headline]
+        names = ", ".join(v.label for v in views_)
+        what = KIND_NAMES.get(kind, kind)
+        intro = (f"<p>The metrics that define collapse for {esc(what)} data, declared so by the "
+                 f"metrics themselves; runs: {esc(names)}.</p>")
+        out.append(Section(f"headline-{_slug(kind)}", f"Headline: {what} runs",
+                           intro + (f'<div class="grid">{figures_html(head)}</div>' if head else
+                                    "<p>No headline metric was recorded.</p>"), head))
+    texts = "".join(text_table(v, plot, producer) for v in pages
+                    for plot in v.declared.of_kind("text") for producer in v.producers)
+    if texts:
+        out.append(Section("text", "Fixed prompts, continued by every generation", texts))
+    dists: list[Figure] = []
+    for v in pages:
+        grids = [sample_grid_figure(v, p.keys[0]) for p in v.declared.of_kind("grid")]
+        if not v.declared.of_kind("grid"):
+            grids = [sample_grid_figure(v)]  # stored image samples, where the run kept them
+        hists = [artifact_histogram(v, p.keys[0], p.title) for p in v.declared.of_kind("histogram")]
+        dists += [f for f in (distribution_figure(v), *hists, *grids) if f is not None]
+    if dists:
+        out.append(Section("distributions", "Distributions by generation",
+                           f'<div class="grid">{figures_html(dists)}</div>', dists))
+    comps = [f for v in pages for f in composition_figures(v)]
+    if comps:
+        out.append(Section("composition", "Training-set composition",
+                           "<p>Each generation's training set by origin: real data, and the "
+                           "generation whose output it came from.</p>"
+                           f'<div class="grid">{figures_html(comps)}</div>', comps))
+    if others:
+        out.append(Section("metrics", "Every other metric",
+                           f'<div class="grid">{figures_html(others)}</div>', others))
+    out.append(Section("final", "Final generation", final_table(pages)))
+    details = "".join(detail_table(v) for v in pages)
+    if details:
+        out.append(Section("details", "Curation and watermark, by generation", details))
+    out.append(Section("glossary", "Metrics: what each means, and which way is worse",
+                       glossary(pages)))
+    return out
+
+
 def build_figures(pages: list[RunView]) -> list[Figure]:
-    runs = [curve for v in pages for curve in v.curves]
-    keys: dict[str, None] = {}
-    for _, frame in runs:
-        keys.update(dict.fromkeys(frame_metric_keys(frame)))
-    figures = [metric_figure(k, [(lab, f) for lab, f in runs if k in f.columns]) for k in keys]
-    for view in pages:
-        for fig in (distribution_figure(view),
-                    artifact_histogram(view, "synthetic_ppl",
-                                       "perplexity of generated text under generation 0"),
-                    artifact_histogram(view, "latent_spread",
-                                       "norm of latent means under generation 0's encoder"),
-                    sample_grid_figure(view)):
-            if fig is not None:
-                figures.append(fig)
-        figures += composition_figures(view)
-    return figures
+    """Every figure of the page, in page order."""
+    return [f for s in sections(pages) for f in s.figures]
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
@@ -482,12 +779,11 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         s.manifest()  # a clear error for a folder that is not a run
     out = Path(out) if out else (stores[0].root / "report.html" if len(stores) == 1
                                  else Path("report.html"))
-    pages = views(stores)
-    write_atomic(out, render(pages, build_figures(pages)).encode())
+    write_atomic(out, render(views(stores)).encode())
     return out
 
 
-def render(pages: list[RunView], figures: list[Figure]) -> str:
+def runs_table(pages: list[RunView]) -> str:
     esc = html.escape
     rows = []
     for v in pages:
@@ -497,38 +793,42 @@ def render(pages: list[RunView], figures: list[Figure]) -> str:
             f"<td>{esc(cfg.data.source)} (size {cfg.data.size})</td><td>{esc(cfg.policy.name)}</td>"
             f"<td>{man['completed_generations']}/{cfg.generations}</td><td>{cfg.chains}</td>"
             f"<td>{cfg.seed}</td><td>{esc(man.get('status', '?'))}</td></tr>")
-    final = final_table(pages)
-    details = "".join(detail_table(v) for v in pages)
-    texts = ""
-    for v in pages:
-        samples = text_samples(v)
-        if samples:
-            items = "".join(f"<tr><td>{g}</td><td>{'<hr/>'.join(esc(t) for t in ts)}</td></tr>"
-                            for g, ts in samples)
-            texts += (f"<h2>{esc(v.store.root.name)}: fixed prompts, continued by each generation"
-                      f"{esc(shown_note(v, len(samples)))}</h2>"
-                      f"<table class='text'><tr><th>gen</th><th>text</th></tr>{items}</table>")
+    return ("<table><tr><th>run</th><th>family</th><th>data</th><th>policy</th>"
+            "<th>generations</th><th>chains</th><th>seed</th><th>status</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def render(pages: list[RunView], parts: list[Section] | None = None) -> str:
+    esc = html.escape
+    parts = sections(pages) if parts is None else parts
+    toc = "".join(f'<li><a href="#{esc(s.id)}">{esc(s.title)}</a></li>' for s in parts)
+    body = "".join(f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>{s.body}</section>'
+                   for s in parts)
     return html_page("collapselab report", f"""<h1>Model collapse report</h1>
-<p>Each curve is the mean over chains with a ±1.96 SE band; dashed lines are the closed-form
-theory with its Monte-Carlo band; dotted lines the real data's value. Curves of more than
-{MAX_POINTS} generations are drawn at {MAX_POINTS} evenly spaced ones; the tables hold every
-generation.</p>
-<table><tr><th>run</th><th>family</th><th>data</th><th>policy</th><th>generations</th>
-<th>chains</th><th>seed</th><th>status</th></tr>{''.join(rows)}</table>
-<h2>Final generation</h2>{final}
-{details}
-<h2>Metrics by generation</h2><div class="grid">{figures_html(figures)}</div>
-{texts}""")
+<p class="note">Each curve is the mean over chains with a ±1.96 SE band; dashed lines are the
+closed-form theory with its Monte-Carlo band; dotted lines the real data's value. Under each chart,
+what its series mean and which way is worse (↑ worse: higher is worse). Series constant or empty in
+every run are left out of the charts and kept in the tables. Curves of more than {MAX_POINTS}
+generations are drawn at {MAX_POINTS} evenly spaced ones; the tables hold every generation.</p>
+<nav id="toc"><h2>Contents</h2><ol>{toc}</ol></nav>
+{body}""")
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222;
+       padding: 0 1em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-.grid { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figure img { max-width: 660px; }
-figcaption { font-size: 0.8em; color: #555; max-width: 660px; }
-table.text td { font-family: monospace; font-size: 0.8em; max-width: 1200px; }
+.grid { display: flex; flex-wrap: wrap; gap: 1.2em; }
+figure { margin: 0; max-width: 680px; } figure img { max-width: 100%; }
+figcaption { font-size: 0.85em; color: #333; }
+figcaption ul { margin: 0.3em 0; padding-left: 1.2em; color: #555; font-size: 0.95em; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+nav#toc ol { columns: 2; font-size: 0.95em; }
+section { border-top: 1px solid #ddd; margin-top: 1.5em; }
+table.text td { font-family: Georgia, serif; font-size: 0.85em; max-width: 28em; }
+table.text th { white-space: nowrap; }
+mark.prompt { background: #ffe9a8; font-weight: 600; }
 """
 
 
@@ -539,12 +839,38 @@ def html_page(title: str, body: str) -> str:
 
 
 def figures_html(figures: list[Figure]) -> str:
-    """Each figure as an embedded PNG (a data URI) with its caption."""
+    """Each figure as an embedded PNG (a data URI) with its caption and what its series mean."""
     esc = html.escape
-    return "\n".join(
-        f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
-        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
-        f"<figcaption>{esc(f.title)}</figcaption></figure>" for f in figures)
+    out = []
+    for f in figures:
+        lines = ("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in f.lines) + "</ul>"
+                 if f.lines else "")
+        out.append(f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
+                   f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
+                   f"<figcaption>{esc(f.title)}{lines}</figcaption></figure>")
+    return "\n".join(out)
+
+
+def glossary(pages: list[RunView]) -> str:
+    """Every metric key the runs recorded: its declared description and worse direction, and
+    where the page shows it."""
+    esc = html.escape
+    declared = Declared()
+    runs = [curve for v in pages for curve in v.curves]
+    for _, views_ in kind_groups(pages):
+        declared = declared.merge(Declared.of([v.config for v in views_]))
+    keys: dict[str, None] = {}
+    for _, frame in runs:
+        keys.update(dict.fromkeys(frame_metric_keys(frame)))
+    rows = ""
+    for k in keys:
+        have = [(lab, f) for lab, f in runs if k in f.columns]
+        where = "chart" if informative(k, have) else "tables only (constant or empty)"
+        worse = WORSE_ARROW.get(lookup(declared.worse, k) or "", "–")
+        rows += (f"<tr><td>{esc(k)}</td><td>{esc(lookup(declared.describe, k) or '–')}</td>"
+                 f"<td>{esc(worse)}</td><td>{esc(where)}</td></tr>")
+    return ("<table><tr><th>metric</th><th>what it measures</th><th>worse</th><th>shown</th></tr>"
+            f"{rows}</table>")
 
 
 DETAILS = {

@@ -14,6 +14,7 @@ from scipy import stats
 
 from collapselab import gaussians
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 
 CONTINUOUS = frozenset({"continuous"})
@@ -41,6 +42,11 @@ class VarianceRatio:
     """Total model variance over total true variance: tr(Σ_t) / tr(Σ). Collapse drives it to 0."""
 
     kinds = CONTINUOUS
+    describe = {"variance_ratio": "model variance over the true variance (1: no loss)",
+                "log_variance_ratio": "log of the variance ratio"}
+    worse = {"variance_ratio": "lower", "log_variance_ratio": "lower"}
+    plots = (Plot.curve("variance_ratio", "variance ratio (the spread that is left)",
+                        headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         _, cov = model_moments(ctx)
@@ -54,6 +60,8 @@ class MeanDrift:
     """Euclidean distance between the model mean and the true mean."""
 
     kinds = CONTINUOUS
+    describe = {"mean_drift": "distance of the model's mean from the true mean"}
+    worse = {"mean_drift": "higher"}
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         mean, _ = model_moments(ctx)
@@ -67,6 +75,10 @@ class W2:
     (exact for the gaussian family; the paper's risk R_W2 = W2^2), and W2 itself."""
 
     kinds = CONTINUOUS
+    describe = {"w2": "Wasserstein-2 distance from the true distribution",
+                "w2_sq": "squared Wasserstein-2 distance from the true distribution (risk)"}
+    worse = {"w2*": "higher"}
+    plots = (Plot.curve("w2_sq", "distance to the truth (squared W2)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         mean, cov = model_moments(ctx)
@@ -81,6 +93,9 @@ class W1:
     """1-D Wasserstein-1 between the synthetic samples and the real held-out data (per chain)."""
 
     kinds = CONTINUOUS
+    describe = {"w1": "Wasserstein-1 distance of the samples from the real held-out data"}
+    worse = {"w1": "higher"}
+    plots = (Plot.curve("w1", "distance to the real data (W1)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         if ctx.synthetic.shape[-1] != 1:
@@ -99,6 +114,9 @@ class KL:
     gaussian family on a normal source)."""
 
     kinds = CONTINUOUS
+    describe = {"kl": "KL(truth || model)"}
+    worse = {"kl": "higher"}
+    plots = (Plot.curve("kl", "KL to the truth", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         mean, cov = model_moments(ctx)
@@ -114,6 +132,9 @@ class TailMass:
     under the true moments), next to the real distribution's own share: tails vanish first."""
 
     kinds = CONTINUOUS
+    describe = {"tail_mass_*": "share of samples beyond k sigma of the true mean (real: dotted)"}
+    worse = {"tail_mass_*": "lower"}
+    plots = (Plot.group("tail_mass_*", title="mass in the tails", headline=True),)
 
     def __init__(
         self,
@@ -140,6 +161,9 @@ class L2Distance:
     """Closed-form L2 distance between the model's mixture density and the true density."""
 
     kinds = CONTINUOUS
+    describe = {"l2_distance": "L2 distance between model and true densities"}
+    worse = {"l2_distance": "higher"}
+    plots = (Plot.curve("l2_distance", "distance to the true density (L2)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         truth = getattr(ctx.source, "truth", None)
@@ -158,6 +182,10 @@ class ComponentStd:
     weighted by component weight: the paper's GMM figure shows it shrinking to ~0."""
 
     kinds = CONTINUOUS
+    describe = {"component_std": "weighted mean standard deviation of the mixture components",
+                "min_component_std": "smallest component standard deviation"}
+    worse = {"*component_std": "lower"}
+    plots = (Plot.group("component_std", "min_component_std", title="component spread"),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         if not hasattr(ctx.model, "mixture"):
@@ -172,6 +200,9 @@ class HeldoutNLL:
     """Negative mean log-likelihood of real held-out data under the model (per sample)."""
 
     kinds = frozenset({"continuous", "images"})
+    describe = {"heldout_nll": "negative log-likelihood of real held-out data (risk)"}
+    worse = {"heldout_nll": "higher"}
+    plots = (Plot.curve("heldout_nll", "real-data risk (held-out NLL)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         return {"heldout_nll": -ctx.model.score(ctx.heldout_chains())}
@@ -183,6 +214,7 @@ class MarginalVariance:
     over chains it estimates Var(X^n) = σ²(1 + n/M), which counts the mean's random walk too."""
 
     kinds = CONTINUOUS
+    describe = {"marginal_variance": "variance of the samples around the true mean"}
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         mean_true, _ = true_moments(ctx)

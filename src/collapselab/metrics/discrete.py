@@ -8,6 +8,7 @@ import numpy as np
 from scipy.special import rel_entr
 
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 
 CATEGORICAL = frozenset({"categorical"})
@@ -23,6 +24,13 @@ class Support:
     """Support size, lost states (true states with zero model mass) and the absorbed share."""
 
     kinds = CATEGORICAL
+    describe = {"support_size": "states the model still gives mass to",
+                "lost_states": "true states the model has lost",
+                "absorbed": "share of chains left with a single state"}
+    worse = {"support_size": "lower", "lost_states": "higher", "absorbed": "higher"}
+    plots = (Plot.group("support_size", "lost_states", title="states kept and lost",
+                        headline=True),
+             Plot.curve("absorbed", "chains absorbed in one state", headline=True))
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         probs, true = _probs(ctx)
@@ -39,6 +47,9 @@ class Entropy:
     """Shannon entropy of the model (nats), next to the truth's."""
 
     kinds = CATEGORICAL
+    describe = {"entropy": "entropy of the model's state distribution (real: dotted)"}
+    worse = {"entropy": "lower"}
+    plots = (Plot.curve("entropy", "entropy of the states", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         probs, true = _probs(ctx)
@@ -51,6 +62,9 @@ class CategoricalKL:
     """KL(model || truth): finite even after states are lost (KL(truth || model) is then inf)."""
 
     kinds = CATEGORICAL
+    describe = {"kl_model_truth": "KL(model || truth) of the state distribution"}
+    worse = {"kl_model_truth": "higher"}
+    plots = (Plot.curve("kl_model_truth", "KL to the truth", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         probs, true = _probs(ctx)

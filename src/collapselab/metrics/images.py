@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from collapselab import gaussians
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 from collapselab.sources import images as image_sources  # noqa: F401  (registers the sources)
 
@@ -40,27 +41,74 @@ IMAGES_AND_CONTINUOUS = frozenset({"images", "continuous"})
 # ------------------------------------------------------------------ the fixed feature space
 
 
+class FeatureNet:
+    """The instrument: a small CNN classifier (three 3x3 convolutions, the last two of stride 2,
+    2x2 average pooling, a 64-unit ReLU layer, then the class logits), trained once on a source's
+    labelled train split with a fixed seed. Its 64-unit layer is the feature space."""
+
+    def __init__(self, n_classes: int) -> None:
+        from torch import nn
+
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(256, FEATURES), nn.ReLU())
+        self.head = nn.Linear(FEATURES, n_classes)
+        self.net = nn.Sequential(self.body, self.head)
+
+
+FEATURES = 64  # dimensions of the feature space
+FEATURE_EPOCHS = 30  # passes of the instrument's training over the train split
+
+
 @dataclass
 class RealFeatures:
     """A feature map and classifier learned once from a source's real train split."""
 
-    classifier: Any | None  # sklearn MLPClassifier, or None for unlabelled data
+    classifier: Any | None  # FeatureNet, or None for unlabelled data
     pca: Any | None
     n_classes: int | None
     class_entropy_real: float | None
+    accuracy: float | None = None  # the classifier's accuracy on the held-out split
+
+    def _apply(self, images: np.ndarray, head: bool) -> np.ndarray:
+        import torch
+
+        from collapselab.models.vae import torch_threads
+
+        flat = np.ascontiguousarray(images, dtype=np.float32).reshape(-1, *images.shape[-2:])
+        out = []
+        with torch.no_grad(), torch_threads(1):
+            for s in range(0, len(flat), 2048):
+                h = self.classifier.body(torch.from_numpy(flat[s:s + 2048])[:, None])
+                out.append((self.classifier.head(h).argmax(-1) if head else h).numpy())
+        res = np.concatenate(out) if out else np.empty((0,) if head else (0, FEATURES))
+        return res.reshape(*images.shape[:-2], *res.shape[1:])
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        """``(..., H, W)`` -> ``(..., F)``: hidden ReLU activations (or PCA coordinates)."""
-        flat = images.reshape(-1, images.shape[-2] * images.shape[-1]).astype(np.float64)
+        """``(..., H, W)`` -> ``(..., F)``: the classifier's 64 ReLU features (or PCA coordinates)."""
         if self.classifier is not None:
-            h = np.maximum(flat @ self.classifier.coefs_[0] + self.classifier.intercepts_[0], 0)
-        else:
-            h = self.pca.transform(flat)
+            return self._apply(images, head=False).astype(np.float64)
+        flat = images.reshape(-1, images.shape[-2] * images.shape[-1]).astype(np.float64)
+        h = self.pca.transform(flat)
         return h.reshape(*images.shape[:-2], h.shape[-1])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        flat = images.reshape(-1, images.shape[-2] * images.shape[-1])
-        return self.classifier.predict(flat).reshape(images.shape[:-2])  # type: ignore[union-attr]
+        return self._apply(images, head=True).astype(np.int64)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The instrument's parameters, to store with a run (``feature_net.<name>``)."""
+        if self.classifier is None:
+            return {"feature_pca.components": self.pca.components_.astype(np.float32),
+                    "feature_pca.mean": self.pca.mean_.astype(np.float32)}
+        return {f"feature_net.{k}": v.numpy() for k, v in self.classifier.net.state_dict().items()}
+
+    def digest(self) -> str:
+        h = hashlib.sha1()
+        for k, v in sorted(self.weights().items()):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(v).tobytes())
+        return h.hexdigest()[:16]
 
 
 _CACHE: dict[str, RealFeatures] = {}
@@ -68,38 +116,63 @@ _CACHE: dict[str, RealFeatures] = {}
 
 def real_features(ctx: GenerationContext) -> RealFeatures:
     """The source's feature space, trained on first use and cached by the train split's content."""
-    src = ctx.source
+    return source_features(ctx.source, ctx.real)
+
+
+def source_features(src: Any, real: np.ndarray | None = None) -> RealFeatures:
     images = getattr(src, "train_images", None)
     labels = getattr(src, "train_labels", None)
     if images is None:  # a source without a split: its real pool stands in
-        images, labels = np.asarray(ctx.real[0]), None
+        images, labels = np.asarray(real[0]), None  # type: ignore[index]
     key = getattr(src, "fingerprint", None) or hashlib.sha1(
         np.ascontiguousarray(images).tobytes()).hexdigest()
     if key not in _CACHE:
-        # one BLAS thread: the small matrices of an MLP fit run 5x slower with 2 (measured)
+        # one BLAS thread: small matrices run several times slower with 2 busy cores (measured)
         with threadpool_limits(limits=1):
-            _CACHE[key] = _train_features(np.asarray(images), labels)
+            _CACHE[key] = _train_features(np.asarray(images), labels,
+                                          getattr(src, "test_images", None),
+                                          getattr(src, "test_labels", None))
     return _CACHE[key]
 
 
-def _train_features(images: np.ndarray, labels: np.ndarray | None) -> RealFeatures:
+def _train_features(images: np.ndarray, labels: np.ndarray | None,
+                    test_images: np.ndarray | None = None,
+                    test_labels: np.ndarray | None = None) -> RealFeatures:
     flat = images.reshape(len(images), -1).astype(np.float64)
     if labels is None or len(np.unique(labels)) < 2:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=min(32, *flat.shape), random_state=0).fit(flat)
         return RealFeatures(None, pca, None, None)
-    import warnings
+    import torch
+    import torch.nn.functional as F
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
+    from collapselab.models.vae import torch_threads
 
-    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=0)  # fixed instrument
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(flat, labels)
     k = int(labels.max()) + 1
-    return RealFeatures(clf, None, k, entropy(np.bincount(labels, minlength=k)[None])[0])
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    gen = torch.Generator().manual_seed(0)  # a fixed instrument: the same weights every run
+    with torch.random.fork_rng(devices=[]), torch_threads(1):
+        torch.manual_seed(0)
+        clf = FeatureNet(k)
+        opt = torch.optim.Adam(clf.net.parameters(), lr=1e-3, weight_decay=1e-4)
+        for _ in range(FEATURE_EPOCHS):
+            order = torch.randperm(len(x), generator=gen)
+            for s in range(0, len(x), 64):
+                b = order[s:s + 64]
+                # shifted by up to a pixel: features of a digit, not of its exact placement
+                dx, dy = torch.randint(-1, 2, (2,), generator=gen).tolist()
+                xb = torch.roll(x[b], (dx, dy), (1, 2))
+                loss = F.cross_entropy(clf.net(xb[:, None]), y[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    clf.net.eval()
+    feats = RealFeatures(clf, None, k, float(entropy(np.bincount(labels, minlength=k)[None])[0]))
+    if test_images is not None and test_labels is not None and len(test_labels):
+        feats.accuracy = float((feats.predict(test_images) == test_labels).mean())
+    return feats
 
 
 def entropy(counts: np.ndarray) -> np.ndarray:
@@ -129,6 +202,12 @@ class LatentSpread:
     with ``encode``). Collapse: the spread shrinks as samples lose their variety."""
 
     kinds = IMAGES
+    describe = {"latent_spread": "spread of generation 0's latent means over the samples",
+                "latent_center": "distance of the samples' mean latent from the origin"}
+    worse = {"latent_spread": "lower"}
+    plots = (Plot.curve("latent_spread", "latent spread (variety of the samples)",
+                        headline=True),
+             Plot.histogram("latent_spread", "norm of latent means under generation 0's encoder"))
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         if not hasattr(ctx.reference, "encode"):
@@ -150,6 +229,10 @@ class Frechet:
     held-out real data: image features, or raw coordinates for continuous data."""
 
     kinds = IMAGES_AND_CONTINUOUS
+    describe = {"frechet_distance": "Fréchet distance from the real held-out data (features)"}
+    worse = {"frechet_distance": "higher"}
+    plots = (Plot.curve("frechet_distance", "distance to the real data (Fréchet)",
+                        headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         m = ctx.synthetic.shape[1]
@@ -180,6 +263,11 @@ class PrecisionRecall:
     Collapse keeps samples plausible while losing coverage: recall falls first."""
 
     kinds = IMAGES_AND_CONTINUOUS
+    describe = {"precision": "share of samples inside the real data's k-NN balls (fidelity)",
+                "recall": "share of real data inside the samples' k-NN balls (coverage)"}
+    worse = {"precision": "lower", "recall": "lower"}
+    plots = (Plot.group("precision", "recall", title="fidelity and coverage (k-NN)",
+                        headline=True),)
 
     def __init__(
         self,
@@ -231,6 +319,10 @@ class ClassCoverage:
     least ``min_share`` of the samples. Collapse concentrates samples on fewer classes."""
 
     kinds = IMAGES
+    describe = {"class_entropy": "entropy of the samples' class histogram, nats",
+                "classes_covered": "classes holding at least min_share of the samples"}
+    worse = {"class_entropy": "lower", "classes_covered": "lower"}
+    plots = (Plot.curve("class_entropy", "class entropy of the samples", headline=True),)
 
     def __init__(
         self,
@@ -256,6 +348,7 @@ class SampleGrid:
     show every generation, also those whose samples were not kept."""
 
     kinds = IMAGES
+    plots = (Plot.grid("sample_grid", "samples by generation"),)
 
     def __init__(
         self, count: Annotated[int, Field(ge=1, le=256, description="images kept")] = 16,

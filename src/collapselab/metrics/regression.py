@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 
 
@@ -16,6 +17,9 @@ class ExcessRisk:
     against a source's true ``weights``; absent otherwise)."""
 
     kinds = frozenset({"continuous"})
+    describe = {"excess_risk": "squared distance of the fitted weights from the true ones"}
+    worse = {"excess_risk": "higher"}
+    plots = (Plot.curve("excess_risk", "excess risk", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         truth = getattr(ctx.source, "truth", None) or {}

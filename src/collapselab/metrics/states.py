@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 
 
@@ -21,6 +22,9 @@ class StatePresence:
     """Whether each of the first ``max_states`` true states (p_k > 0) is still present, per chain."""
 
     kinds = frozenset({"categorical"})
+    describe = {"present_*": "share of chains in which true state * is still present"}
+    worse = {"present_*": "lower"}
+    plots = (Plot.group("present_*", title="true states still present", headline=True),)
 
     def __init__(
         self,

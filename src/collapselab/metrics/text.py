@@ -18,6 +18,7 @@ from pydantic import Field
 
 from collapselab.errors import DataError
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ class Perplexity:
     """
 
     kinds = TOKENS
+    describe = {"ppl_test": "perplexity of the real test split (the paper's y-axis)",
+                "ppl_valid": "perplexity of the real validation split"}
+    worse = {"ppl_*": "higher"}
+    plots = (Plot.group("ppl_test", "ppl_valid", title="real-data perplexity", headline=True),)
 
     def __init__(self, max_blocks: MaxBlocks = None) -> None:
         self.max_blocks = max_blocks
@@ -180,6 +185,12 @@ class SyntheticPerplexity:
     """
 
     kinds = TOKENS
+    describe = {"synthetic_ppl": "perplexity of the generated text under generation 0's model",
+                "synthetic_ppl_q*": "that perplexity's per-block quantile (q10, q50, q90)"}
+    plots = (Plot.group("synthetic_ppl_q*", "synthetic_ppl",
+                        title="generated text's perplexity under generation 0 (quantiles)"),
+             Plot.histogram("synthetic_ppl", "perplexity of generated text under generation 0 "
+                                             "(Shumailov et al. 2024, Fig. 1b)"))
 
     def __init__(self, max_blocks: MaxBlocks = None) -> None:
         self.max_blocks = max_blocks
@@ -210,6 +221,11 @@ class Tails:
     """
 
     kinds = TOKENS
+    describe = {"tail_nll_*": "real-test loss (nats/token) on tokens of frequency bucket * "
+                              "(0 = rarest; equal shares of the train tokens)"}
+    worse = {"tail_nll_*": "higher"}
+    plots = (Plot.group("tail_nll_*", title="real-test loss by token frequency (0 = rarest)",
+                        headline=True),)
 
     def __init__(
         self,
@@ -255,6 +271,10 @@ class RareRecall:
     """
 
     kinds = TOKENS
+    describe = {"rare_recall": "share of the real train's rare words still generated",
+                "rare_types": "number of rare words in the real train split"}
+    worse = {"rare_recall": "lower"}
+    plots = (Plot.curve("rare_recall", "rare words still generated", headline=True),)
 
     def __init__(
         self,
@@ -280,6 +300,9 @@ class Types:
     """Vocabulary size of the synthetic set (``types``), next to the real train's (``types_real``)."""
 
     kinds = TOKENS
+    describe = {"types": "distinct words in the generated text (vocabulary used)"}
+    worse = {"types": "lower"}
+    plots = (Plot.curve("types", "vocabulary of the generated text", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         types = np.array([len(np.unique(np.asarray(s))) for s in ctx.synthetic])
@@ -298,6 +321,11 @@ class TrueKL:
     """
 
     kinds = TOKENS
+    describe = {"true_kl": "KL(true language || model), nats per token",
+                "source_entropy": "the true language's entropy, nats per token",
+                "model_xent": "cross-entropy of the model on the true language, nats per token"}
+    worse = {"true_kl": "higher", "model_xent": "higher"}
+    plots = (Plot.curve("true_kl", "distance to the true language (KL)", headline=True),)
     needs = ("log_prob_tokens",)  # config validation checks the source has it
 
     def __init__(
@@ -353,6 +381,13 @@ class Diversity:
     """
 
     kinds = TOKENS
+    describe = {"distinct_*": "distinct n-grams over all n-grams of the generated text",
+                "rep_*": "share of a block's n-grams repeating an earlier one",
+                "unigram_kl": "KL(real train || generated) of word frequencies",
+                "zipf_exponent": "slope of log frequency against log rank of generated words"}
+    worse = {"distinct_*": "lower", "rep_*": "higher", "unigram_kl": "higher"}
+    plots = (Plot.group("distinct_*", title="diversity of the generated text (distinct-n)",
+                        headline=True),)
 
     def __init__(
         self,
@@ -389,3 +424,79 @@ class Diversity:
             out["unigram_kl"][c] = unigram_kl(real, syn, self.smoothing)
             out["zipf_exponent"][c] = zipf_exponent(syn)
         return {**out, "zipf_exponent_real": zipf_exponent(counts)}
+
+
+@metrics.register("continuations")
+class Continuations:
+    """The same fixed prompts continued by every generation's model (chain 0): the most direct
+    view of collapse (Shumailov et al. 2024 print one prompt continued by generations 0 to 9).
+
+    Prompts are the first ``prompt_tokens`` tokens of ``prompts`` evenly spaced blocks of the
+    held-out (test) split, or the given lines of text (tokenised by the source). Each is continued
+    by up to ``new_tokens`` tokens with the model's own decoding, capped so that prompt and
+    continuation fit one block (the models' context). Artifacts (unicode arrays, one entry per
+    prompt): ``continuations`` and ``continuation_prompts``; no values. A family without
+    ``complete`` is skipped with a warning. Draws from its own child of the metrics stream, so
+    adding it changes no other metric's values.
+    """
+
+    kinds = TOKENS
+    describe = {"continuations": "fixed prompts continued by each generation's model (chain 0)"}
+    plots = (Plot.text("continuations", "continuation_prompts",
+                       "fixed prompts, continued by each generation"),)
+
+    def __init__(
+        self,
+        prompts: Annotated[
+            int | list[str],
+            Field(description="Number of held-out (test) blocks whose first prompt_tokens are "
+                              "the prompts, or the prompts as lines of text."),
+        ] = 4,
+        prompt_tokens: Annotated[
+            int, Field(ge=1, description="Tokens of each held-out block used as its prompt.")
+        ] = 8,
+        new_tokens: Annotated[
+            int, Field(ge=1, description="Tokens generated per prompt (at most a block).")
+        ] = 24,
+    ) -> None:
+        if isinstance(prompts, int) and not isinstance(prompts, bool) and prompts < 1:
+            raise ValueError(f"prompts must be at least 1 (or a list of text); got {prompts}")
+        if isinstance(prompts, list) and not prompts:
+            raise ValueError("prompts must be at least 1 (or a list of text); got []")
+        self.prompts = prompts
+        self.prompt_tokens = prompt_tokens
+        self.new_tokens = new_tokens
+
+    def prompt_ids(self, ctx: GenerationContext) -> list[np.ndarray]:
+        """The prompts as token ids, each at most ``block_len - 1`` long."""
+        test = np.asarray(ctx.heldout[0])  # (m, T)
+        block = test.shape[-1]
+        if isinstance(self.prompts, int):
+            rows = thin_rows(test.shape[0], self.prompts)
+            p = min(self.prompt_tokens, block - 1)
+            return [test[r, :p].astype(np.int64) for r in rows]
+        return [np.asarray(ctx.source.encode(text), dtype=np.int64)[-(block - 1):]
+                for text in self.prompts]
+
+    def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
+        complete = getattr(ctx.model, "complete", None)
+        if not callable(complete):
+            log.warning("continuations: %s has no complete(); skipped", type(ctx.model).__name__)
+            return {}
+        block = ctx.heldout.shape[-1]
+        rng = ctx.rng.spawn(1)[0]  # a child: the metrics stream itself is not advanced
+        prompts, texts = [], []
+        for ids in self.prompt_ids(ctx):
+            new = max(1, min(self.new_tokens, block - len(ids)))
+            out = np.asarray(complete(ids[None], new, rng))[0]  # (p + new,)
+            prompts.append(ctx.source.decode(ids))
+            texts.append(ctx.source.decode(out[len(ids):]))
+        ctx.artifacts["continuation_prompts"] = np.array(prompts, dtype=str)
+        ctx.artifacts["continuations"] = np.array(texts, dtype=str)
+        return {}
+
+
+def thin_rows(n: int, k: int) -> np.ndarray:
+    """``min(k, n)`` evenly spaced row indices of ``n`` (the first included)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64)) if n else \
+        np.zeros(0, np.int64)

@@ -129,6 +129,23 @@ class TokenSource:
         words = [vocab[int(i)] for i in np.asarray(ids).ravel()]
         return " ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n")
 
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of one line of text, without its end-of-line token (fixed prompts given as text):
+        the corpus tokenizer's, or whitespace words looked up in the vocabulary (``<unk>`` for a
+        word it lacks; :class:`DataError` naming the word where there is no ``<unk>``)."""
+        tok = getattr(self.load(), "_tok", None)
+        if tok is not None and not isinstance(tok, WordTokenizer):
+            ids = np.asarray(tok.encode([text]), dtype=np.int64)
+            eos = getattr(tok, "eos", None)
+            return ids[:-1] if eos is not None and ids.size and ids[-1] == eos else ids
+        index = {w: i for i, w in enumerate(self.vocab)}
+        out = []
+        for word in text.split():
+            if word not in index and UNK not in index:
+                raise DataError(f"prompt word {word!r} is not in the vocabulary of {self.name}")
+            out.append(index.get(word, index.get(UNK, 0)))
+        return np.asarray(out, dtype=np.int64)
+
     def _check_n(self, n: Any, what: str) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer number of blocks; got {n!r}")
