@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from benchmarks.harness import Row, alternate, fmt_rate, timed
 from collapselab.models import sampling
+from collapselab.models.decoding import Decoding
 from collapselab.models.gpt import GPT, GPTNet, make_step
 
 ARCH = {"n_layer": 4, "n_head": 4, "d_model": 256}
@@ -154,10 +155,10 @@ def sampling_bench(sizes: dict[str, Any], reps: int) -> tuple[list[Row], dict[st
                                        ("beam search (5 beams)", sizes["beam_batch"],
                                         sizes["beam_new_tokens"], 5)):  # fmt: skip
         prompts = torch.full((batch, 1), VOCAB, dtype=torch.long)  # BOS
-        settings = sampling.SamplerSettings(num_beams=beams, do_sample=beams == 1, batch_size=batch)
+        settings = Decoding(num_beams=beams, do_sample=beams == 1, batch_size=batch)
 
         def ours(p: torch.Tensor = prompts, n: int = n_new,
-                 s: sampling.SamplerSettings = settings) -> float:  # fmt: skip
+                 s: Decoding = settings) -> float:  # fmt: skip
             return timed(lambda: sampling.generate(make_step(net), p, n, settings=s,
                                                    rng=np.random.default_rng(0)))  # fmt: skip
 

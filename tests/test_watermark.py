@@ -37,13 +37,14 @@ def test_green_lists_hold_gamma_of_the_vocabulary_and_depend_on_the_key():
 
 def test_the_active_watermark_reaches_the_torch_logits_processor():
     torch = pytest.importorskip("torch")
-    from collapselab.models.sampling import SamplerSettings, process_logits
+    from collapselab.models.decoding import Decoding
+    from collapselab.models.sampling import process_logits
 
     wm = Watermark(gamma=0.5, delta=2.0)
     logits, ids = torch.zeros(3, 20), torch.tensor([[1, 4], [2, 5], [3, 6]])
     with applied(wm):
         assert current() is wm
-        out = process_logits(logits, ids, 0, SamplerSettings(), sampling=True)
+        out = process_logits(logits, ids, 0, Decoding(), sampling=True)
     assert current() is None
     green = wm.green_rows(np.array([4, 5, 6]), 20)
     np.testing.assert_allclose(out.numpy(), 2.0 * green)

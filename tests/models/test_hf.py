@@ -91,7 +91,7 @@ def test_fitting_lowers_heldout_loss(tiny_opt: str, fitted: HFCausalLM):
     base = hf.build_net(*hf.load_base(tiny_opt, None)).eval()
     with torch.no_grad():
         x = torch.from_numpy(fitted._with_bos(heldout[0]))
-        base_loss = float(fitted._loss(base, x, hf.contextlib.nullcontext))
+        base_loss = float(fitted._loss(base, x))
     for valid, train in zip(fitted.valid_loss_, fitted.train_loss_, strict=True):
         assert len(valid) == len(train) == FAST["epochs"] and train[-1] < train[0]
     assert fitted.best_epoch_[0] == 1 + int(np.argmin(fitted.valid_loss_[0]))

@@ -9,8 +9,9 @@ from scipy import stats
 
 from collapselab.errors import ConfigError
 from collapselab.models import sampling
+from collapselab.models.decoding import Decoding
 from collapselab.models.gpt import GPTNet, make_step
-from collapselab.models.sampling import SamplerSettings, generate
+from collapselab.models.sampling import generate
 from tests.models.torch_threads import one_torch_thread  # noqa: F401
 
 ALPHA = 1e-3  # chi-square tests: a correct sampler fails each with probability 0.1%
@@ -111,8 +112,8 @@ def test_top_p_sampling_draws_from_the_renormalised_nucleus() -> None:
 def test_repetition_penalty_lowers_a_repeated_tokens_probability() -> None:
     logits = torch.tensor([[1.0, -1.0, 0.5, 0.2]])
     ids = torch.tensor([[0, 1, 0]])  # tokens 0 (positive logit) and 1 (negative) were seen
-    plain = SamplerSettings()
-    penal = SamplerSettings(repetition_penalty=1.5)
+    plain = Decoding()
+    penal = Decoding(repetition_penalty=1.5)
     p0 = sampling.process_logits(logits, ids, 0, plain, sampling=True).softmax(-1)[0]
     p1 = sampling.process_logits(logits, ids, 0, penal, sampling=True).softmax(-1)[0]
     assert p1[0] < p0[0] and p1[1] < p0[1]
@@ -141,7 +142,7 @@ def test_beam_search_with_one_beam_is_greedy() -> None:
     step = bigram_step(random_table())
     prompts = torch.randint(0, 12, (16, 2), generator=torch.Generator().manual_seed(3))
     greedy = generate(step, prompts, 10, do_sample=False)
-    beam1 = sampling.beam_search(step, prompts, 10, SamplerSettings(num_beams=1))
+    beam1 = sampling.beam_search(step, prompts, 10, Decoding(num_beams=1))
     assert torch.equal(greedy, beam1)
     # greedy is argmax at every step
     for t in range(2, 12):
@@ -260,7 +261,7 @@ def test_cache_prefill_in_chunks_matches_one_pass() -> None:
 
 def test_settings_report_every_problem_with_its_value() -> None:
     with pytest.raises(ConfigError) as err:
-        SamplerSettings(temperature=0.0, top_k=-1, top_p=1.5, num_beams=0, batch_size=0)
+        Decoding(temperature=0.0, top_k=-1, top_p=1.5, num_beams=0, batch_size=0)
     msg = str(err.value)
     assert "invalid config (5 problems)" in msg
     assert "temperature must be a number > 0; got 0.0" in msg

@@ -11,15 +11,13 @@ protocol (Shumailov et al. 2024: 64-token blocks, OPT-125m fine-tuned from one b
 5-way beam search). ``init_from`` points at such a base, written once by :func:`pretrain_base` on a
 separate slice of the corpus.
 
-Scores: ``score_tokens`` gives ``log p(x_t | BOS, x_0..x_{t-1})`` in nats for ``t = 1..T-1`` (the first
-token is not scored, so the numbers compare with a model that has no BOS); ``score_samples`` is their
-mean per block.
+Training, scoring and decoding are the torch LM base's (:mod:`collapselab.models.torch_lm`, shared with
+``hf``); this module holds the network, its KV cache, its initialisation and its checkpoints.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,17 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapselab.errors import ConfigError, DataError, NumericalError
-from collapselab.models import sampling
-from collapselab.protocol import Model, NetworkCache, check_data, check_n
-
-log = logging.getLogger(__name__)
+from collapselab.errors import ConfigError, DataError
+from collapselab.models import decoding, sampling
+from collapselab.models.torch_lm import Device, TorchLM, Training, resolve_device
 
 CHECKPOINT_FORMAT = "collapselab.gpt/1"
 ARCH_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context_len")
-
-PosInt = Annotated[int, pydantic.Field(ge=1)]
-
 
 # ---------------------------------------------------------------- the network
 
@@ -189,19 +182,8 @@ def make_step(net: GPTNet, *, use_cache: bool = True) -> sampling.StepFn:
 # ---------------------------------------------------------------- the family
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(["device: 'cuda' but CUDA is not available on this machine; use 'auto' "
-                           "or 'cpu'; got 'cuda'"])
-    return torch.device(device)
-
-
-class GPT(NetworkCache, Model):
+class GPT(TorchLM):
     """A nanoGPT-like language model over int token blocks; one network per chain."""
-
-    kinds = frozenset({"tokens"})
 
     def __init__(
         self,
@@ -224,49 +206,28 @@ class GPT(NetworkCache, Model):
             Literal["cosine", "constant"], pydantic.Field(description="cosine: 5% linear warmup, decay to lr/10")
         ] = "cosine",
         grad_clip: Annotated[float, pydantic.Field(ge=0, description="max gradient norm; 0 = off")] = 1.0,
-        device: Annotated[Literal["auto", "cpu", "cuda"], pydantic.Field(description="where to train and sample")] = "auto",
+        device: Annotated[Device, pydantic.Field(description="where to train and sample")] = "auto",
         init_from: Annotated[
             str | None, pydantic.Field(description="base checkpoint (pretrain_base) every generation fine-tunes from; None: random init")
         ] = None,
         prompt_tokens: Annotated[
             int, pydantic.Field(ge=0, description="sampled blocks start with the first k tokens of a random training block; 0: from BOS")
         ] = 0,
-        temperature: Annotated[float, pydantic.Field(gt=0, description="sampling temperature")] = 1.0,
-        top_k: Annotated[int, pydantic.Field(ge=0, description="sample from the k most likely tokens; 0 = off")] = 0,
-        top_p: Annotated[float, pydantic.Field(gt=0, le=1, description="nucleus sampling mass; 1 = off")] = 1.0,
-        repetition_penalty: Annotated[float, pydantic.Field(gt=0, description="CTRL penalty; 1 = off")] = 1.0,
-        num_beams: Annotated[int, pydantic.Field(ge=1, description="> 1: beam search (paper: 5)")] = 1,
-        do_sample: Annotated[bool, pydantic.Field(description="False with num_beams=1: greedy")] = True,
-        min_new_tokens: Annotated[int, pydantic.Field(ge=0, description="suppress eos_id until this many new tokens")] = 0,
-        eos_id: Annotated[int | None, pydantic.Field(ge=0, description="end-of-text id; None: blocks have no eos")] = None,
-        sample_batch_size: Annotated[int, pydantic.Field(ge=1, description="sequences decoded together")] = 256,
+        # decoding: one control each, declared once in collapselab.models.decoding
+        temperature: decoding.Temperature = 1.0, top_k: decoding.TopK = 0, top_p: decoding.TopP = 1.0,
+        repetition_penalty: decoding.RepetitionPenalty = 1.0, num_beams: decoding.NumBeams = 1,
+        do_sample: decoding.DoSample = True, min_new_tokens: decoding.MinNewTokens = 0,
+        eos_id: decoding.EosId = None, sample_batch_size: decoding.BatchSize = 256,
     ) -> None:  # fmt: skip
-        self.n_layer = n_layer
-        self.n_head = n_head
-        self.d_model = d_model
-        self.vocab_size = vocab_size
-        self.context_len = context_len
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.grad_clip = grad_clip
-        self.device = device
-        self.init_from = init_from
-        self.prompt_tokens = prompt_tokens
-        self.temperature = temperature
-        self.top_k = top_k
-        self.top_p = top_p
-        self.repetition_penalty = repetition_penalty
-        self.num_beams = num_beams
-        self.do_sample = do_sample
-        self.min_new_tokens = min_new_tokens
-        self.eos_id = eos_id
+        self.n_layer, self.n_head, self.d_model, self.dropout = n_layer, n_head, d_model, dropout
+        self.vocab_size, self.context_len, self.init_from = vocab_size, context_len, init_from
+        self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
+        self.weight_decay, self.grad_clip = weight_decay, grad_clip
+        self.device, self.prompt_tokens = device, prompt_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.repetition_penalty, self.num_beams, self.do_sample = repetition_penalty, num_beams, do_sample
+        self.min_new_tokens, self.eos_id = min_new_tokens, eos_id
         self.sample_batch_size = sample_batch_size
-
-    # ------------------------------------------------------------ validation
 
     @classmethod
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
@@ -278,54 +239,24 @@ class GPT(NetworkCache, Model):
                             f"model reads whole blocks); got {ctx}")
         return problems
 
-    def sampler_settings(self) -> sampling.SamplerSettings:
-        return sampling.SamplerSettings.of(self)
+    # ------------------------------------------------------------ TorchLM hooks
 
-    def _check_params(self) -> None:
-        """Report every invalid hyperparameter at once (a ``ConfigError``)."""
-        problems: list[str] = []
-        for name in ("n_layer", "n_head", "d_model", "epochs", "batch_size", "sample_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                problems.append(f"{name} must be an integer >= 1; got {v!r}")
-        if not problems and self.d_model % self.n_head:
-            problems.append(
-                f"d_model must be divisible by n_head={self.n_head}; got {self.d_model}"
-            )
-        for name in ("vocab_size", "context_len"):
-            v = getattr(self, name)
-            if v is not None and (
-                isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-            ):
-                problems.append(f"{name} must be None or an integer >= 1; got {v!r}")
-        if not isinstance(self.prompt_tokens, (int, np.integer)) or self.prompt_tokens < 0:
-            problems.append(f"prompt_tokens must be an integer >= 0; got {self.prompt_tokens!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            problems.append(f"lr must be a number > 0; got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            problems.append(f"weight_decay must be a number >= 0; got {self.weight_decay!r}")
-        if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0):
-            problems.append(f"grad_clip must be a number >= 0; got {self.grad_clip!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
-            problems.append(f"dropout must be in [0, 1); got {self.dropout!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            problems.append(f"lr_schedule must be 'cosine' or 'constant'; got {self.lr_schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            problems.append(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
-        try:
-            self.sampler_settings()
-        except ConfigError as err:
-            problems += err.problems
-        if problems:
-            raise ConfigError(problems)
+    def _extra_problems(self) -> list[str]:
+        if self.d_model % self.n_head:
+            return [f"d_model must be divisible by n_head={self.n_head}; got {self.d_model}"]
+        return []
 
-    # ------------------------------------------------------------ fitting
+    def _training(self) -> Training:
+        cosine = self.lr_schedule == "cosine"
+        return Training(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                        weight_decay=self.weight_decay, schedule=self.lr_schedule,
+                        warmup_fraction=0.05 if cosine else 0.0, min_warmup=int(cosine),
+                        floor=0.1, grad_clip=self.grad_clip, betas=(0.9, 0.95), fused=True)
 
-    def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GPT:
-        """Train one network per chain on ``data`` ``(chains, n_blocks, block_len)``."""
-        self._check_params()
-        data = self._check_tokens(check_data(data), fitting=True)
-        chains, n, block_len = data.shape
+    def _prepare(self, data: np.ndarray) -> dict[str, Any] | None:
+        """Sizes from the data, the base checkpoint and the hyperparameters; the checkpoint (or
+        ``None``) is what every chain's network starts from."""
+        _, _, block_len = data.shape
         base = self._load_base() if self.init_from is not None else None
         vocab = self.vocab_size
         if base is not None:
@@ -350,83 +281,43 @@ class GPT(NetworkCache, Model):
             if diff:
                 raise ConfigError([f"init_from={self.init_from!r} does not match: "
                                    + "; ".join(diff)])
-        dev = _resolve_device(self.device)
         self.vocab_size_ = int(vocab)
+        self.bos_id_ = self.vocab_size_  # the extra embedding row
         self.context_len_ = int(ctx)
         self.block_len_ = int(block_len)
-        self.dtype_ = data.dtype.str
-        self.device_ = str(dev)
-        self._nets: dict[int, GPTNet] = {}
-        self.state_dicts_: list[dict[str, torch.Tensor]] = []
-        self.train_loss_: list[list[float]] = []  # per chain, mean loss per epoch
-        seeds = rng.integers(0, 2**63 - 1, size=chains)
-        for c in range(chains):
-            gen = torch.Generator().manual_seed(int(seeds[c]))
-            net = self._new_net(gen, base).to(dev)
-            self.train_loss_.append(self._train(net, data[c], gen, dev))
-            net.eval()
-            self._nets[c] = net
-            self.state_dicts_.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
-        # the paper's prompts: the first k tokens of each training block
-        self.prompts_ = np.ascontiguousarray(data[:, :, : self.prompt_tokens])
-        return self
+        self.new_tokens_ = self.block_len_ - self.prompt_tokens
+        return base
 
-    def _new_net(self, gen: torch.Generator, base: dict[str, Any] | None) -> GPTNet:
-        net = GPTNet(self.vocab_size_, self.context_len_, self.n_layer, self.n_head, self.d_model,
-                     self.dropout)  # fmt: skip
-        if base is not None:
-            net.load_state_dict(base["state_dict"])
+    def _new_net(self, gen: torch.Generator, context: dict[str, Any] | None) -> GPTNet:
+        net = self._arch()
+        if context is not None:
+            net.load_state_dict(context["state_dict"])
         else:
             net.init_weights(gen)
         return net
 
-    def _train(
-        self, net: GPTNet, blocks: np.ndarray, gen: torch.Generator, dev: torch.device
-    ) -> list[float]:
-        n = blocks.shape[0]
-        inp = torch.from_numpy(self._with_bos(blocks))  # (n, T+1) on CPU; batches move to dev
-        steps_per_epoch = math.ceil(n / self.batch_size)
-        total = self.epochs * steps_per_epoch
-        warmup = max(1, total // 20)
-        decay = [p for p in net.parameters() if p.ndim >= 2]
-        no_decay = [p for p in net.parameters() if p.ndim < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, betas=(0.9, 0.95), fused=True,
-        )  # fmt: skip
-        net.train()
-        losses: list[float] = []
-        it = 0
-        for _epoch in range(self.epochs):
-            order = torch.randperm(n, generator=gen)
-            total_loss = torch.zeros((), device=dev)
-            for s in range(steps_per_epoch):
-                for group in opt.param_groups:
-                    group["lr"] = self._lr_at(it, total, warmup)
-                xb = inp[order[s * self.batch_size : (s + 1) * self.batch_size]].to(dev)
-                logits = net(xb[:, :-1])  # (B, T, V): predicts every token of the block
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_clip:
-                    nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
-                opt.step()
-                total_loss += loss.detach()
-                it += 1
-            losses.append(float(total_loss) / steps_per_epoch)
-            if not math.isfinite(losses[-1]):
-                raise NumericalError(f"training diverged: mean loss {losses[-1]} in epoch {_epoch}")
-            log.debug("epoch %d loss %.4f", _epoch, losses[-1])
-        return losses
+    def _arch(self) -> GPTNet:
+        return GPTNet(self.vocab_size_, self.context_len_, self.n_layer, self.n_head, self.d_model,
+                      self.dropout)  # fmt: skip
 
-    def _lr_at(self, it: int, total: int, warmup: int) -> float:
-        if self.lr_schedule == "constant":
-            return self.lr
-        if it < warmup:
-            return self.lr * (it + 1) / warmup
-        frac = (it - warmup) / max(1, total - warmup)
-        return self.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+    def _build_net(self, chain: int) -> GPTNet:
+        net = self._arch()
+        net.load_state_dict(self.state_dicts_[chain])
+        return net.to(resolve_device(self.device)).eval()
+
+    def _forward(self, net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return net(ids)  # type: ignore[no-any-return]
+
+    def _make_step(self, net: torch.nn.Module, *, use_cache: bool = True) -> sampling.StepFn:
+        return make_step(net, use_cache=use_cache)  # type: ignore[arg-type]
+
+    def _max_len(self) -> int:
+        return self.context_len_
+
+    def step_fn(self, chain: int = 0, *, use_cache: bool = True) -> sampling.StepFn:
+        """The decoding step of chain ``chain``'s network; without the cache every step recomputes
+        the whole sequence (for checking the cache)."""
+        return self._make_step(self._net(chain), use_cache=use_cache)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -454,111 +345,6 @@ class GPT(NetworkCache, Model):
                 f"init_from is not a {CHECKPOINT_FORMAT} checkpoint; got {str(path)!r}"
             )
         return ckpt  # type: ignore[no-any-return]
-
-    # ------------------------------------------------------------ networks
-
-    def _build_net(self, chain: int) -> GPTNet:
-        net = GPTNet(self.vocab_size_, self.context_len_, self.n_layer, self.n_head,
-                     self.d_model, self.dropout)  # fmt: skip
-        net.load_state_dict(self.state_dicts_[chain])
-        return net.to(_resolve_device(self.device)).eval()
-
-    def step_fn(self, chain: int = 0, *, use_cache: bool = True) -> sampling.StepFn:
-        """The decoding step of chain ``chain``'s network (see :mod:`collapselab.models.sampling`)."""
-        return make_step(self._net(chain), use_cache=use_cache)
-
-    @property
-    def n_chains_(self) -> int:
-        return len(self.state_dicts_)
-
-    @property
-    def bos_id_(self) -> int:
-        return self.vocab_size_
-
-    def _with_bos(self, blocks: np.ndarray) -> np.ndarray:
-        """``(..., T)`` -> ``(..., T+1)`` int64 with BOS in front."""
-        bos = np.full((*blocks.shape[:-1], 1), self.vocab_size_, dtype=np.int64)
-        return np.concatenate([bos, blocks.astype(np.int64)], axis=-1)
-
-    def _check_tokens(self, data: np.ndarray, *, fitting: bool = False) -> np.ndarray:
-        if fitting:
-            return sampling.check_token_blocks(data)
-        sampling.check_token_blocks(data, chains=self.n_chains_, vocab_size=self.vocab_size_)
-        if data.shape[2] > self.context_len_:
-            raise DataError(
-                f"block_len must be <= context_len={self.context_len_}; got {data.shape[2]}"
-            )
-        return data
-
-    # ------------------------------------------------------------ scoring
-
-    def score_tokens(self, data: np.ndarray) -> np.ndarray:
-        """``log p(x_t | BOS, x_<t)`` in nats for ``t = 1..T-1``: ``(chains, n, T-1)`` float32.
-
-        ``data`` ``(chains, n, T)`` or ``(1, n, T)`` (scored by every chain)."""
-        self.check_fitted()
-        data = self._check_tokens(check_data(data))
-        chains = self.n_chains_
-        _, n, t = data.shape
-        out = np.empty((chains, n, max(t - 1, 0)), dtype=np.float32)
-        if t < 2:
-            return out
-        chunk = max(1, 2**24 // (t * self.vocab_size_))  # logits of one chunk: ~64 MB
-        for c in range(chains):
-            net = self._net(c)
-            dev = net.wte.weight.device
-            x = torch.from_numpy(self._with_bos(data[c if data.shape[0] > 1 else 0]))
-            with torch.no_grad():
-                for s in range(0, n, chunk):
-                    xb = x[s : s + chunk, :-1].to(dev)  # (b, T): BOS, x_0..x_{T-2}
-                    logits = net(xb)[:, 1:].float()  # predictions of x_1..x_{T-1}
-                    tgt = x[s : s + chunk, 2:].to(dev)
-                    lp = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-                    out[c, s : s + chunk] = lp.cpu().numpy()
-        return out
-
-    def score_samples(self, data: np.ndarray) -> np.ndarray:
-        """Mean log-likelihood per token of each block (tokens 1..T-1, nats): ``(chains, n)``."""
-        return self.score_tokens(data).astype(np.float64).mean(axis=-1)
-
-    # ------------------------------------------------------------ sampling
-
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` new blocks per chain, ``(chains, n, block_len)``: each starts with the first
-        ``prompt_tokens`` tokens of a random training block (or BOS alone) and the model writes the
-        rest with the configured decoding."""
-        n = check_n(n)
-        self.check_fitted()
-        settings = self.sampler_settings()
-        k = self.prompt_tokens
-        out = np.empty((self.n_chains_, n, self.block_len_), dtype=np.dtype(self.dtype_))
-        gen = sampling.torch_generator(rng, _resolve_device(self.device))
-        for c in range(self.n_chains_):
-            pick = rng.integers(0, self.prompts_.shape[1], size=n)
-            prompts = torch.from_numpy(self._with_bos(self.prompts_[c, pick]))
-            net = self._net(c)
-            ids = sampling.generate(make_step(net), prompts.to(net.wte.weight.device),
-                                    self.block_len_ - k, rng=gen, settings=settings)  # fmt: skip
-            out[c] = ids[:, 1:].cpu().numpy()
-        return out
-
-    def complete(self, prompts: np.ndarray, new_tokens: int, rng: np.random.Generator,
-                 chain: int = 0) -> np.ndarray:  # fmt: skip
-        """Continue fixed prompts ``(b, p)`` by ``new_tokens`` tokens with chain ``chain``'s model and
-        the configured decoding: ``(b, p + new_tokens)`` (BOS is prepended, not returned)."""
-        self.check_fitted()
-        prompts = sampling.check_prompts(prompts, new_tokens)
-        self._check_tokens(prompts[None])
-        if prompts.shape[1] + new_tokens > self.context_len_:
-            raise ValueError(
-                f"prompt length + new_tokens must be <= context_len={self.context_len_}; "
-                f"got {prompts.shape[1]} + {new_tokens}"
-            )
-        net = self._net(chain)
-        x = torch.from_numpy(self._with_bos(prompts)).to(net.wte.weight.device)
-        ids = sampling.generate(make_step(net), x, int(new_tokens), rng=rng,
-                                settings=self.sampler_settings())  # fmt: skip
-        return ids[:, 1:].cpu().numpy().astype(prompts.dtype)
 
 
 def pretrain_base(

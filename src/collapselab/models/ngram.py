@@ -35,6 +35,7 @@ import pydantic
 
 from collapselab import protocol, registry, watermark
 from collapselab.errors import DataError
+from collapselab.models import decoding
 
 _LN10 = math.log(10.0)
 _ARPA_ZERO = -99.0  # ARPA's log10 of probability zero (<s>, </s>, and <unk> when not a real word)
@@ -437,21 +438,9 @@ class NGram(protocol.Model):
                 "training block (0: sample from the block start)",
             ),
         ] = 0,
-        temperature: Annotated[
-            float, pydantic.Field(gt=0, description="sampling temperature (1: the model itself)")
-        ] = 1.0,
-        top_k: Annotated[
-            int,
-            pydantic.Field(ge=0, description="sample from the k most likely tokens; 0 = off"),
-        ] = 0,
-        top_p: Annotated[
-            float,
-            pydantic.Field(
-                gt=0,
-                le=1,
-                description="nucleus sampling: the most likely tokens holding this mass; 1 = off",
-            ),
-        ] = 1.0,
+        temperature: decoding.Temperature = 1.0,
+        top_k: decoding.TopK = 0,
+        top_p: decoding.TopP = 1.0,
     ) -> None:
         self.order = order
         self.vocab_size = vocab_size
@@ -582,15 +571,16 @@ class NGram(protocol.Model):
         out = np.empty((b, p + new_tokens), dtype=np.int64)
         out[:, :p] = prompts
         state = self._read(t, prompts)
-        truncated = (0 < self.top_k < t.vocab_size) or self.top_p < 1
+        d = decoding.Decoding.of(self)  # temperature, top_k, top_p (the rest do not apply)
+        truncated = (0 < d.top_k < t.vocab_size) or d.top_p < 1
         marker = watermark.current()  # green-list watermark: green weights times exp(delta)
         for j in range(p, p + new_tokens):
             if marker is not None:
                 prev = out[:, j - 1] if j else np.full(b, t.vocab_size)
-                w = truncate(t.dense(state, 1.0 / self.temperature), self.top_k, self.top_p)
+                w = truncate(t.dense(state, 1.0 / d.temperature), d.top_k, d.top_p)
                 out[:, j] = draw_rows(marker.bias_weights(w, prev), rng)
-            elif truncated or self.temperature != 1:
-                out[:, j] = t.draw_truncated(state, self.temperature, self.top_k, self.top_p, rng)
+            elif truncated or d.temperature != 1:
+                out[:, j] = t.draw_truncated(state, d.temperature, d.top_k, d.top_p, rng)
             else:  # the model itself: the exact level walk, no (b, V) arrays
                 out[:, j] = t.draw(state, rng)
             state = t.advance(state, out[:, j])

@@ -17,6 +17,8 @@ Decoding order per step (Hugging Face's): repetition penalty -> watermark (``wat
 -> temperature -> top-k -> top-p -> draw. Everything is batched over sequences: no Python loop over
 sequences, one over decoding steps.
 
+The controls are one :class:`~collapselab.models.decoding.Decoding` (validated once, when built).
+
 Randomness comes in as a ``numpy.random.Generator``: one ``torch.Generator`` is seeded from it per call
 (:func:`torch_generator`), so the same numpy seed gives the same text and two calls on one generator
 differ.
@@ -25,14 +27,13 @@ differ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 from collapselab import watermark
-from collapselab.errors import ConfigError
+from collapselab.models.decoding import Decoding
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 ReorderFn = Callable[[Any, torch.Tensor], Any]
@@ -68,68 +69,6 @@ def check_token_blocks(
             f"token ids must be < vocab_size={vocab_size}; got max id {int(data.max())}"
         )
     return data
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """Decoding controls, validated together (every problem is reported at once).
-
-    ``do_sample=False`` with ``num_beams=1`` is greedy decoding; ``num_beams > 1`` is deterministic
-    beam search (Shumailov et al. used 5 beams), where ``temperature``/``top_k``/``top_p`` do not apply
-    and ``repetition_penalty``/``min_new_tokens`` do.
-    """
-
-    temperature: float = 1.0  # > 0; logits are divided by it
-    top_k: int = 0  # keep the k most likely tokens; 0 = off
-    top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches top_p; 1 = off
-    repetition_penalty: float = 1.0  # CTRL penalty on tokens already in the sequence; 1 = off
-    num_beams: int = 1  # > 1: beam search
-    do_sample: bool = True  # False: greedy (with num_beams=1)
-    min_new_tokens: int = 0  # eos_id is suppressed until this many tokens are written
-    eos_id: int | None = None  # after eos a sequence is padded with eos
-    batch_size: int = 256  # sequences decoded together
-
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise ConfigError(problems)
-
-    @classmethod
-    def of(cls, model: Any) -> SamplerSettings:
-        """The settings a family keeps as hyperparameters of the same names
-        (``batch_size`` from its ``sample_batch_size``)."""
-        names = [f.name for f in fields(cls) if f.name != "batch_size"]
-        return cls(**{n: getattr(model, n) for n in names}, batch_size=model.sample_batch_size)
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-
-        def bad_number(x: Any, *, integer: bool) -> bool:
-            kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-            return isinstance(x, bool) or not isinstance(x, kinds) or not np.isfinite(x)
-
-        if bad_number(self.temperature, integer=False) or self.temperature <= 0:
-            out.append(f"temperature must be a number > 0; got {self.temperature!r}")
-        if bad_number(self.top_k, integer=True) or self.top_k < 0:
-            out.append(f"top_k must be an integer >= 0 (0 = off); got {self.top_k!r}")
-        if bad_number(self.top_p, integer=False) or not 0 < self.top_p <= 1:
-            out.append(f"top_p must be in (0, 1]; got {self.top_p!r}")
-        if bad_number(self.repetition_penalty, integer=False) or self.repetition_penalty <= 0:
-            out.append(f"repetition_penalty must be a number > 0; got {self.repetition_penalty!r}")
-        if bad_number(self.num_beams, integer=True) or self.num_beams < 1:
-            out.append(f"num_beams must be an integer >= 1; got {self.num_beams!r}")
-        if not isinstance(self.do_sample, bool):
-            out.append(f"do_sample must be a bool; got {self.do_sample!r}")
-        if bad_number(self.min_new_tokens, integer=True) or self.min_new_tokens < 0:
-            out.append(f"min_new_tokens must be an integer >= 0; got {self.min_new_tokens!r}")
-        if self.eos_id is not None and (bad_number(self.eos_id, integer=True) or self.eos_id < 0):
-            out.append(f"eos_id must be None or an integer >= 0; got {self.eos_id!r}")
-        if bad_number(self.batch_size, integer=True) or self.batch_size < 1:
-            out.append(f"batch_size must be an integer >= 1; got {self.batch_size!r}")
-        return out
-
-    def replace(self, **changes: Any) -> SamplerSettings:
-        return SamplerSettings(**{**asdict(self), **changes})
 
 
 def torch_generator(
@@ -211,7 +150,7 @@ def process_logits(
     logits: torch.Tensor,
     ids: torch.Tensor,
     n_new: int,
-    settings: SamplerSettings,
+    settings: Decoding,
     *,
     sampling: bool,
 ) -> torch.Tensor:
@@ -255,7 +194,7 @@ def generate(
     max_new_tokens: int,
     *,
     rng: np.random.Generator | torch.Generator | None = None,
-    settings: SamplerSettings | None = None,
+    settings: Decoding | None = None,
     reorder_cache: ReorderFn = default_reorder,
     **controls: Any,
 ) -> torch.Tensor:
@@ -266,7 +205,7 @@ def generate(
     with it. Prompts are decoded ``batch_size`` at a time (``batch_size`` counts sequences before
     beams are expanded).
     """
-    settings = settings or SamplerSettings()
+    settings = settings or Decoding()
     if controls:
         settings = settings.replace(**controls)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
@@ -299,7 +238,7 @@ def _decode(
     step: StepFn,
     prompts: torch.Tensor,
     max_new_tokens: int,
-    settings: SamplerSettings,
+    settings: Decoding,
     gen: torch.Generator | None,
 ) -> torch.Tensor:
     """Sampling (``gen`` given) or greedy decoding of one batch."""
@@ -329,7 +268,7 @@ def beam_search(
     step: StepFn,
     prompts: torch.Tensor,
     max_new_tokens: int,
-    settings: SamplerSettings,
+    settings: Decoding,
     reorder_cache: ReorderFn = default_reorder,
 ) -> torch.Tensor:
     """Deterministic beam search: keeps the ``num_beams`` highest total log-probability continuations
