@@ -162,9 +162,21 @@ def run(
             with threadpool_limits(limits=None if threaded else 1):
                 status = generations(exp, store, writer, progress, observers)
         except KeyboardInterrupt:
+            salvage(writer)
             raise Interrupted(interrupted(store, writer)) from None
+        except BaseException:
+            salvage(writer)  # generations finished before the failure stay committed
+            raise
         writer.finish(status)
     return store
+
+
+def salvage(writer: RunWriter) -> None:
+    """Commit the generations finished before a failure, if the disk lets us."""
+    try:
+        writer.flush()
+    except Exception:  # noqa: BLE001  (the failure being raised is the one to report)
+        log.debug("could not commit the staged generations", exc_info=True)
 
 
 def interrupted(store: RunStore, writer: RunWriter) -> str:
@@ -232,20 +244,24 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         row |= theory_row(exp.predictions, gen, chains)
         row["wall_s"] = time.perf_counter() - tic
         pools_next = state.mix(gen, outputs, record)
-        writer.commit(gen, row, record=record,
-                      samples={exp.producers[p].name: out.data for p, out in outputs.items()},
-                      models={exp.producers[p].name: state.references[p] for p in outputs}
-                      if gen == 0 else {})
-        for observer in observers:
-            observer.committed([row])
+        writer.stage(gen, row, record=record,
+                     samples={exp.producers[p].name: out.data for p, out in outputs.items()},
+                     models={exp.producers[p].name: state.references[p] for p in outputs}
+                     if gen == 0 else {})
         state.advance(gen, outputs, pools_next)
-        if len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0):
-            state.prune(writer, final=True)
+        state.prune(writer, final=False, disk=False)  # staged samples nobody will want
+        stop = len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0)
+        last = stop or gen == cfg.generations - 1
+        if gen == 0 or last or writer.due():  # one commit a second, not one a generation
+            rows = writer.flush()
+            state.prune(writer, final=last, disk=True)  # what the commit made unnecessary
+            for observer in observers:
+                observer.committed(rows)
+        if stop:
             return "stopped"
-        state.prune(writer, final=False)
         if progress:
             progress(gen + 1, cfg.generations)
-    state.prune(writer, final=True)
+    state.prune(writer, final=True, disk=True)  # resumed after the last commit: nothing ran
     return "complete"
 
 
@@ -273,13 +289,13 @@ def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.n
 @dataclass
 class History:
     """Each producer's synthetic pools (newest last), generation 0's models, and the generations
-    whose samples are on disk: what the loop carries from one generation to the next."""
+    whose samples are held or on disk: what the loop carries from one generation to the next."""
 
     exp: Experiment
     pools: list[list[Pool]]
     start: int = 0
     references: dict[int, Any] = field(default_factory=dict)
-    on_disk: set[int] = field(default_factory=set)
+    samples: set[int] = field(default_factory=set)  # generations whose samples are held or kept
     stopped: bool = False
 
     def mix(self, gen: int, outputs: dict[int, Pool], record: dict[str, np.ndarray]) -> dict[int, Pool]:
@@ -313,12 +329,12 @@ class History:
         for c, pool in pools.items():
             self.pools[c] = [pool] if self.exp.policy.history == "last" else [*self.pools[c], pool]
         if outputs:
-            self.on_disk.add(gen)
+            self.samples.add(gen)
 
     def keeps(self, gen: int, newest: int, final: bool) -> bool:
-        """Whether generation ``gen``'s samples stay on disk: those ``keep_samples`` asks for
-        (generation 0 and the newest for ``last``; every k-th and the newest for an integer k),
-        and, until the run ends, those a resume needs (the generations in the pools)."""
+        """Whether generation ``gen``'s samples stay: those ``keep_samples`` asks for (generation
+        0 and the newest for ``last``; every k-th and the newest for an integer k), and, until
+        the run ends, those a resume needs (the generations in the pools)."""
         keep = self.exp.config.keep_samples
         if not final and any(gen == q.key[0] for pools in self.pools for q in pools):
             return True
@@ -328,14 +344,16 @@ class History:
             return gen in (0, newest)
         return gen % keep == 0 or gen == newest
 
-    def prune(self, writer: RunWriter, *, final: bool) -> None:
-        """Drop samples that neither a resume nor ``keep_samples`` asks for."""
-        newest = max(self.on_disk, default=0)
-        for g in sorted(self.on_disk):
+    def prune(self, writer: RunWriter, *, final: bool, disk: bool) -> None:
+        """Drop samples that neither a resume nor ``keep_samples`` asks for: those held for the
+        next commit, and (``disk``, right after a commit) those on disk."""
+        newest = max(self.samples, default=0)
+        for g in sorted(self.samples):
             if not self.keeps(g, newest, final):
                 for producer in self.exp.producers:
-                    writer.drop_samples(g, producer.name)
-                self.on_disk.discard(g)
+                    writer.drop_samples(g, producer.name, disk=disk)
+                if disk:
+                    self.samples.discard(g)
 
     @classmethod
     def restore(cls, exp: Experiment, store: RunStore) -> History:
@@ -348,7 +366,7 @@ class History:
                 exp.config.on_degenerate == "stop" or state.start == 1):
             state.stopped = True
             return state
-        state.on_disk = {g for g in range(state.start)
+        state.samples = {g for g in range(state.start)
                          if any(store.has_samples(g, p.name) for p in exp.producers)}
         if state.start >= exp.config.generations:
             return state  # killed while finishing: the final pruning may have run, nothing to train

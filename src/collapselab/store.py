@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ from collapselab import __version__
 from collapselab.errors import RunError
 
 SINGLE = "model"  # the producer name of a one-model run in a generation's record
-DURABLE_EVERY_S = 1.0  # the longest a committed generation waits to be made durable
+COMMIT_EVERY_S = 1.0  # the longest a finished generation waits to be committed
+HOLD_BYTES = 256 * 2**20  # samples held for the next commit beyond this: commit now
 OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
 
 
@@ -103,6 +105,42 @@ def npz_bytes(arrays: dict[str, np.ndarray], *, compress: bool = True) -> bytes:
 def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
     """Writes ``array`` as ``.npy`` straight into an open file (no copy in memory)."""
     return lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def stack(records: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several generations' records as one set of arrays: a key whose arrays agree in shape and
+    dtype is stacked (``key``, with ``key#gens`` naming the generations), any other is kept per
+    generation (``key@<gen>``). The entries grow with the keys, not the generations."""
+    by_key: dict[str, dict[int, np.ndarray]] = {}
+    for gen, record in records.items():
+        for key, value in record.items():
+            by_key.setdefault(key, {})[gen] = np.asarray(value)
+    out: dict[str, np.ndarray] = {}
+    for key, values in by_key.items():
+        arrays = list(values.values())
+        if len({(a.shape, a.dtype.str) for a in arrays}) == 1:
+            out[key] = np.stack(arrays)
+            out[f"{key}#gens"] = np.array(list(values), dtype=np.int64)
+        else:
+            out.update({f"{key}@{gen}": a for gen, a in values.items()})
+    return out
+
+
+def unstack(arrays: dict[str, np.ndarray], gen: int) -> dict[str, np.ndarray]:
+    """Generation ``gen``'s record out of ``stack``'s arrays."""
+    out = {}
+    for key, value in arrays.items():
+        if key.endswith("#gens"):
+            continue
+        name, at, which = key.rpartition("@")
+        if at:
+            if which == str(gen):
+                out[name] = value
+            continue
+        hits = np.flatnonzero(arrays[f"{key}#gens"] == gen)
+        if hits.size:
+            out[key] = value[hits[0]]
+    return out
 
 
 # --- the lock ------------------------------------------------------------------------------------
@@ -197,7 +235,8 @@ class RunStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._records: dict[int, Any] = {}
+        self._chunks: list[tuple[int, int, Path]] | None = None
+        self._loaded: dict[Path, dict[str, np.ndarray]] = {}
 
     @property
     def exists(self) -> bool:
@@ -270,15 +309,30 @@ class RunStore:
     def has_samples(self, gen: int, producer: str | None = None) -> bool:
         return self.path(gen, "samples", "npy", producer).is_file()
 
+    def chunks(self) -> list[tuple[int, int, Path]]:
+        """Committed record chunks ``(first, last, path)``: ``records/<first>-<last>.npz``."""
+        if self._chunks is None:
+            done = self.completed()
+            found = []
+            for path in (self.root / "records").glob("*.npz"):
+                first, _, last = path.stem.partition("-")
+                if first.isdigit() and last.isdigit() and int(last) < done:
+                    found.append((int(first), int(last), path))
+            self._chunks = sorted(found)
+        return self._chunks
+
     def record(self, gen: int) -> dict[str, np.ndarray]:
-        """Every array of ``gen_XXX/record.npz`` (empty for a generation without one)."""
-        if gen not in self._records:
-            path = self.gen_dir(gen) / "record.npz"
-            if not path.is_file():
-                return {}
+        """Every array generation ``gen`` recorded (empty for a generation without any)."""
+        for first, last, path in self.chunks():
+            if first <= gen <= last:
+                return unstack(self._load(path), gen)
+        return {}
+
+    def _load(self, path: Path) -> dict[str, np.ndarray]:
+        if path not in self._loaded:
             with np.load(path, allow_pickle=False) as f:
-                self._records[gen] = {k: f[k] for k in f.files}
-        return self._records[gen]
+                self._loaded[path] = {k: f[k] for k in f.files}
+        return self._loaded[path]
 
     def section(self, gen: int, kind: str, producer: str | None = None) -> dict[str, np.ndarray]:
         """The ``<kind>.<producer>.*`` arrays of generation ``gen``'s record, prefix removed."""
@@ -346,8 +400,22 @@ class RunStore:
                 self.root.rmdir()
 
 
+@dataclass
+class Staged:
+    """A finished generation waiting for the next commit."""
+
+    gen: int
+    row: dict[str, Any]
+    record: dict[str, np.ndarray]
+    samples: dict[str | None, np.ndarray]
+    models: dict[str | None, Any]
+
+
 class RunWriter:
-    """Writes one run directory; made by ``RunStore.writer`` under the lock."""
+    """Writes one run directory; made by ``RunStore.writer`` under the lock. Generations are
+    staged as they finish and committed together by ``flush``: at most once a second (or when
+    held samples grow large), at the first generation and at the end, so a run of fast
+    generations pays for one commit a second, a run of slow ones for one a generation."""
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
@@ -359,10 +427,24 @@ class RunWriter:
         self._unsynced: dict[Path, None] = {}  # written since the last durable commit
         self._synced_at = 0.0
         self._rows = store.metrics() if store.exists else []
+        self._staged: list[Staged] = []
+        self._flushed_at = time.monotonic()
         # uncommitted or torn lines from a crash must go before the first append
         self._dirty = (self.root / "metrics.jsonl").exists()
-        for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob("gen_*/.*.tmp-*")]:
-            tmp.unlink(missing_ok=True)  # a killed writer's files that were never renamed in
+        self._forget_uncommitted(store.completed())
+
+    def _forget_uncommitted(self, done: int) -> None:
+        """A killed writer's files that no manifest committed: never-renamed temporaries, record
+        chunks, samples and models of generations from ``done`` on."""
+        for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob("*/.*.tmp-*")]:
+            tmp.unlink(missing_ok=True)
+        for path in self.root.glob("records/*.npz"):
+            first = path.stem.partition("-")[0]
+            if not first.isdigit() or int(first) >= done:
+                path.unlink()
+        for folder in self.root.glob("gen_*"):
+            if folder.name[4:].isdigit() and int(folder.name[4:]) >= done:
+                shutil.rmtree(folder)
 
     def _write(self, path: Path, data: bytes | Callable[[Any], Any]) -> None:
         if not path.parent.exists():
@@ -379,22 +461,44 @@ class RunWriter:
         else:
             self._manifest(status="running")
 
-    def commit(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
-               samples: dict[str | None, np.ndarray], models: dict[str | None, Any]) -> None:
-        """Generation ``gen``: its samples (by producer; ``None`` in a one-model run), models and
-        record, then its metrics row, then the manifest (the one fsync). Until the manifest
-        says so, nothing of it counts."""
+    def stage(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
+              samples: dict[str | None, np.ndarray], models: dict[str | None, Any]) -> None:
+        """Generation ``gen``, done: its metrics row, record, samples (by producer; ``None`` in a
+        one-model run) and models, held until the next ``flush`` commits them."""
+        self._staged.append(Staged(gen, row, record, dict(samples), models))
+
+    def due(self) -> bool:
+        """Whether staged generations should be committed now: a second has passed since the
+        last commit, or the samples held in memory grow large."""
+        held = sum(a.nbytes for st in self._staged for a in st.samples.values())
+        return time.monotonic() - self._flushed_at >= COMMIT_EVERY_S or held > HOLD_BYTES
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Commit every staged generation, durably: their samples (those not dropped since),
+        models and one record chunk, then their metrics rows, then the manifest. Returns the
+        committed rows. Until the manifest says so, nothing of them counts."""
+        if not self._staged:
+            return []
         path = self.store.path
-        for producer, data in samples.items():
-            self._write(path(gen, "samples", "npy", producer), npy_writer(data))
-        for producer, model in models.items():
-            self._write(path(gen, "model", "pkl", producer),
-                        pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-        if record:
-            self._write(self.store.gen_dir(gen) / "record.npz", npz_bytes(record))
-        self.store._records.pop(gen, None)
-        self._append_row(jsonable(row))
-        self._manifest(completed=gen + 1)
+        for st in self._staged:
+            for producer, data in st.samples.items():
+                self._write(path(st.gen, "samples", "npy", producer), npy_writer(data))
+            for producer, model in st.models.items():
+                self._write(path(st.gen, "model", "pkl", producer),
+                            pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        first, last = self._staged[0].gen, self._staged[-1].gen
+        records = {st.gen: st.record for st in self._staged if st.record}
+        if records:
+            self._write(self.root / "records" / f"{first:06d}-{last:06d}.npz",
+                        npz_bytes(stack(records)))
+        rows = [jsonable(st.row) for st in self._staged]
+        for row in rows:
+            self._append_row(row)
+        self._staged = []
+        self._manifest(completed=last + 1, durable=True)
+        self.store._chunks = None
+        self._flushed_at = time.monotonic()
+        return rows
 
     def _append_row(self, row: dict[str, Any]) -> None:
         """Append one line (O(1) per generation) and hand it to the kernel; the manifest, written
@@ -427,17 +531,22 @@ class RunWriter:
                 pass  # a line that could not be flushed: the next writer rewrites the file
             self._log = None
 
-    def drop_samples(self, gen: int, producer: str | None = None) -> None:
-        self.store.path(gen, "samples", "npy", producer).unlink(missing_ok=True)
+    def drop_samples(self, gen: int, producer: str | None = None, *, disk: bool = True) -> None:
+        """Generation ``gen``'s samples are no longer wanted: drop them from the next commit and,
+        with ``disk``, from the run directory."""
+        for st in self._staged:
+            if st.gen == gen:
+                st.samples.pop(producer, None)
+        if disk:
+            self.store.path(gen, "samples", "npy", producer).unlink(missing_ok=True)
 
     def finish(self, status: str, **extra: Any) -> None:
         self._manifest(status=status, **extra)
 
-    def _manifest(self, **update: Any) -> None:
-        """Replace the manifest: the commit point. At most once a second (and at every status
-        change) the commit is made durable: the files written since the last one are fsynced,
-        then the manifest. A crash of the process loses nothing committed; a power cut, at most
-        the last second's generations (``RunStore.samples`` names a file the cut left torn)."""
+    def _manifest(self, durable: bool = True, **update: Any) -> None:
+        """Replace the manifest, the commit point, durably: the files written since the last
+        commit are fsynced first, then the manifest. A crash of the process loses nothing
+        committed; a power cut, at most what was staged."""
         manifest = self._manifest_data = self._manifest_data or {
             "collapselab": __version__,
             "python": sys.version.split()[0],
@@ -447,7 +556,6 @@ class RunWriter:
         if "completed" in update:
             update["completed_generations"] = update.pop("completed")
         manifest.update(update, updated=time.time())
-        durable = "status" in update or time.monotonic() - self._synced_at >= DURABLE_EVERY_S
         if durable:
             self._sync()
         path = self.root / "manifest.json"
