@@ -372,7 +372,8 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
         axes = [ax] * len(runs)
         colors = [[f"C{i % 10}"] for i in range(len(runs))]
     else:
-        fig, grid = plt.subplots(1, len(runs), figsize=(min(4.2 * len(runs), 13), 3.6),
+        width = 6.4 if len(runs) == 1 else min(4.2 * len(runs), 13)
+        fig, grid = plt.subplots(1, len(runs), figsize=(width, 3.6),
                                  sharey=True, squeeze=False)
         axes = list(grid[0])
         cmap = plt.get_cmap("viridis")
@@ -393,7 +394,7 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
         ax.set_xlabel("generation")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
-    axes[0].set_ylabel(keys[0] if len(keys) == 1 else chart.plot.title)
+    axes[0].set_ylabel(keys[0] if len(keys) == 1 else "value")
     if len(keys) == 1:
         axes[0].set_title(chart.plot.title)
     else:
@@ -826,7 +827,9 @@ figcaption ul { margin: 0.3em 0; padding-left: 1.2em; color: #555; font-size: 0.
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
 nav#toc ol { columns: 2; font-size: 0.95em; }
 section { border-top: 1px solid #ddd; margin-top: 1.5em; }
-table.text td { font-family: Georgia, serif; font-size: 0.85em; max-width: 28em; }
+table.text { width: 100%; table-layout: fixed; }
+table.text td { font-family: Georgia, serif; font-size: 0.85em; overflow-wrap: anywhere; }
+table.text tr > :first-child { width: 5em; }
 table.text th { white-space: nowrap; }
 mark.prompt { background: #ffe9a8; font-weight: 600; }
 """
