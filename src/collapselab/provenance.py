@@ -14,9 +14,9 @@ real pool), ``FRESH`` or the generation that produced it; ``producer`` numbers t
 (0 in a one-model run); ``index`` is the row in the real (or fresh) pool, or in that generation's
 *produced* (pre-curation) samples.
 
-A generation's record (``gen_XXX/record.npz``, keys ``provenance.<producer>.*``) holds its plan, the
+A generation's record (in ``records/``, keys ``provenance.<producer>.*``) holds its plan, the
 produced rows curation kept (only when something was filtered), each filter's scores, the mix that
-built each consumer's pool in a multi-producer run, and the producing model's family and seed.
+built each consumer's pool in a multi-producer run (who produced it: the run's config).
 ``training_labels`` rebuilds any generation's per-row labels from these records.
 """
 

@@ -4,26 +4,25 @@
       config.yaml        the resolved config (all defaults filled in)
       manifest.json      status, completed generations, seeds, versions: the commit point
       metrics.jsonl      one JSON object per generation: "<metric>", "<metric>.sem", theory columns
-      gen_XXX/record.npz the generation's per-chain metric arrays and per-sample artifacts
-                         (``artifacts.<producer>.<key>``) and provenance (``provenance.<producer>.*``,
-                         see ``collapselab.provenance``); compressed
-      gen_XXX/samples.npy  its curated synthetic samples, where ``keep_samples`` keeps them
+      records/<first>-<last>.npz
+                         the per-generation arrays of one commit, compressed and stacked across its
+                         generations: each metric's per-chain values and per-sample artifacts
+                         (``artifacts.<producer>.<key>``), the provenance (``provenance.<producer>.*``
+                         and ``pool.<producer>.*``, see ``collapselab.provenance``)
+      gen_XXX/samples.npy  curated synthetic samples, where ``keep_samples`` keeps them
                          (``samples_<producer>.npy`` in a multi-producer run)
       gen_000/model.pkl  generation 0's model (the reference; ``model_<producer>.pkl``)
       .lock              pid and host of the writer, for messages; the kernel lock (flock on the
                          directory) is what excludes a second writer
 
-A generation is committed once: its files are written under temporary names and renamed in (so a
-reader, or a killed writer, only ever sees whole files), its metrics row appended, then the manifest
-replaced after one fsync. Files of a later generation than the manifest records are ignored on
-resume. A directory collapselab did not create is never removed, and a non-empty folder that is not
-a run is refused before anything is written.
-
-Per generation a run writes about ``8 * chains * (k + 1)`` bytes of per-chain metric arrays (k
-metrics, compressed), its per-sample artifacts, the provenance plan (nothing for ``replace`` /
-``accumulate`` without curation; ``chains * size`` small integers otherwise, compressed), one
-metrics line, and ``chains * m * event * itemsize`` bytes of samples for each generation that
-``keep_samples`` keeps (generation 0 and the newest by default).
+Finished generations are staged and committed together: at the first generation, at the end, and
+otherwise at most once a second, so fast generations share one commit and slow ones get one each.
+A commit writes its files under temporary names and renames them in (a reader, or a killed writer,
+only ever sees whole files), appends the metrics rows, fsyncs what it wrote, then replaces the
+manifest. Files the manifest does not cover are removed when a writer resumes; generations that
+were staged but not committed are computed again, identically. A directory collapselab did not
+create is never removed, and a non-empty folder that is not a run is refused before anything is
+written.
 """
 
 from __future__ import annotations
@@ -425,7 +424,6 @@ class RunWriter:
         self._manifest_data = store.manifest() if store.exists else None
         self._log: Any = None  # metrics.jsonl, open for appending while the writer lives
         self._unsynced: dict[Path, None] = {}  # written since the last durable commit
-        self._synced_at = 0.0
         self._rows = store.metrics() if store.exists else []
         self._staged: list[Staged] = []
         self._flushed_at = time.monotonic()
@@ -538,7 +536,12 @@ class RunWriter:
             if st.gen == gen:
                 st.samples.pop(producer, None)
         if disk:
-            self.store.path(gen, "samples", "npy", producer).unlink(missing_ok=True)
+            path = self.store.path(gen, "samples", "npy", producer)
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # a generation with nothing left keeps no folder
+            except OSError:
+                pass
 
     def finish(self, status: str, **extra: Any) -> None:
         self._manifest(status=status, **extra)
@@ -582,7 +585,6 @@ class RunWriter:
             finally:
                 os.close(fd)
         self._unsynced.clear()
-        self._synced_at = time.monotonic()
 
     def remove_created(self) -> None:
         """Remove what this writer created (files first, then the folders it made)."""
