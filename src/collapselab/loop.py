@@ -295,7 +295,8 @@ class History:
     pools: list[list[Pool]]
     start: int = 0
     references: dict[int, Any] = field(default_factory=dict)
-    samples: set[int] = field(default_factory=set)  # generations whose samples are held or kept
+    staged: set[int] = field(default_factory=set)  # generations whose samples await a commit
+    on_disk: set[int] = field(default_factory=set)  # generations whose samples were committed
     stopped: bool = False
 
     def mix(self, gen: int, outputs: dict[int, Pool], record: dict[str, np.ndarray]) -> dict[int, Pool]:
@@ -303,7 +304,7 @@ class History:
         mix of the producers' outputs (``round(share * m)`` random rows of each, fewer if it kept
         fewer), recorded. A producer whose sources all failed gets no new pool."""
         cfg = self.exp.config
-        rng = mix_stream(cfg.seed, gen)
+        rng = None
         m = cfg.synthetic_size or cfg.data.size
         out = {}
         for c, consumer in enumerate(self.exp.producers):
@@ -312,6 +313,7 @@ class History:
                     out[c] = outputs[c]
             else:
                 parts: list[provenance.Take] = []
+                rng = rng or mix_stream(cfg.seed, gen)
                 for p, share in consumer.trains_on.items():
                     k = min(int(round(share * m)), outputs[p].n) if p in outputs else 0
                     if k:
@@ -329,7 +331,7 @@ class History:
         for c, pool in pools.items():
             self.pools[c] = [pool] if self.exp.policy.history == "last" else [*self.pools[c], pool]
         if outputs:
-            self.samples.add(gen)
+            self.staged.add(gen)
 
     def keeps(self, gen: int, newest: int, final: bool) -> bool:
         """Whether generation ``gen``'s samples stay: those ``keep_samples`` asks for (generation
@@ -346,14 +348,17 @@ class History:
 
     def prune(self, writer: RunWriter, *, final: bool, disk: bool) -> None:
         """Drop samples that neither a resume nor ``keep_samples`` asks for: those held for the
-        next commit, and (``disk``, right after a commit) those on disk."""
-        newest = max(self.samples, default=0)
-        for g in sorted(self.samples):
+        next commit and, right after a commit (``disk``), those on disk."""
+        if disk:  # the commit wrote what was still held
+            self.on_disk |= self.staged
+            self.staged.clear()
+        newest = max(self.staged | self.on_disk, default=0)
+        for g in sorted(self.staged | (self.on_disk if disk else set())):
             if not self.keeps(g, newest, final):
                 for producer in self.exp.producers:
-                    writer.drop_samples(g, producer.name, disk=disk)
-                if disk:
-                    self.samples.discard(g)
+                    writer.drop_samples(g, producer.name, disk=g in self.on_disk)
+                self.staged.discard(g)
+                self.on_disk.discard(g)
 
     @classmethod
     def restore(cls, exp: Experiment, store: RunStore) -> History:
@@ -366,7 +371,7 @@ class History:
                 exp.config.on_degenerate == "stop" or state.start == 1):
             state.stopped = True
             return state
-        state.samples = {g for g in range(state.start)
+        state.on_disk = {g for g in range(state.start)
                          if any(store.has_samples(g, p.name) for p in exp.producers)}
         if state.start >= exp.config.generations:
             return state  # killed while finishing: the final pruning may have run, nothing to train
