@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from collapselab import registry
+from collapselab.capabilities import ScoresTokens
 from collapselab.config import apply_override, load_config, validate
 from collapselab.errors import ConfigError
 from tests.conftest import ROOT
@@ -77,13 +78,34 @@ def test_a_metric_the_source_cannot_feed_is_refused_and_left_out_of_the_defaults
     data = {"source": "files", "path": str(tmp_path), "block_len": 8}
     (problem,) = problems_of({"model": {"family": "ngram"}, "data": data,
                               "metrics": ["perplexity", "true_kl"]})
-    assert problem.startswith("metrics[1]: 'true_kl' needs a source with log_prob_tokens (exact "
-                              "probabilities), which FilesSource lacks; metrics for FilesSource: ")
+    assert problem.startswith("metrics[1]: 'true_kl' needs a source with capability HasTrueDensity "
+                              "(exact token probabilities (log_prob_tokens)), which FilesSource "
+                              "lacks; metrics for FilesSource: ")
     assert "perplexity" in problem.split("metrics for FilesSource: ")[1]
     defaults = [m.name for m in validate({"model": {"family": "ngram"}, "data": data}).metrics]
     assert "perplexity" in defaults and "true_kl" not in defaults
     builtin = validate({"model": {"family": "ngram"}, "data": {"source": "builtin"}}).metrics
     assert "true_kl" in [m.name for m in builtin]
+
+
+class NeedsTokenScores:
+    """A metric that reads per-token scores: only for families that declare ScoresTokens."""
+
+    kinds = frozenset({"continuous", "tokens"})
+    needs = (ScoresTokens,)
+
+    def __call__(self, ctx):
+        return {}
+
+
+def test_a_metric_needing_a_model_capability_names_the_family_that_lacks_it():
+    name = "tests.test_config:NeedsTokenScores"
+    (problem,) = problems_of({"model": {"family": "gaussian"}, "metrics": [name]})
+    assert problem.startswith(f"metrics[0]: '{name}' needs a model family with capability "
+                              "ScoresTokens (per-token log-likelihoods (score_tokens)), which "
+                              "Gaussian lacks; metrics for ")
+    ok = validate({"model": {"family": "ngram"}, "data": {"source": "builtin"}, "metrics": [name]})
+    assert [m.name for m in ok.metrics] == [name]
 
 
 def test_family_that_does_not_fit_the_data_is_named():

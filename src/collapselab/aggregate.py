@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from collapselab import capabilities
 from collapselab.report import Figure, _png, figures_html, html_page, metric_keys
 from collapselab.store import RunStore, write_atomic
 from collapselab.sweep import read_manifest
@@ -168,16 +169,6 @@ def band_figure(metric: str, stats: Any) -> Figure:
 # --- costs -------------------------------------------------------------------------------------
 
 
-def parameter_count(model: Any) -> int | None:
-    """A neural family's parameter count, if the fitted model exposes one (per chain)."""
-    n = getattr(model, "n_parameters_", None)
-    if n is None and callable(getattr(model, "num_parameters", None)):
-        n = model.num_parameters()
-    if n is None and getattr(model, "state_dicts_", None):
-        n = sum(int(v.numel()) for v in model.state_dicts_[0].values())
-    return int(n) if n is not None else None
-
-
 def run_costs(store: RunStore) -> dict[str, Any]:
     """Totals over completed generations: wall time, samples (tokens for text) trained on and
     generated, summed over chains; FLOPs ≈ 6·N·trained + 2·N·generated tokens when the model
@@ -189,7 +180,7 @@ def run_costs(store: RunStore) -> dict[str, Any]:
     rows = store.metrics()
     unit, per = "samples", 1
     try:
-        kind = getattr(registry.sources.get(cfg.data.source), "kind", None)
+        kind = registry.sources.get(cfg.data.source).kind
     except (KeyError, ImportError):
         kind = None
     if kind == "tokens" and cfg.data.params.get("block_len"):
@@ -200,9 +191,9 @@ def run_costs(store: RunStore) -> dict[str, Any]:
                            "wall_s": sum(r.get("wall_s") or 0.0 for r in rows),
                            "trained": trained, "generated": generated, "flops": None,
                            "flops_note": "not a neural family: no parameter count"}
-    if (store.gen_dir(0) / "model.pkl").is_file() and _maybe_neural(cfg.model.family):
+    if (store.gen_dir(0) / "model.pkl").is_file() and _neural(cfg.model.family):
         try:
-            n = parameter_count(store.model(0))
+            n = capabilities.parameter_count(store.model(0))
         except Exception as exc:  # noqa: BLE001  (a missing optional dependency, an old pickle)
             n, out["flops_note"] = None, f"model not loadable here: {type(exc).__name__}"
         if n is not None:
@@ -211,16 +202,15 @@ def run_costs(store: RunStore) -> dict[str, Any]:
     return out
 
 
-def _maybe_neural(family: str) -> bool:
+def _neural(family: str) -> bool:
+    """Whether ``family`` declares network weights (``capabilities.HasWeights``); a family that
+    cannot be imported here (no torch) has no model to count either."""
     from collapselab import registry
 
-    if isinstance(getattr(registry.families, "_entries", {}).get(family), str):  # lazily registered heavy families (torch, transformers)
-        return True
     try:
-        target = registry.families.get(family)
+        return capabilities.is_neural(registry.families.get(family))
     except (KeyError, ImportError):
         return False
-    return bool(getattr(target, "threaded", False))
 
 
 # --- the sweep report --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from collapselab import registry
+from collapselab import capabilities, registry
 from collapselab.errors import CollapselabError, ConfigError
 from collapselab.watermark import Watermark
 
@@ -444,8 +444,9 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         problems += _check_kinds(raw, resolved, source)
         if raw.get("metrics") is None:
             # built-ins only: installing a plugin must not change what an existing config measures
+            families = _families(raw, resolved)
             resolved["metrics"] = [NamedSpec(name=n) for n in registry.metrics.names(registry.BUILTIN)
-                                   if _why_not(registry.metrics.get(n), source) is None]
+                                   if _why_not(registry.metrics.get(n), source, families) is None]
     return resolved, problems
 
 
@@ -511,16 +512,41 @@ def _check_one(
     return {key: name, **{k: spec[k] for k in own if k in spec}, **values}, []
 
 
-def _why_not(metric: Any, source: Any) -> str | None:
-    """Why ``metric`` cannot measure runs on ``source`` (a class), or ``None`` if it can: the kind
-    of data, and the source methods the metric ``needs`` (e.g. exact probabilities)."""
-    if source.kind not in getattr(metric, "kinds", frozenset()):
+def _why_not(component: Any, source: Any, families: list[Any] | None = None) -> str | None:
+    """Why a metric cannot measure runs on ``source`` (a class) with the model ``families``
+    (classes), or ``None`` if it can: the kind of data, and the capabilities it ``needs``."""
+    if source.kind not in getattr(component, "kinds", frozenset()):
         return f"does not apply to {source.kind} data"
-    missing = [m for m in getattr(metric, "needs", ()) if not callable(getattr(source, m, None))]
-    if missing:
-        return f"needs a source with {', '.join(missing)} (exact probabilities), which " \
-               f"{source.__name__} lacks"
+    return _unmet(component, source, families or [])
+
+
+def _unmet(component: Any, source: Any, families: list[Any]) -> str | None:
+    """The first capability in a metric's or filter's ``needs`` (``collapselab.capabilities``
+    Protocols) that the source or a model family lacks, said with what it is, or ``None``."""
+    for cap in getattr(component, "needs", ()):
+        if not isinstance(cap, type):
+            return (f"declares needs={cap!r}; each need must be a capability Protocol from "
+                    f"collapselab.capabilities (e.g. HasTrueDensity, ScoresTokens)")
+        targets = [source] if cap in capabilities.OF_SOURCE else families
+        for target in targets:
+            if not capabilities.provides(target, cap):
+                owner = "source" if cap in capabilities.OF_SOURCE else "model family"
+                return (f"needs a {owner} with capability {capabilities.describe(cap)}, which "
+                        f"{target.__name__} lacks")
     return None
+
+
+def _families(raw: dict[str, Any], resolved: dict[str, Any]) -> list[Any]:
+    """The classes of the model families the config trains (every producer's), where they load."""
+    specs = ([p.model for p in resolved.get("producers") or []] if raw.get("producers")
+             else [resolved["model"]] if resolved.get("model") is not None else [])
+    out = []
+    for spec in specs:
+        try:
+            out.append(registry.families.get(spec.family))
+        except (KeyError, ImportError):
+            continue  # reported where the model section is checked
+    return out
 
 
 def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], source: Any) -> list[str]:
@@ -536,12 +562,17 @@ def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], source: Any) -> 
         if kinds is not None and kind not in kinds:
             problems.append(f"{where}.family: {model.family!r} cannot model {kind} data; "
                             f"families for {kind}: {', '.join(_accepting(registry.families, kind))}")
+    families = _families(raw, resolved)
+    for i, spec in enumerate(resolved.get("curation", [])):
+        why = _unmet(registry.filters.get(spec.name), source, families)
+        if why is not None:
+            problems.append(f"curation[{i}]: {spec.name!r} {why}")
     if raw.get("metrics") is not None:
         for i, spec in enumerate(resolved.get("metrics", [])):
-            why = _why_not(registry.metrics.get(spec.name), source)
+            why = _why_not(registry.metrics.get(spec.name), source, families)
             if why is not None:
                 fits = [n for n in registry.metrics.names()
-                        if _why_not(registry.metrics.get(n), source) is None]
+                        if _why_not(registry.metrics.get(n), source, families) is None]
                 problems.append(f"metrics[{i}]: {spec.name!r} {why}; "
                                 f"metrics for {source.__name__}: {', '.join(fits)}")
     return problems

@@ -71,7 +71,7 @@ def registered() -> list[tuple[str, str, str]]:
 
 def predict(config: Any, source: Any) -> dict[str, Prediction]:
     """Predictions for this experiment, keyed by metric value name; empty where no theory applies."""
-    if config.curation or getattr(config, "producers", None):
+    if config.curation or config.producers:
         return {}  # filtering or mixing producers changes what is fitted: the formulas no longer apply
     key = (config.model.family, config.data.source, config.policy.name)
     fn = _PREDICTORS.get(key)

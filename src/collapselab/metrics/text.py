@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
+from collapselab.capabilities import HasTrueDensity, ScoresTokens
 from collapselab.errors import DataError
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
@@ -42,7 +43,7 @@ def perplexity(loglik: np.ndarray) -> np.ndarray:
 def token_scores(model: Any, x: np.ndarray) -> tuple[np.ndarray, int] | None:
     """``(chains, n, k)`` per-token log-likelihoods and ``k``, or None if the model has no
     ``score_tokens``."""
-    if not callable(getattr(model, "score_tokens", None)):
+    if not isinstance(model, ScoresTokens):
         return None
     scores = np.asarray(model.score_tokens(x), dtype=np.float64)
     k = scores.shape[-1]
@@ -326,7 +327,7 @@ class TrueKL:
                 "model_xent": "cross-entropy of the model on the true language, nats per token"}
     worse = {"true_kl": "higher", "model_xent": "higher"}
     plots = (Plot.curve("true_kl", "distance to the true language (KL)", headline=True),)
-    needs = ("log_prob_tokens",)  # config validation checks the source has it
+    needs = (HasTrueDensity,)  # of the source: config validation checks it
 
     def __init__(
         self,
@@ -341,8 +342,7 @@ class TrueKL:
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         source = ctx.source
-        exact = getattr(source, "log_prob_tokens", None)
-        if not callable(exact):
+        if not isinstance(source, HasTrueDensity):
             raise DataError(
                 f"metric 'true_kl' needs a source with exact probabilities (log_prob_tokens), "
                 f"such as 'builtin'; {type(source).__name__} has none: use 'perplexity'"
@@ -352,7 +352,7 @@ class TrueKL:
         else:
             x = np.asarray(_first(ctx.heldout, self.max_blocks)[0])
         xc = np.broadcast_to(x, (ctx.chains, *x.shape))
-        src_tok = np.asarray(exact(x), dtype=np.float64)  # (m, T)
+        src_tok = np.asarray(source.log_prob_tokens(x), dtype=np.float64)  # (m, T)
         scored = token_scores(ctx.model, xc)
         if scored is not None:
             scores, k = scored

@@ -34,6 +34,7 @@ import numpy as np
 import pydantic
 
 from collapselab import protocol, registry, watermark
+from collapselab.capabilities import CompletesPrompts, ScoresTokens
 from collapselab.errors import DataError
 from collapselab.models import decoding
 
@@ -398,7 +399,7 @@ def _arpa_lines(log10p: np.ndarray, grams: list[str], log10bo: np.ndarray | None
 
 
 @registry.families.register("ngram")
-class NGram(protocol.Model):
+class NGram(protocol.Model, ScoresTokens, CompletesPrompts):
     """Interpolated Kneser-Ney n-gram LM over token blocks, one per chain.
 
     ``fit(data (chains, n_blocks, block_len))``; ``score_samples(data) -> (chains, n)`` mean ln p per

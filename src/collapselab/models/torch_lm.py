@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from collapselab import registry
+from collapselab.capabilities import CompletesPrompts, ScoresTokens
 from collapselab.errors import ConfigError, NumericalError
 from collapselab.models import sampling
 from collapselab.models.decoding import Decoding
@@ -184,9 +185,10 @@ def _mean_loss(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[..., tor
 # ---------------------------------------------------------------- the base
 
 
-class TorchLM(NetworkCache, Model):
+class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
     """A torch language model over int token blocks ``(chains, n_blocks, block_len)``; one network
-    per chain. Subclasses keep the hyperparameters ``device``, ``prompt_tokens`` and the decoding
+    per chain. Declares :class:`ScoresTokens` and :class:`CompletesPrompts`; its weights
+    (``state_dicts_``) and ``threaded`` make it ``HasWeights`` and ``RunsThreads``. Subclasses keep the hyperparameters ``device``, ``prompt_tokens`` and the decoding
     controls (``Decoding``'s names, ``sample_batch_size``)."""
 
     kinds = frozenset({"tokens"})

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from collapselab import registry
+from collapselab.capabilities import HasTrueDensity
 from collapselab.sources.tokens import Corpus, TokenSource
 
 _CONSONANTS = "bdfgklmnprstvz"
@@ -33,7 +34,7 @@ def made_up_words(n: int, rng: np.random.Generator) -> list[str]:
 
 
 @registry.sources.register("builtin")
-class BuiltinSource(TokenSource):
+class BuiltinSource(TokenSource, HasTrueDensity):
     """A seeded ground-truth language: a hidden Markov model with Zipf-distributed emissions.
 
     Each hidden state moves to ``branching`` successor states (plus a 1% uniform leak so the chain is

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from collapselab.capabilities import HasVocabulary
 from collapselab.errors import DataError
 from collapselab.sources.base import tile_chains
 from collapselab.sources.tokenizers import EOS, UNK, Tokenizer, WordTokenizer
@@ -28,7 +29,7 @@ class Corpus:
     train_counts: np.ndarray  # (vocab_size,) token frequencies of the whole train split
 
 
-class TokenSource:
+class TokenSource(HasVocabulary):
     """Shared plumbing: a lazily loaded :class:`Corpus` and the source protocol on top of it."""
 
     kind = "tokens"
