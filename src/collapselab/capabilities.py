@@ -11,7 +11,8 @@ whose needs the model family or data source does not meet, naming the missing ca
         needs = (HasTrueDensity,)   # of the source: config validation checks it
 
 The loop, the theory, the aggregate and the report ask through the helpers here
-(:func:`prompt_tokens`, :func:`threaded`, :func:`parameter_count`), never ``getattr`` on a model.
+(:func:`prompt_tokens`, :func:`threaded`, :func:`source_sizes`, :func:`is_neural`,
+:func:`parameter_count`), never ``getattr`` on a model or a source.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ class HasTrueDensity(Protocol):
         ...
 
 
-OF_SOURCE = frozenset({HasVocabulary, HasTrueDensity})  # the rest are a model family's
+@runtime_checkable
+class HasStates(Protocol):
+    """a finite set of states (``n_states``)"""
+
+    n_states: int
+
+
+OF_SOURCE = frozenset({HasVocabulary, HasTrueDensity, HasStates})  # the rest are a model family's
 
 
 def members(capability: type) -> list[str]:
@@ -124,7 +132,18 @@ def describe(capability: type) -> str:
 def prompt_tokens(model: Any) -> int:
     """How many leading tokens of each sampled block are copied from a training block rather than
     generated (0 for a model that does not complete prompts): the watermark test skips them."""
-    return int(model.prompt_tokens) if isinstance(model, CompletesPrompts) else 0
+    return int(model.prompt_tokens) if provides(model, CompletesPrompts) else 0
+
+
+def source_sizes(source: Any) -> dict[str, int]:
+    """Sizes a family can learn from ``source`` when its config leaves them unset: ``vocab_size``
+    (a source that :class:`HasVocabulary`) and ``n_states`` (one that :class:`HasStates`)."""
+    out = {}
+    if provides(source, HasVocabulary):
+        out["vocab_size"] = int(source.vocab_size)
+    if provides(source, HasStates):
+        out["n_states"] = int(source.n_states)
+    return out
 
 
 def threaded(model: Any) -> bool:
