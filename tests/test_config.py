@@ -58,7 +58,7 @@ def test_unknown_field_suggests_the_closest():
         "generatoins: unknown field. Did you mean: generations? Allowed: name, generations, seed, "
         "chains, synthetic_size, model, data, policy, curation, metrics, producers, watermark, "
         "on_degenerate, "
-        "keep_samples, out_dir"
+        "keep_samples, out_dir, tracking"
     ]
     assert problems_of({"model": {"family": "gaussian", "varience": "mle"}}) == [
         "model.varience: unknown field. Did you mean: variance? Allowed: variance"

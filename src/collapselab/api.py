@@ -113,11 +113,13 @@ def run(config: str | Path | Mapping[str, Any] | ExperimentConfig, /, *, resume:
     ``progress``: ``None`` a bar in a notebook or terminal, ``False`` none, ``True`` always, or
     a callable ``(done, total)``.
     """
+    from collapselab import tracking
     from collapselab.loop import run as run_loop
 
     cfg = experiment(config, **overrides)
-    with progress_bar(cfg.name, progress) as update:
-        store = run_loop(cfg, resume=resume, takeover=takeover, progress=update)
+    with tracking.session(cfg) as track, progress_bar(cfg.name, progress) as update:
+        store = run_loop(cfg, resume=resume, takeover=takeover, progress=update,
+                         observers=track.observers)
     return Run(store.root)
 
 

@@ -69,11 +69,12 @@ def progress_bar(label: str) -> Iterator[callable]:  # type: ignore[valid-type]
         yield update
 
 
-def _run_one(cfg, resume: bool, takeover: bool) -> Path:  # type: ignore[no-untyped-def]
+def _run_one(cfg, resume: bool, takeover: bool, observers=()) -> Path:  # type: ignore[no-untyped-def]
     from collapselab.loop import run as run_experiment
 
     with progress_bar(cfg.name) as update:
-        store = run_experiment(cfg, resume=resume, takeover=takeover, progress=update)
+        store = run_experiment(cfg, resume=resume, takeover=takeover, progress=update,
+                               observers=observers)
     status = store.manifest()["status"]
     console.print(f"{cfg.name}: {status}, {store.completed()} generations in {store.root}")
     return store.root
@@ -97,11 +98,14 @@ def run(
             from collapselab.resources import check
 
             check(cfg)
-        root = _run_one(cfg, resume, takeover)
-        if report:
-            from collapselab.report import write_report
+        from collapselab import tracking
 
-            console.print(f"report: {write_report([root])}")
+        with tracking.session(cfg, write_report=report) as track:  # no tracking: does nothing
+            root = _run_one(cfg, resume, takeover, track.observers)
+            if report:
+                from collapselab.report import write_report
+
+                console.print(f"report: {track.report(write_report([root]))}")
 
 
 def demo_configs() -> list[Path]:

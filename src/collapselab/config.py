@@ -70,6 +70,21 @@ class NamedSpec(Spec):
 EveryK = Annotated[int, Field(ge=1, strict=True)]  # keep_samples: every k-th generation
 
 
+class TrackingSpec(BaseModel):
+    """Where the run is logged besides its directory (which stays the record): an experiment
+    tracker. See ``collapselab.tracking``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["mlflow"] = Field(description="experiment tracker: mlflow")
+    uri: str | None = Field(None, description=(
+        "tracking URI (http://host:5000, file:./mlruns, sqlite:///mlflow.db); null: the "
+        "tracker's default (MLFLOW_TRACKING_URI, else ./mlruns)"))
+    experiment: str = Field("collapselab", min_length=1, description="experiment name")
+    artifacts: bool = Field(True, description=(
+        "also upload the report and the run directory (config, metrics, records, samples)"))
+
+
 class ExperimentConfig(BaseModel):
     """One collapse experiment. Each field is documented here once; the CLI help is built from it."""
 
@@ -106,6 +121,10 @@ class ExperimentConfig(BaseModel):
             "none, or an integer k (every k-th generation and the newest); while it runs, what "
             "a resume needs is kept too"))] = "last"
     out_dir: Annotated[str, Field(description="folder that holds run directories")] = "runs"
+    tracking: Annotated[TrackingSpec | None, Field(description=(
+        "log the run to an experiment tracker ({backend: mlflow, uri: ..., experiment: ...}): "
+        "config as params, metrics by generation, report and run directory as artifacts; "
+        "null: none"))] = None
 
     @pydantic.field_validator("curation", "metrics", mode="before")
     @classmethod

@@ -294,7 +294,10 @@ def run_point(config: dict[str, Any]) -> dict[str, Any]:
         cfg = validate(config)
         before = RunStore(cfg.run_dir).completed()
         # takeover: the sweep lock makes this driver the only one, so a lock here is stale
-        store = run(cfg, resume=True, takeover=True)
+        from collapselab import tracking
+
+        with tracking.session(cfg) as track:  # a tracker run per point, tagged with the sweep
+            store = run(cfg, resume=True, takeover=True, observers=track.observers)
         result.update(status=store.manifest()["status"], completed=store.completed(),
                       resumed_from=before)
     except Exception as exc:  # noqa: BLE001  (reported per point; the sweep goes on)

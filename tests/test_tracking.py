@@ -1,0 +1,152 @@
+"""Runs logged to MLflow: against a real ``mlflow server`` on localhost and against the local
+file store: the resolved config as params, every generation's metrics at step = generation,
+the report and the run directory as artifacts; sweeps one run per point, tagged; a tracker that
+is down costs one warning, never the run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow", reason="mlflow not installed (pip install -e '.[dev]')")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+import collapselab  # noqa: E402
+from collapselab.store import RunStore  # noqa: E402
+
+GAUSS = {"name": "g", "generations": 3, "chains": 8, "model": {"family": "gaussian"},
+         "data": {"source": "normal", "size": 20}, "metrics": ["variance_ratio", "w2"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def the_run(uri: str, experiment: str = "collapselab"):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    return client, runs
+
+
+def check_logged(client: MlflowClient, run, store: RunStore) -> None:
+    assert run.info.status == "FINISHED" and run.data.tags["collapselab.status"] == "complete"
+    params = run.data.params
+    assert params["policy.name"] == "replace" and params["generations"] == "3"
+    assert params["data.size"] == "20" and params["metrics"].startswith('[{"name": "variance_ratio"')
+    rows = store.metrics()
+    for key in ("variance_ratio", "w2", "variance_ratio.theory"):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        assert history == [(r["generation"], pytest.approx(r[key])) for r in rows], key
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.html", "run"} <= top
+    inside = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
+    assert {"run/config.yaml", "run/metrics.jsonl", "run/manifest.json"} <= inside
+
+
+def test_a_run_is_logged_to_the_local_file_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"file:{tmp_path / 'mlruns'}"
+    run = collapselab.run(GAUSS, out_dir=str(tmp_path / "runs"), progress=False,
+                          **{"tracking.backend": "mlflow", "tracking.uri": uri})
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client, runs = the_run(uri)
+    assert len(runs) == 1 and runs[0].info.run_name == "g"
+    assert runs[0].data.tags["collapselab.run_dir"] == str(run.root.resolve())
+    check_logged(client, runs[0], RunStore(run.root))
+
+
+def test_each_point_of_a_sweep_is_one_run_tagged_with_the_sweep(tmp_path):
+    uri = f"file:{tmp_path / 'mlruns'}"
+    spec = {"base": {**GAUSS, "tracking": {"backend": "mlflow", "uri": uri,
+                                           "experiment": "sweeps", "artifacts": False}},
+            "grid": {"policy.name": ["replace", "accumulate"]}, "backend": "local",
+            "workers": 1, "out_dir": str(tmp_path / "sw")}
+    result = collapselab.sweep(spec, progress=False)
+    assert len(result.runs) == 2 and not result.failed
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    _, runs = the_run(uri, "sweeps")
+    assert len(runs) == 2
+    assert {r.data.tags["collapselab.sweep_name"] for r in runs} == {"sw"}
+    assert {r.data.tags["collapselab.point.policy.name"] for r in runs} == {"replace",
+                                                                            "accumulate"}
+    assert {r.data.params["policy.name"] for r in runs} == {"replace", "accumulate"}
+
+
+def test_a_tracker_that_is_down_costs_one_warning_never_the_run(tmp_path, caplog):
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    tic = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="collapselab.tracking"):
+        run = collapselab.run(GAUSS, out_dir=str(tmp_path / "runs"), progress=False,
+                              **{"tracking.backend": "mlflow", "tracking.uri": down})
+    assert run.status == "complete" and len(run.metrics()) == 3
+    warnings = [r for r in caplog.records if r.name == "collapselab.tracking"]
+    assert len(warnings) == 1 and down in warnings[0].getMessage()
+    assert "the run goes on without it" in warnings[0].getMessage()
+    assert time.perf_counter() - tic < 60  # no minutes of retries
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server on localhost (file backend: no database migrations to wait for;
+    artifacts served by the server)."""
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if exe is None:
+        pytest.skip("no mlflow executable")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"file:{root / 'mlruns'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"),
+        env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start in 120 s")
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers (its own group)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_run_is_logged_live_to_a_real_mlflow_server(mlflow_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from collapselab.cli import app
+
+    cfg = tmp_path / "g.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(GAUSS))
+    out = CliRunner().invoke(app, ["run", str(cfg), f"out_dir={tmp_path / 'runs'}",
+                                   "tracking.backend=mlflow", f"tracking.uri={mlflow_server}",
+                                   "tracking.experiment=live"])
+    assert out.exit_code == 0, out.output
+    client, runs = the_run(mlflow_server, "live")
+    assert len(runs) == 1
+    check_logged(client, runs[0], RunStore(tmp_path / "runs" / "g"))
