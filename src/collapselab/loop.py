@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from collapselab import provenance, registry, theory, watermark
+from collapselab import capabilities, provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
 from collapselab.curation import CurationContext, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
@@ -124,9 +124,9 @@ def build_model(spec: Any, source: Any) -> Any:
     states) are filled in when the config leaves them unset."""
     params = dict(spec.params)
     accepted = inspect.signature(registry.families.get(spec.family)).parameters
-    for name, attr in (("vocab_size", "vocab_size"), ("n_states", "n_states")):
-        if name in accepted and params.get(name) is None and hasattr(source, attr):
-            params[name] = getattr(source, attr)
+    for name, value in capabilities.source_sizes(source).items():
+        if name in accepted and params.get(name) is None:
+            params[name] = value
     return registry.families.build(spec.family, params)
 
 
@@ -157,7 +157,7 @@ def run(
         writer.start(cfg.to_yaml(), seeds={"seed": cfg.seed, "streams": STREAMS})
         # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
         # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
-        threaded = any(getattr(p.prototype, "threaded", False) for p in exp.producers)
+        threaded = any(capabilities.threaded(p.prototype) for p in exp.producers)
         try:
             with threadpool_limits(limits=None if threaded else 1):
                 status = generations(exp, store, writer, progress, observers)
@@ -276,7 +276,7 @@ def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.n
         exp.filters, produced,
         CurationContext(gen, model, reference, rng.curate, exp.source, exp.config.watermark))
     marks = {} if marker is None else watermark.measure(
-        marker, model, produced, real, rng.metrics, skip=getattr(model, "prompt_tokens", 0))
+        marker, model, produced, real, rng.metrics, skip=capabilities.prompt_tokens(model))
     ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
                             synthetic=synthetic, real=real, heldout=heldout,
                             source=exp.source, rng=rng.metrics)

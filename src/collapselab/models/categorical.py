@@ -43,10 +43,12 @@ class Categorical(Model):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n = check_n(n)
         self.check_fitted()
-        counts = rng.multinomial(n, self.probs_)  # (C, K), one call for all chains
-        chains, k = counts.shape
-        states = np.repeat(np.tile(np.arange(k), chains), counts.ravel()).reshape(chains, n)
-        return rng.permuted(states, axis=1)  # exchangeable order, like i.i.d. draws
+        cdf = np.cumsum(self.probs_, axis=1)
+        # exact edges: a state of probability 0 has two equal edges (never drawn), also at the end
+        cdf = (cdf / cdf[:, -1:])[:, :-1]  # (C, K-1)
+        u = rng.random((cdf.shape[0], n))  # inverse CDF: one uniform per draw, i.i.d.
+        states = (u[:, :, None] >= cdf[:, None, :]).sum(axis=2, dtype=np.int64)  # (C, n)
+        return states.astype(np.min_scalar_type(self.probs_.shape[1] - 1))
 
     def score_samples(self, data: np.ndarray) -> np.ndarray:
         self.check_fitted()
