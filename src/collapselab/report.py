@@ -276,6 +276,18 @@ class Declared:
         arrow = WORSE_ARROW.get(lookup(self.worse, key) or "", "")
         return f"{key} — {text}" + (f" ({arrow})" if arrow else "")
 
+    def lines(self, keys: list[str]) -> list[str]:
+        """:meth:`line` of each key; keys sharing a description (``tail_nll_*``) on one line."""
+        shared: dict[tuple[str | None, str | None], list[str]] = {}
+        for k in keys:
+            shared.setdefault((lookup(self.describe, k), lookup(self.worse, k)), []).append(k)
+        out = []
+        for members in shared.values():
+            first = self.line(members[0])
+            out.append(first if len(members) == 1 else
+                       ", ".join(members) + first.removeprefix(members[0]))
+        return out
+
     def of_kind(self, kind: str) -> list[Plot]:
         return [p for p in self.plots if p.kind == kind]
 
@@ -400,7 +412,7 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
     else:
         fig.suptitle(chart.plot.title, fontsize=10)
     caption = chart.plot.title + thinned_note(drawn, total)
-    lines = [declared.line(k) for k in keys]
+    lines = declared.lines(keys)
     if chart.left_out:
         lines.append("constant or empty, in the tables only: " + ", ".join(chart.left_out))
     return Figure(name or (f"metric-{keys[0]}" if len(keys) == 1 else
@@ -817,7 +829,7 @@ generations are drawn at {MAX_POINTS} evenly spaced ones; the tables hold every 
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222;
-       padding: 0 1em; }
+       padding: 0 1em; box-sizing: border-box; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 .grid { display: flex; flex-wrap: wrap; gap: 1.2em; }
