@@ -137,7 +137,10 @@ def demo(
                 continue
             # a killed demo leaves its lock behind: --resume takes it over (only if its process
             # is gone; a live writer is always refused)
-            roots.append(_run_one(cfg, resume, takeover=resume))
+            from collapselab import tracking
+
+            with tracking.session(cfg) as track:  # tracking.backend=...: one tracker run each
+                roots.append(_run_one(cfg, resume, resume, track.observers))
         console.print(f"report: {write_report(roots, out_dir / 'report.html')}")
 
 
