@@ -252,7 +252,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         state.prune(writer, final=False, disk=False)  # staged samples nobody will want
         stop = len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0)
         last = stop or gen == cfg.generations - 1
-        if gen == 0 or last or writer.due():  # one commit a second, not one a generation
+        if last or writer.due():  # one commit a second, not one a generation
             rows = writer.flush()
             state.prune(writer, final=last, disk=True)  # what the commit made unnecessary
             for observer in observers:

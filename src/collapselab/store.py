@@ -464,10 +464,12 @@ class RunWriter:
 
     def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
         self._write(self.root / "config.yaml", config_yaml.encode())
+        # durable with the first commit: nothing before it is worth an fsync
         if self.new_run:
-            self._manifest(status="running", completed=0, seeds=seeds, created=time.time())
+            self._manifest(durable=False, status="running", completed=0, seeds=seeds,
+                           created=time.time())
         else:
-            self._manifest(status="running")
+            self._manifest(durable=False, status="running")
 
     def stage(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
               samples: dict[str | None, np.ndarray], models: dict[str | None, Any]) -> None:
@@ -577,6 +579,8 @@ class RunWriter:
         write_atomic(path, json.dumps(jsonable(manifest), indent=2).encode(), durable=durable)
 
     def _sync(self) -> None:
+        if not self._unsynced:
+            return
         dirs = {self.root}
         for path in self._unsynced:
             try:
