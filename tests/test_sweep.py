@@ -98,7 +98,8 @@ def test_shipped_sweeps_expand_and_validate():
     sizes = {}
     for path in sorted((ROOT / "configs" / "sweeps").glob("*.yaml")):
         sizes[path.stem] = len(load_sweep(path).points)
-    assert sizes == {"curation": 20, "curation_correct": 15, "gaussian_table": 40,
+    assert sizes == {"curation": 20, "curation_correct": 15, "curation_correct_language": 20,
+                     "gaussian_table": 40,
                      "language_policies": 15}
 
 
