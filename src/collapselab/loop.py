@@ -39,22 +39,28 @@ STREAMS = ("generation g, producer p: SeedSequence(seed, spawn_key=(1, g, p)).sp
            "spawn_key=(2, g); set-up (real pool, held-out data): spawn_key=(0,)")
 
 
-@dataclass
 class Streams:
     """Independent random streams of one producer in one generation, derived from the root seed
     (see ``STREAMS``): any generation of any producer can be replayed alone, and adding a producer
-    changes no other producer's streams."""
+    changes no other producer's streams. Each stream is made on first use (the i-th is the i-th
+    child of ``SeedSequence(seed, spawn_key=(1, gen, producer))``)."""
 
-    compose: np.random.Generator
-    fit: np.random.Generator
-    sample: np.random.Generator
-    curate: np.random.Generator
-    metrics: np.random.Generator
+    PURPOSES = ("compose", "fit", "sample", "curate", "metrics")
+
+    def __init__(self, seed: int, key: tuple[int, ...]) -> None:
+        self._seed, self._key = seed, key
 
     @classmethod
     def for_generation(cls, seed: int, gen: int, producer: int = 0) -> Streams:
-        seqs = np.random.SeedSequence(seed, spawn_key=(1, gen, producer)).spawn(5)
-        return cls(*(np.random.default_rng(s) for s in seqs))
+        return cls(seed, (1, gen, producer))
+
+    def __getattr__(self, purpose: str) -> np.random.Generator:
+        if purpose not in Streams.PURPOSES:
+            raise AttributeError(purpose)
+        i = Streams.PURPOSES.index(purpose)
+        rng = np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=(*self._key, i)))
+        setattr(self, purpose, rng)  # later uses find the attribute: no second stream
+        return rng
 
 
 def mix_stream(seed: int, gen: int) -> np.random.Generator:

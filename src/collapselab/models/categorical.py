@@ -47,8 +47,14 @@ class Categorical(Model):
         # exact edges: a state of probability 0 has two equal edges (never drawn), also at the end
         cdf = (cdf / cdf[:, -1:])[:, :-1]  # (C, K-1)
         u = rng.random((cdf.shape[0], n))  # inverse CDF: one uniform per draw, i.i.d.
-        states = (u[:, :, None] >= cdf[:, None, :]).sum(axis=2, dtype=np.int64)  # (C, n)
-        return states.astype(np.min_scalar_type(self.probs_.shape[1] - 1))
+        dtype = np.min_scalar_type(self.probs_.shape[1] - 1)
+        if cdf.shape[1] <= 64:  # few states: count the edges below each draw, all chains at once
+            states = np.zeros(u.shape, dtype=dtype)
+            for j in range(cdf.shape[1]):
+                states += u >= cdf[:, j:j + 1]
+            return states
+        return np.stack([np.searchsorted(c, row, side="right") for c, row in zip(cdf, u)]
+                        ).astype(dtype)  # (C, n)
 
     def score_samples(self, data: np.ndarray) -> np.ndarray:
         self.check_fitted()
