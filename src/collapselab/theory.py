@@ -112,12 +112,15 @@ def drift_scale_moments(
             stack.extend((a - j, b + j) for j in range(2, a + 1, 2))
     prev = {(a, b): (sigma**b if a == 0 else 0.0) for a, b in need}  # before any fit: D = 0, s = σ
     out = {key: np.empty(len(sizes)) for key in need}
+    steps: dict[tuple[int, int], float] = {}  # E R^{b/2} of a fit of size m: few distinct sizes
     for t, m in enumerate(sizes):
         cur = {}
         for a, b in need:
             acc = sum(comb(a, j) * _normal_moment(j) * m ** (-j / 2) * prev[(a - j, b + j)]
                       for j in range(0, a + 1, 2))
-            cur[(a, b)] = float(chi2_moment(m - 1, m - ddof, b / 2)) * acc
+            if (m, b) not in steps:
+                steps[m, b] = float(chi2_moment(m - 1, m - ddof, b / 2))
+            cur[(a, b)] = steps[m, b] * acc
         prev = cur
         for key in need:
             out[key][t] = cur[key]
