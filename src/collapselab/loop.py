@@ -242,8 +242,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 parts, kept=curated.index if curated.filtered else None,
                 produced=int(produced.shape[1]), scores=curated.scores))
             record |= prefixed(f"artifacts.{producer.label}.", artifacts)
-            outputs[p] = Pool((gen, p), synthetic, provenance.encode(gen, curated.index, p),
-                              origin=(gen, p))
+            outputs[p] = Pool((gen, p), synthetic, origin=(gen, p), rows=curated.index)
         if len(exp.producers) > 1:  # totals, for cost accounting
             row["train_size"] = sum(row.get(q.key("train_size"), 0) for q in exp.producers)
             row["generated"] = sum(row.get(q.key("generated"), 0) for q in exp.producers)
@@ -398,8 +397,7 @@ def rebuild_pool(exp: Experiment, store: RunStore, gen: int, c: int) -> Pool:
         name = exp.producers[p].name
         data, prov = store.samples(g, name), store.provenance(g, name)
         kept = prov["kept"].astype(np.int64) if "kept" in prov else np.arange(data.shape[1])
-        return Pool((g, p), data, provenance.encode(g, np.broadcast_to(kept, data.shape[:2]), p),
-                    origin=(g, p))
+        return Pool((g, p), data, origin=(g, p), rows=np.broadcast_to(kept, data.shape[:2]))
 
     mix = store.pool(gen, exp.producers[c].name)
     if "parts" not in mix:

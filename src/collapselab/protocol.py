@@ -16,6 +16,7 @@ Randomness is always passed in as a ``numpy.random.Generator``; nothing stores a
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,12 +38,17 @@ class GenerativeModel(Protocol):
     def score(self, data: np.ndarray) -> np.ndarray: ...
 
 
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """A family's hyperparameters: its ``__init__`` keywords (read once per class)."""
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+
 class Model:
     """Shared plumbing for families: params, clone, fitted checks, ``score`` from ``score_samples``."""
 
     def get_params(self) -> dict[str, Any]:
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in _param_names(type(self))}
 
     def clone(self) -> Model:
         """A fresh, unfitted copy with the same hyperparameters."""

@@ -69,6 +69,7 @@ class Pool:
     data: np.ndarray
     _labels: np.ndarray | None = field(default=None, repr=False)
     origin: tuple[int, int] | None = None  # (origin, producer) when every row shares it
+    rows: np.ndarray | None = field(default=None, repr=False)  # of a one-origin pool: its index
 
     @property
     def n(self) -> int:
@@ -76,8 +77,10 @@ class Pool:
 
     @property
     def labels(self) -> np.ndarray:
-        if self._labels is None:  # a real or fresh pool: row i is row i
-            self._labels = encode(self.key[0], np.arange(self.n))[None, :]
+        if self._labels is None:  # one origin: row i is row ``rows[i]`` (or i) of it
+            origin, producer = self.origin or (self.key[0], 0)
+            rows = np.arange(self.n)[None, :] if self.rows is None else self.rows
+            self._labels = encode(origin, rows, producer)
         return self._labels
 
     @classmethod

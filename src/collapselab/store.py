@@ -436,6 +436,7 @@ class RunWriter:
         self._unsynced: dict[Path, None] = {}  # written since the last durable commit
         self._rows = store.metrics() if store.exists else []
         self._staged: list[Staged] = []
+        self._held = 0  # bytes of staged samples
         self._flushed_at = time.monotonic()
         # uncommitted or torn lines from a crash must go before the first append
         self._dirty = (self.root / "metrics.jsonl").exists()
@@ -476,12 +477,12 @@ class RunWriter:
         """Generation ``gen``, done: its metrics row, record, samples (by producer; ``None`` in a
         one-model run) and models, held until the next ``flush`` commits them."""
         self._staged.append(Staged(gen, row, record, dict(samples), models))
+        self._held += sum(a.nbytes for a in samples.values())
 
     def due(self) -> bool:
         """Whether staged generations should be committed now: a second has passed since the
         last commit, or the samples held in memory grow large."""
-        held = sum(a.nbytes for st in self._staged for a in st.samples.values())
-        return time.monotonic() - self._flushed_at >= COMMIT_EVERY_S or held > HOLD_BYTES
+        return time.monotonic() - self._flushed_at >= COMMIT_EVERY_S or self._held > HOLD_BYTES
 
     def flush(self) -> list[dict[str, Any]]:
         """Commit every staged generation, durably: their samples (those not dropped since),
@@ -504,7 +505,7 @@ class RunWriter:
         rows = [jsonable(st.row) for st in self._staged]
         for row in rows:
             self._append_row(row)
-        self._staged = []
+        self._staged, self._held = [], 0
         self._manifest(completed=last + 1, durable=True)
         self.store._chunks = None
         self._flushed_at = time.monotonic()
@@ -544,9 +545,11 @@ class RunWriter:
     def drop_samples(self, gen: int, producer: str | None = None, *, disk: bool = True) -> None:
         """Generation ``gen``'s samples are no longer wanted: drop them from the next commit and,
         with ``disk``, from the run directory."""
-        for st in self._staged:
+        for st in reversed(self._staged):  # the newest are the likeliest
             if st.gen == gen:
-                st.samples.pop(producer, None)
+                dropped = st.samples.pop(producer, None)
+                self._held -= 0 if dropped is None else dropped.nbytes
+                break
         if disk:
             path = self.store.path(gen, "samples", "npy", producer)
             path.unlink(missing_ok=True)

@@ -53,7 +53,7 @@ class Categorical(Model):
             for j in range(cdf.shape[1]):
                 states += u >= cdf[:, j:j + 1]
             return states
-        return np.stack([np.searchsorted(c, row, side="right") for c, row in zip(cdf, u)]
+        return np.stack([np.searchsorted(c, row, side="right") for c, row in zip(cdf, u, strict=True)]
                         ).astype(dtype)  # (C, n)
 
     def score_samples(self, data: np.ndarray) -> np.ndarray:
