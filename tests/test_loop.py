@@ -36,3 +36,15 @@ def test_a_data_error_inside_fit_is_raised_not_recorded_as_degenerate(tmp_path, 
         run(cfg)
     rows = [r for r in (tmp_path / "experiment" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and "degenerate" not in rows[0]  # generation 0 only, nothing recorded
+
+
+def test_generations_to_collapse_is_the_first_alarm_in_every_row_after_it(tmp_path):
+    from collapselab.metrics.alarm import generations_to_collapse
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", "chains=200", "data.size=10",
+                             "generations=12", "metrics=[collapse_alarm]"])
+    rows = run(cfg).metrics()
+    first = generations_to_collapse(rows)
+    assert first is not None and first >= 1  # replace with M = 10 collapses within a few fits
+    assert [r.get("generations_to_collapse") for r in rows] == \
+        [None] * first + [first] * (len(rows) - first)

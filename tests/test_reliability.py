@@ -50,7 +50,7 @@ chains: 3
 model: {{family: gaussian}}
 data: {{source: normal, size: 20, dim: 2}}
 policy: {{name: {policy}}}
-metrics: [variance_ratio, w2, kl, tail_mass]
+metrics: [variance_ratio, w2, kl, tail_mass, collapse_alarm]
 keep_samples: {keep}
 out_dir: {out}
 """

@@ -22,6 +22,7 @@ from collapselab import capabilities, provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
 from collapselab.curation import CurationContext, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
+from collapselab.metrics.alarm import generations_to_collapse
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import clone
 from collapselab.provenance import FRESH, Part, Plan, Pool
@@ -246,7 +247,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         if len(exp.producers) > 1:  # totals, for cost accounting
             row["train_size"] = sum(row.get(q.key("train_size"), 0) for q in exp.producers)
             row["generated"] = sum(row.get(q.key("generated"), 0) for q in exp.producers)
-        row |= theory_row(exp.predictions, gen, chains)
+        row |= theory_row(exp.predictions, gen, chains) | state.collapse(gen, row)
         row["wall_s"] = time.perf_counter() - tic
         pools_next = state.mix(gen, outputs, record)
         writer.stage(gen, row, record=record,
@@ -303,6 +304,7 @@ class History:
     staged: set[int] = field(default_factory=set)  # generations whose samples await a commit
     on_disk: set[int] = field(default_factory=set)  # generations whose samples were committed
     stopped: bool = False
+    collapsed: dict[int, int | None] = field(default_factory=dict)  # producer: first alarm
 
     def mix(self, gen: int, outputs: dict[int, Pool], record: dict[str, np.ndarray]) -> dict[int, Pool]:
         """The pool each producer learns from next: its own curated output, or its ``trains_on``
@@ -330,6 +332,17 @@ class History:
                 out[c] = Pool((gen, c), provenance.data_of(parts, cfg.chains),
                               provenance.labels_of(parts, cfg.chains))
             record[f"pool.{consumer.label}.made"] = np.array(True)
+        return out
+
+    def collapse(self, gen: int, row: dict[str, Any]) -> dict[str, Any]:
+        """``generations_to_collapse``: the first generation whose collapse alarm fired (see
+        ``metrics.alarm``), in every row from then on, per producer."""
+        out = {}
+        for p, producer in enumerate(self.exp.producers):
+            if self.collapsed.get(p) is None and row.get(producer.key("alarm"), 0) >= 1:
+                self.collapsed[p] = gen
+            if self.collapsed.get(p) is not None:
+                out[producer.key("generations_to_collapse")] = self.collapsed[p]
         return out
 
     def advance(self, gen: int, outputs: dict[int, Pool], pools: dict[int, Pool]) -> None:
@@ -371,7 +384,10 @@ class History:
         state = cls(exp=exp, pools=[[] for _ in exp.producers], start=store.completed())
         if state.start == 0:
             return state
-        last = store.metrics()[-1]
+        rows = store.metrics()
+        last = rows[-1]
+        for p, producer in enumerate(exp.producers):
+            state.collapsed[p] = generations_to_collapse(rows, producer.key("alarm"))
         if any(k.endswith("degenerate") for k in last) and (
                 exp.config.on_degenerate == "stop" or state.start == 1):
             state.stopped = True
