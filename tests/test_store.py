@@ -107,3 +107,17 @@ def test_keep_samples_decides_what_stays_once_the_run_ends(tmp_path, keep, on_di
     store = RunStore(tmp_path / "k")
     assert [g for g in range(6) if store.has_samples(g)] == on_disk
     assert all(np.isfinite(store.samples(g)).all() for g in on_disk)
+
+
+def test_a_run_of_an_older_layout_is_refused_with_a_message_not_a_traceback(tmp_path):
+    store_dir = tmp_path / "old"
+    assert cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=old",
+               "generations=2", "chains=2", "--no-report").exit_code == 0
+    text = (store_dir / "config.yaml").read_text().replace("keep_samples: last",
+                                                           "keep_samples: needed")
+    (store_dir / "config.yaml").write_text(text)
+    result = cli("report", str(store_dir))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert " ".join(result.output.split()).startswith(
+        f"error: {store_dir} was written by another version of collapselab: its config.yaml "
+        "does not validate (keep_samples")

@@ -264,11 +264,22 @@ class RunStore:
         return (self.root / "config.yaml").read_text()
 
     def config(self) -> Any:
+        import pydantic
         import yaml
 
         from collapselab.config import ExperimentConfig
 
-        return ExperimentConfig.model_validate(yaml.safe_load(self.config_text()))
+        try:
+            return ExperimentConfig.model_validate(yaml.safe_load(self.config_text()))
+        except FileNotFoundError:
+            raise RunError(f"{self.root} is not a collapselab run directory (no config.yaml)"
+                           ) from None
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise RunError(f"{self.root} was written by another version of collapselab: its "
+                           f"config.yaml does not validate ({where}: {first['msg']}; got "
+                           f"{first['input']!r}); run it again with this version") from None
 
     def producer_names(self) -> list[str]:
         """The producers of a multi-producer run; empty for a one-model run."""
