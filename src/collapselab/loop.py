@@ -198,10 +198,10 @@ def interrupted(store: RunStore, writer: RunWriter) -> str:
 
 def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 progress: Progress | None, observers: Sequence[Observer] = ()) -> str:
-    cfg, policy, chains = exp.config, exp.policy, exp.config.chains
-    size, m = cfg.data.size, cfg.synthetic_size or cfg.data.size
+    cfg, chains = exp.config, exp.config.chains
+    m = cfg.synthetic_size or cfg.data.size
     real_rng, heldout_rng = setup_rngs(cfg.seed)
-    real = Pool.real(exp.source.real(size, chains, real_rng))  # (chains or 1, size, ...)
+    real = Pool.real(exp.source.real(cfg.data.size, chains, real_rng))  # (chains or 1, size, ...)
     heldout = exp.source.heldout(heldout_rng)  # (1, n_heldout, ...) never trained on
     state = History.restore(exp, store)
     if state.stopped:
@@ -215,21 +215,14 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         outputs: dict[int, Pool] = {}  # each producer's curated samples
         for p, producer in enumerate(exp.producers):
             rng = Streams.for_generation(cfg.seed, gen, p)
-            pools = [real, *state.pools[p]]
-            plan = (policy.plan([q.n for q in pools], size, chains, rng.compose) if len(pools) > 1
-                    else Plan((Part((0,)),)))  # generation 0, or nothing usable yet: real data
-            if plan.fresh:  # new real rows, drawn once, after the plan's own draws
-                pools.append(Pool.real(exp.source.fresh(plan.fresh, chains, rng.compose), FRESH))
-            parts = provenance.takes(plan, pools)
-            train = provenance.data_of(parts, chains)  # (chains, size', ...)
+            train, parts = compose(exp, real, state.pools[p], rng.compose)  # (chains, size', ...)
             try:
                 model = clone(producer.prototype).fit(train, rng=rng.fit)
                 with watermark.applied(marker):  # LM samplers add delta to green-list logits
                     produced = model.sample(m, rng.sample)  # (chains, m, ...)
                 check_finite(produced)
-            except NUMERICAL as exc:
-                why = str(exc) if isinstance(exc, NumericalError) else f"{type(exc).__name__}: {exc}"
-                row[producer.key("degenerate")] = why
+            except NUMERICAL as exc:  # a result of the experiment; anything else is an error
+                row[producer.key("degenerate")] = degenerate(exc)
                 log.warning("generation %d%s is degenerate: %s", gen,
                             f" of {producer.name}" if producer.name else "", exc)
                 continue
@@ -269,6 +262,25 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
             progress(gen + 1, cfg.generations)
     state.prune(writer, final=True, disk=True)  # resumed after the last commit: nothing ran
     return "complete"
+
+
+def compose(exp: Experiment, real: Pool, history: list[Pool],
+            rng: np.random.Generator) -> tuple[np.ndarray, list[provenance.Take]]:
+    """The next training set ``(chains, size', ...)`` by the policy's index plan over the real
+    pool and ``history`` (generation 0, or no usable history yet: the real data), and the parts
+    it took (its provenance)."""
+    cfg = exp.config
+    pools = [real, *history]
+    plan = (exp.policy.plan([q.n for q in pools], cfg.data.size, cfg.chains, rng)
+            if history else Plan((Part((0,)),)))
+    if plan.fresh:  # new real rows, drawn once, after the plan's own draws
+        pools.append(Pool.real(exp.source.fresh(plan.fresh, cfg.chains, rng), FRESH))
+    parts = provenance.takes(plan, pools)
+    return provenance.data_of(parts, cfg.chains), parts
+
+
+def degenerate(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, NumericalError) else f"{type(exc).__name__}: {exc}"
 
 
 def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.ndarray,
