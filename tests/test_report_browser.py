@@ -1,6 +1,6 @@
 """The report as a person sees it, in a real browser (headless Chromium over the DevTools
 protocol, ``tests/browser.py``): every image decodes, nothing is logged as an error, the table
-of contents links to sections that exist, the continuation table has one row per generation,
+of contents links to sections that exist, the page fits the window's width, the continuation table has one row per generation,
 and the screenshot is not blank. Skipped, with the reason, only where no Chromium is installed
 (``.ci/run`` installs Debian's ``chromium`` when absent)."""
 
@@ -29,7 +29,7 @@ SEEN = """JSON.stringify({
   prompts: document.querySelectorAll('table.text mark.prompt').length,
   toc: Array.from(document.querySelectorAll('nav#toc a')).map(
     a => [a.getAttribute('href'), !!document.querySelector(a.getAttribute('href'))]),
-  height: document.body.scrollHeight})"""
+  fits: document.documentElement.scrollWidth <= window.innerWidth})"""
 
 
 def test_a_language_run_report_renders_in_chromium(run_config, tmp_path):
@@ -53,6 +53,7 @@ def test_a_language_run_report_renders_in_chromium(run_config, tmp_path):
     assert got["rows"] == [f"gen {g}" for g in range(gens)]  # one row per generation
     assert got["prompts"] == 2 * gens
     assert got["toc"] and all(found for _, found in got["toc"]), got["toc"]
+    assert got["fits"]  # no sideways scrolling of the page (wide tables scroll inside)
 
     pixels = imread(io.BytesIO(seen.screenshot), format="png")[..., :3]  # (H, W, 3) in [0, 1]
     assert pixels.shape[0] > 500 and pixels.shape[1] > 500

@@ -831,6 +831,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222;
        padding: 0 1em; box-sizing: border-box; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+table:not(.text) { display: block; overflow-x: auto; max-width: 100%; }  /* wide: scroll inside */
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 .grid { display: flex; flex-wrap: wrap; gap: 1.2em; }
 figure { margin: 0; max-width: 680px; } figure img { max-width: 100%; }
