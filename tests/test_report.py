@@ -142,3 +142,25 @@ def test_metrics_frame_keeps_composition_shares_out_of_the_columns():
                for r, c, v in zip(shares.rows, shares.codes, shares.values, strict=True)]
     assert entries == [(0, "composition.real", 1.0), (1, "composition.gen_000", 0.75),
                        (1, "composition.real", 0.25), (2, "p/composition.gen_001/q", 1.0)]
+
+
+def test_declarations_may_be_plots_or_dicts_and_unknown_kinds_are_left_out():
+    from collapselab.metrics.declare import Plot, declarations
+
+    class Declared:
+        describe = {"a_*": "an a"}
+        worse = {"a_*": "higher"}
+        plots = (Plot.group("a_*", title="the a's", headline=True),
+                 {"kind": "curves", "keys": ("b", "c"), "reference": "_real"},
+                 {"kind": "histogram", "artifact": "h", "title": "h by generation"},
+                 {"kind": "table", "keys": ("ok",), "generations": (0,), "flag": "ok"},
+                 {"kind": "bars", "artifact": "classes"})
+
+    describe, worse, plots = declarations(Declared)
+    assert [p.kind for p in plots] == ["curves", "curves", "histogram", "table"]
+    assert plots[1] == Plot("curves", ("b", "c"), "b, c") and plots[0].matches("a_3")
+    assert plots[3] == Plot.table("ok", title="ok", generations=(0,), flag="ok")
+    assert declarations(object) == ({}, {}, ())
+    rep = report.Declared(describe, worse, list(plots))
+    assert rep.lines(["a_0", "a_1", "z"]) == ["a_0, a_1 — an a (↑ worse)",
+                                              "z — (no description declared)"]

@@ -768,12 +768,36 @@ def sections(pages: list[RunView]) -> list[Section]:
     if others:
         out.append(Section("metrics", "Every other metric",
                            f'<div class="grid">{figures_html(others)}</div>', others))
-    out.append(Section("final", "Final generation", final_table(pages)))
+    tables = "".join(value_table(v, plot) for v in pages for plot in v.declared.of_kind("table"))
+    out.append(Section("final", "Final generation", final_table(pages) + tables))
     details = "".join(detail_table(v) for v in pages)
     if details:
         out.append(Section("details", "Curation and watermark, by generation", details))
     out.append(Section("glossary", "Metrics: what each means, and which way is worse",
                        glossary(pages)))
+    return out
+
+
+def value_table(view: RunView, plot: Plot) -> str:
+    """A declared table: the plot's keys at its generations (all where it names none), from the
+    metrics frame; a row whose ``flag`` key is 0 is marked."""
+    esc = html.escape
+    out = ""
+    for label, frame in view.curves:
+        keys = [k for k in plot.keys if k in frame.columns]
+        if not keys:
+            continue
+        gens = _column(frame, "generation")
+        rows = (np.arange(len(frame)) if plot.generations is None else
+                np.flatnonzero(np.isin(gens, plot.generations)))
+        body = ""
+        for i in rows:
+            flagged = plot.flag in frame.columns and _column(frame, plot.flag)[i] == 0
+            cells = "".join(_cell(_column(frame, k)[i]) for k in keys)
+            body += (f'<tr{" class=warn" if flagged else ""}><td>{int(gens[i])}</td>{cells}</tr>')
+        head = "".join(f"<th>{esc(k)}</th>" for k in keys)
+        out += (f"<h3>{esc(label)}: {esc(plot.title)}</h3>"
+                f"<table><tr><th>gen</th>{head}</tr>{body}</table>")
     return out
 
 
@@ -845,6 +869,7 @@ table.text td { font-family: Georgia, serif; font-size: 0.85em; overflow-wrap: a
 table.text tr > :first-child { width: 5em; }
 table.text th { white-space: nowrap; }
 mark.prompt { background: #ffe9a8; font-weight: 600; }
+tr.warn td { background: #fde2e1; }
 """
 
 

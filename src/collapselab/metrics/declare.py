@@ -7,8 +7,10 @@ A metric class may carry three class attributes; keys are metric keys or ``fnmat
 - ``worse``: ``{key: "higher" | "lower"}`` — the direction collapse moves it (absent: neither);
 - ``plots``: ``(Plot, ...)`` — how the report draws it: related series in one chart
   (:meth:`Plot.group`), the headline panel (``headline=True``), per-generation histograms of an
-  artifact (:meth:`Plot.histogram`), a table of generated text (:meth:`Plot.text`) or an image
-  grid (:meth:`Plot.grid`). Keys no plot names get a chart of their own.
+  artifact (:meth:`Plot.histogram`), a table of generated text (:meth:`Plot.text`), an image
+  grid (:meth:`Plot.grid`) or values at some generations as a table (:meth:`Plot.table`); the
+  same as dicts (``{"kind": "curves", "keys": (...), "title": ...}``, ``"artifact"`` for the
+  per-generation kinds) are read too. Keys no plot names get a chart of their own.
 
 A metric without declarations (a plugin's) is drawn one chart per key, described as undeclared.
 """
@@ -19,7 +21,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["curves", "histogram", "text", "grid"]
+Kind = Literal["curves", "histogram", "text", "grid", "table"]
 WORSE_ARROW = {"higher": "↑ worse", "lower": "↓ worse"}
 
 
@@ -29,6 +31,8 @@ class Plot:
     keys: tuple[str, ...]  # curves: metric keys/patterns; others: (artifact, [prompt artifact])
     title: str
     headline: bool = False
+    generations: tuple[int, ...] | None = None  # table: the generations it shows (None: all)
+    flag: str | None = None  # table: a key whose value 0 marks a row as a warning
 
     @classmethod
     def curve(cls, key: str, title: str = "", *, headline: bool = False) -> Plot:
@@ -56,6 +60,37 @@ class Plot:
         """An image grid, one row per generation, from an artifact ``(n, H, W)``."""
         return cls("grid", (artifact,), title)
 
+    @classmethod
+    def table(cls, *keys: str, title: str, generations: tuple[int, ...] | None = None,
+              flag: str | None = None) -> Plot:
+        """Values at ``generations`` as a table (e.g. checks made once, at generation 0)."""
+        return cls("table", tuple(keys), title, False, generations, flag)
+
+    @classmethod
+    def of(cls, spec: Any) -> Plot | None:
+        """A declaration as a :class:`Plot`: a Plot, or the same as a dict (``kind``, ``keys`` or
+        ``artifact``, ``title``, ``headline``, ``generations``, ``flag``); None for a kind the
+        report does not draw."""
+        if isinstance(spec, Plot):
+            return spec
+        if not isinstance(spec, dict):
+            return None
+        kind, title = spec.get("kind"), spec.get("title")
+        keys = tuple(spec.get("keys") or ())
+        artifact = spec.get("artifact")
+        if kind == "curves" and keys:
+            return cls("curves", keys, title or ", ".join(keys), bool(spec.get("headline")))
+        if kind in ("histogram", "grid") and artifact:
+            return cls(kind, (artifact,), title or artifact)
+        if kind == "text" and artifact:
+            return cls("text", (artifact, spec.get("prompts", "")), title or artifact)
+        if kind == "table" and keys:
+            gens = spec.get("generations")
+            return cls.table(*keys, title=title or ", ".join(keys),
+                             generations=tuple(gens) if gens is not None else None,
+                             flag=spec.get("flag"))
+        return None
+
     def matches(self, key: str) -> bool:
         return self.kind == "curves" and any(fnmatch.fnmatchcase(key, p) for p in self.keys)
 
@@ -72,5 +107,6 @@ def lookup(table: dict[str, str], key: str) -> str | None:
 
 def declarations(metric: Any) -> tuple[dict[str, str], dict[str, str], tuple[Plot, ...]]:
     """``(describe, worse, plots)`` of a metric class (empty where it declares none)."""
+    plots = (Plot.of(p) for p in getattr(metric, "plots", ()) or ())
     return (dict(getattr(metric, "describe", {}) or {}), dict(getattr(metric, "worse", {}) or {}),
-            tuple(getattr(metric, "plots", ()) or ()))
+            tuple(p for p in plots if p is not None))
