@@ -83,7 +83,23 @@ curation: [{{name: dedup}}]
 keep_samples: {keep}
 out_dir: {out}
 """
+FLAKY = """
+name: {name}
+generations: 6
+seed: 1
+chains: 4
+data: {{source: normal, size: 6, dim: 1}}
+producers:
+  - {{name: a, model: {{family: flaky, fail_below: 0.6}}, trains_on: {{b: 1.0}}}}
+  - {{name: b, model: {{family: gaussian}}, trains_on: {{a: 0.5, b: 0.5}}}}
+policy: {{name: {policy}}}
+metrics: [variance_ratio]
+on_degenerate: continue
+keep_samples: {keep}
+out_dir: {out}
+"""
 TEMPLATES = {"gaussian": (GAUSSIAN, "gaussian"), "ngram": (NGRAM, "ngram"),
+             "flaky": (FLAKY, "flaky"),
              "producers": (PRODUCERS, "ngram")}
 
 
@@ -401,6 +417,49 @@ class FailsAt(Gaussian):
                 raise FloatingPointError("training diverged")
             self.mean_ = np.full_like(self.mean_, np.nan)
         return self
+
+
+class Flaky(Gaussian):
+    """A Gaussian whose fit fails numerically once any chain's spread falls below ``fail_below``:
+    under replace it fails from some generation on, the same one in every process."""
+
+    def __init__(self, fail_below: float = 0.5) -> None:
+        super().__init__()
+        self.fail_below = fail_below
+
+    def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Flaky:
+        super().fit(data, rng=rng)
+        if (np.asarray(data).std(axis=1) < self.fail_below).any():
+            raise FloatingPointError("the spread collapsed")
+        return self
+
+
+@pytest.fixture
+def flaky(monkeypatch):
+    monkeypatch.setitem(registry.families._entries, "flaky", Flaky)
+
+
+def test_a_producer_that_degenerates_is_recorded_while_the_others_go_on(tmp_path, flaky):
+    cfg = write_config(tmp_path, "flaky", "replace", "last")
+    result = cli("run", str(cfg), "--no-report")
+    assert result.exit_code == 0, result.output
+    run = RunStore(tmp_path / "runs" / "r")
+    rows = run.metrics()
+    failed = [r["generation"] for r in rows if "a/degenerate" in r]
+    assert failed and failed[0] > 0 and run.manifest()["status"] == "complete"
+    assert all(r["a/degenerate"] == "FloatingPointError: the spread collapsed"
+               for r in rows if "a/degenerate" in r)
+    assert all("b/variance_ratio" in r for r in rows)  # b trains every generation
+    assert all("a/variance_ratio" not in r for r in rows if "a/degenerate" in r)
+    # keep_samples=last: generation 0 and the newest of each producer that wrote any
+    assert run.has_samples(0, "a") and run.has_samples(5, "b")
+    assert not any(run.has_samples(g, "b") for g in range(1, 5))
+
+
+@pytest.mark.parametrize("keep", ["last", "all"])
+def test_sigkill_in_a_multi_producer_run_with_a_degenerate_producer_then_resume_is_exact(
+        tmp_path, flaky, keep):
+    assert crash_and_resume(tmp_path, "flaky", "replace", keep, every=3) > 5
 
 
 @pytest.fixture
