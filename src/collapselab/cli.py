@@ -302,6 +302,34 @@ def compare(
 
 
 @app.command()
+def theory(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    generation: Annotated[list[int] | None, typer.Option("--generation", "-g", help=(
+        "generations to check (repeat the option; -1 is the last); default: the last"))] = None,
+) -> None:
+    """Theory against simulation: per predicted metric, the measured chain mean, the prediction,
+    the standard error (the theory's per-chain sd / sqrt(chains), else the chains') and z;
+    |z| < 4 passes. Exits 0 either way (a table to read, not a gate)."""
+    from collapselab import theory as th
+
+    with user_errors():
+        found = th.run_agreement(run_dir, generation)
+        if not found:
+            console.print(f"{run_dir.name}: no theory applies to this run (or no generation "
+                          "was recorded)")
+            return
+        table = Table(Column("metric", no_wrap=True), "generation", "measured", "theory", "se",
+                      "z", f"|z| < {th.PASS_Z:g}", title=f"{run_dir.name}: theory vs simulation")
+        for a in found:
+            table.add_row(a.metric, str(a.generation), f"{a.measured:.5g}", f"{a.theory:.5g}",
+                          f"{a.se:.3g}" + (" (chains)" if a.se_from == "chains" else ""),
+                          f"{a.z:+.2f}", "pass" if a.passed else "FAIL")
+        Console(width=max(Console().width, 100)).print(table)
+        failed = sum(not a.passed for a in found)
+        console.print(f"{len(found) - failed} of {len(found)} within {th.PASS_Z:g} standard errors")
+
+
+@app.command()
 def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
              overrides: Overrides = None) -> None:
     """Check a config and print it resolved (every default filled in)."""
