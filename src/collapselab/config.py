@@ -465,8 +465,16 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             # built-ins only: installing a plugin must not change what an existing config measures
             families = _families(raw, resolved)
             resolved["metrics"] = [NamedSpec(name=n) for n in registry.metrics.names(registry.BUILTIN)
-                                   if _why_not(registry.metrics.get(n), source, families) is None]
+                                   if _why_not(registry.metrics.get(n), source, families) is None
+                                   and _by_default(registry.metrics.get(n), source.kind)]
     return resolved, problems
+
+
+def _by_default(metric: Any, kind: str) -> bool:
+    """Whether a config that lists no metrics gets ``metric`` on ``kind`` data: a metric that
+    costs seconds a generation declares ``default_kinds``, the kinds it is a default on (empty:
+    none; absent: all it accepts)."""
+    return kind in getattr(metric, "default_kinds", frozenset({kind}))
 
 
 def _check_mix(raw: dict[str, Any]) -> list[str]:
