@@ -23,6 +23,15 @@ Categorical, replace: every state's count is marginally a two-allele Wright-Fish
 (Binomial(M_t, c/M_{t-1}) each generation), started at Binomial(M_0, p_k); its (M+1)-state Markov
 chain gives P(state k present at generation t) exactly. The sum of two states' counts is again such
 a chain (with p_k + p_l), which gives the pairwise terms of the support size's variance.
+
+Gaussian, accumulate (the pool of M_0 + t m rows) and accumulate_subsample (B rows of it without
+replacement): the pool's scatter and mean error follow exact recursions (derivation above
+:func:`gaussian_accumulate`). KDE, replace: the model variance is the points' scatter plus the
+kernel, exact in expectation, with its sd in 1-D from the sample's fourth moments (above
+:func:`kde_replace`). Linear regression: see its section.
+
+:func:`agreement` turns a run's rows into the measured-vs-theory table (z against the standard
+error; ``collapselab theory RUN`` prints it).
 """
 
 from __future__ import annotations
