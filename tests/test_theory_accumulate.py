@@ -59,6 +59,20 @@ def test_accumulate_matches_a_direct_simulation(variance, ddof):
         assert within(w2, pred["w2_sq"].mean[t], chains), t
 
 
+@pytest.mark.parametrize("variance, ddof", [("mle", 0), ("unbiased", 1)])
+def test_accumulate_kl_matches_a_direct_simulation(variance, ddof):
+    """E KL from the integrals of the pooled factors' Laplace transforms, against 100,000 chains
+    (M_0 = 12: E σ_t⁻⁴ finite, so the chains' standard error is a fair one); generation 0 is the
+    replace formula's."""
+    rng = np.random.default_rng(7)
+    chains, gens = 100_000, 8
+    pred = theory.gaussian_accumulate(gens, 12, 5, 1, variance)["kl"]
+    assert pred.mean[0] == pytest.approx(theory.gaussian_replace(1, 12, 5, 1, variance)["kl"].mean[0])
+    for t, (mean, var, _) in enumerate(simulate(chains, 12, 5, gens, ddof, rng)):
+        kl = 0.5 * np.log(var) + (1 + mean[:, 0] ** 2) / (2 * var) - 0.5
+        assert within(kl, pred.mean[t], chains), t
+
+
 def test_accumulate_trace_sd_in_two_dimensions():
     """E(tr Q)² and E tr Q² by their linear recursion, against 50,000 simulated 2-D chains."""
     rng = np.random.default_rng(3)

@@ -447,12 +447,46 @@ def gaussian_accumulate(
                 -s - (m - 1) / 2 * np.log1p(2 * s / ct) - 0.5 * np.log1p(2 * at * s / ct)))
         sd_mean = roots / np.sqrt(c)
         sigma = np.sqrt(sigma2)
+        if m0 > 3:
+            out["kl"] = gaussian_accumulate_kl(pool, m, ddof, m0)
         out["w2_sq"] = Prediction(
             drift2 + sigma2 * ratio - 2 * sigma * sd_mean + sigma2, None,
             "accumulate: E W2² = E(μ_t-μ)² + E σ_t² - 2σ E σ_t + σ², exact; E σ_t = "
             "E sqrt(Q_0/c_t) Π E sqrt(1 + (χ²_{m-1} + (N_i/N_{i+1}) χ²_1)/(N_i-ddof)), each factor "
             "one quadrature of its Laplace transform")
     return out
+
+
+def gaussian_accumulate_kl(pool: np.ndarray, m: int, ddof: int, m0: int) -> Prediction:
+    """E KL(truth‖model) under accumulate, 1-D: ½[E log Q_t - log c_t - log σ² + c_t (σ² E Q_t⁻¹ +
+    E D_t²/Q_t) - 1]. With X_t = 1 + (U + a_t Z²)/c_t (Z the normal that also moves the mean):
+    E Q⁻¹ and E log Q step by E X⁻¹ and E log X; D_{t+1} = D_t + b_t sqrt(Q_t) Z with
+    b_t² = m/(N_{t+1}² c_t), so E D²/Q steps to E[D²/Q] E X⁻¹ + b_t² E[Z²/X]. Each expectation is one
+    integral of X's Laplace transform: E X⁻¹ = ∫ E e^{-sX} ds, E log X = ∫ (e^{-s} - E e^{-sX})/s ds,
+    E Z²/X = ∫ e^{-s} L_U(s/c) (1 + 2as/c)^{-3/2} ds. Units of σ² (the KL is scale-free)."""
+    from scipy.integrate import quad
+
+    def integral(f: Callable[[float], float]) -> float:
+        return float(quad(f, 0.0, np.inf, epsabs=1e-13, epsrel=1e-11, limit=200)[0])
+
+    k = m0 - 1.0
+    inv, log, ratio = 1.0 / (k - 2), digamma(k / 2) + np.log(2.0), 1.0 / (m0 * (k - 2))
+    out = np.empty(len(pool))
+    for t, n in enumerate(pool):
+        c, a = n - ddof, n / (n + m)
+        out[t] = 0.5 * (log - np.log(c) + c * (inv + ratio) - 1)
+
+        def lu(s: float, c: float = c) -> float:
+            return float(np.exp(-(m - 1) / 2 * np.log1p(2 * s / c)))
+
+        e_inv = integral(lambda s, c=c, a=a: np.exp(-s) * lu(s) / np.sqrt(1 + 2 * a * s / c))
+        e_log = integral(lambda s, c=c, a=a: np.exp(-s) * (1 - lu(s) / np.sqrt(1 + 2 * a * s / c)) / s
+                         if s > 0 else 0.0)
+        e_z2 = integral(lambda s, c=c, a=a: np.exp(-s) * lu(s) * (1 + 2 * a * s / c) ** -1.5)
+        inv, log = inv * e_inv, log + e_log
+        ratio = ratio * e_inv + m / ((n + m) ** 2 * c) * e_z2
+    return Prediction(out, None, "accumulate: E KL = ½[E log σ_t²/σ² + σ² E σ_t⁻² + E(μ_t-μ)²/σ_t² - 1], "
+                      "exact: each factor's moment one integral of its Laplace transform")
 
 
 def gaussian_accumulate_subsample(
