@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pytest
 
 from collapselab.metrics.base import GenerationContext
-from collapselab.metrics.images import ClassCoverage, Frechet, LatentSpread, PrecisionRecall
+from collapselab.metrics.images import (
+    ClassCoverage,
+    FeatureSpace,
+    Frechet,
+    Gen0Quality,
+    LatentSpread,
+    PrecisionRecall,
+    source_features,
+)
 from collapselab.sources.images import Digits, Moons
 
 
-def context(source, synthetic, real, heldout, reference=None) -> GenerationContext:
-    return GenerationContext(gen=0, model=None, reference=reference, train=real,
+def context(source, synthetic, real, heldout, reference=None, gen=0) -> GenerationContext:
+    return GenerationContext(gen=gen, model=None, reference=reference, train=real,
                              synthetic=synthetic, real=real, heldout=heldout, source=source,
                              rng=np.random.default_rng(0))
 
@@ -69,3 +80,77 @@ def test_latent_spread_of_the_reference_encoder():
     np.testing.assert_allclose(out["latent_spread_real"], 10 / np.sqrt(12), rtol=0.1)  # U(0, 10)
     assert ctx.artifacts["latent_spread"].shape == (2, 200)
     assert LatentSpread()(context(src, synth, real, src.heldout(), reference=object())) == {}
+
+
+def test_prdc_by_hand_on_four_points_with_a_tie_counted_inside():
+    # 1-D features, k = 1. Real 0, 1, 2, 10: squared 1-NN radii 1, 1, 1, 64. Fake 1.5, 4, 20, 30:
+    # radii 6.25, 6.25, 100, 100. Inside real balls: 1.5 (balls of 1 and 2), 4 (ball of 10).
+    real = np.array([[0.0], [1.0], [2.0], [10.0]])
+    fake = np.array([[1.5], [4.0], [20.0], [30.0]])
+    p, r, d, c = PrecisionRecall(k=1).prdc(real, fake)
+    assert p == 0.5  # 1.5 and 4 lie in a real ball; 20 and 30 do not
+    assert d == 3 / 4  # three (real ball, fake) pairs over k * 4 fakes
+    assert c == 3 / 4  # the balls of 1, 2 and 10 hold a fake; that of 0 does not
+    # real 10 lies exactly on the ball of fake 20 (distance^2 100 = its radius^2): inside
+    assert r == 1.0
+    assert PrecisionRecall(k=1).precision_recall(real, fake) == (0.5, 1.0)
+
+
+def test_density_and_coverage_of_the_same_distribution_and_a_collapse():
+    src, rng = Moons(), np.random.default_rng(0)
+    held = src.heldout(rng)[:, :500]
+    same = src.real(500, 1, rng)
+    collapsed = same[:, :1] + 0.01 * rng.standard_normal((1, 500, 2))
+    pr = PrecisionRecall()(context(src, np.concatenate([same, collapsed]), same, held))
+    # same distribution: density ~1 (Naeem et al.: its expectation is 1), coverage ~0.95 for k=3
+    assert 0.8 < pr["density"][0] < 1.2 and pr["coverage"][0] > 0.9
+    assert pr["coverage"][1] < 0.05  # one point covers a handful of real balls
+    assert 0.8 < pr["density_real"] < 1.2 and pr["coverage_real"] > 0.9
+
+
+def test_gen0_quality_passes_real_images_and_warns_on_a_collapsed_generation_0(caplog):
+    src = Digits()
+    real = src.real(800, 1, np.random.default_rng(0))
+    ones = src.train_images[src.train_labels == 1][None, :100]
+    check = Gen0Quality()
+    good = check(context(src, src.real(800, 1, np.random.default_rng(1)), real, src.heldout()))
+    assert good["gen0_ok"][0] == 1.0 and good["gen0_classes"][0] == 10
+    assert good["gen0_recall_ratio"][0] > 0.9 and abs(good["gen0_entropy_ratio"][0] - 1) < 0.02
+    with caplog.at_level(logging.WARNING, logger="collapselab.metrics.images"):
+        bad = check(context(src, ones, real, src.heldout()))
+    assert bad["gen0_ok"][0] == 0.0 and bad["gen0_classes"][0] <= 3  # a few 1s read as 7s
+    assert bad["gen0_recall_ratio"][0] < 0.2
+    assert "generation 0 falls short of the real data (1 of 1 chains): recall" in caplog.text
+    assert "(bar 0.5)" in caplog.text and "classes" in caplog.text
+    assert check(context(src, ones, real, src.heldout(), gen=1)) == {}  # generation 0 only
+
+
+def test_feature_space_is_fixed_and_stored_with_the_run():
+    src = Digits()
+    feats = source_features(src)
+    assert feats.accuracy > 0.93  # the instrument labels held-out digits correctly
+    ctx = context(src, src.heldout(), src.heldout(), src.heldout())
+    out = FeatureSpace()(ctx)
+    weights = {k: v for k, v in ctx.artifacts.items() if k.startswith("feature_net.")}
+    assert len(weights) >= 10 and out["feature_accuracy"] == feats.accuracy
+    assert out["feature_digest"] == int(feats.digest()[:12], 16)
+    assert FeatureSpace()(context(src, src.heldout(), src.heldout(), src.heldout(), gen=3)) == {}
+
+
+@pytest.mark.slow  # trains the instrument a second time (15-50 s on 2 busy cores)
+def test_feature_space_retrained_from_scratch_is_the_same():
+    from collapselab.metrics.images import _train_features
+
+    src = Digits()
+    again = _train_features(src.train_images, src.train_labels)
+    assert again.digest() == source_features(src).digest()
+
+
+@pytest.mark.parametrize("name", ["precision_recall", "frechet", "class_coverage", "gen0_quality",
+                                  "feature_space", "sample_grid", "latent_spread"])
+def test_image_metrics_declare_what_they_plot(name):
+    from collapselab import registry
+    from collapselab.metrics.declare import Plot
+
+    plots = [Plot.of(p) for p in registry.metrics.get(name).plots]
+    assert plots and None not in plots
