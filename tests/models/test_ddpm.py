@@ -35,6 +35,7 @@ def test_ddpm_learns_moons():
     src = Moons()
     rng = np.random.default_rng(0)
     model = DDPM(**TINY, epochs=60).fit(src.real(500, 2, rng), rng=rng)
+    assert type(model._net(0)).__name__ == "EpsNet"  # 2-D data keep the MLP
     s = model.sample(500, np.random.default_rng(1))
     assert s.shape == (2, 500, 2)
     np.testing.assert_allclose(s.mean(axis=1), np.broadcast_to([0.5, 0.25], (2, 2)), atol=0.15)
@@ -46,10 +47,28 @@ def test_ddpm_learns_moons():
 
 def test_ddpm_samples_images_in_range():
     x = Digits().real(64, 1, np.random.default_rng(0))
-    model = DDPM(**TINY, epochs=2).fit(x, rng=np.random.default_rng(0))
+    model = DDPM(**TINY, epochs=2, unet_channels=[8, 16]).fit(x, rng=np.random.default_rng(0))
     s = model.sample(8, np.random.default_rng(0))
     assert s.shape == (1, 8, 8, 8) and s.dtype == np.float32 and 0 <= s.min() and s.max() <= 1
     assert np.isfinite(model.score(x)).all()
+
+
+def test_images_use_a_diffusers_unet_and_ddim_sampling():
+    pytest.importorskip("diffusers")
+    from diffusers import UNet2DModel
+
+    x = Digits().real(64, 2, np.random.default_rng(0))
+    model = DDPM(**TINY | {"sampler": "ddim", "sample_steps": 10}, epochs=3, batch_size=32,
+                 max_steps=4, unet_channels=[8, 16]).fit(x, rng=np.random.default_rng(0))
+    assert isinstance(model._net(0), UNet2DModel)  # images: the U-Net; 2-D data: the MLP
+    assert model._net(0).config.block_out_channels == (8, 16)
+    s = model.sample(6, np.random.default_rng(0))
+    assert s.shape == (2, 6, 8, 8) and 0 <= s.min() and s.max() <= 1
+    # DDIM (eta 0) is deterministic given the starting noise: same generator state, same images
+    np.testing.assert_array_equal(s, model.sample(6, np.random.default_rng(0)))
+    assert not np.array_equal(s[0], s[1])  # chains have their own networks
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.sample(6, np.random.default_rng(0)), s)
 
 
 def test_ddpm_errors_name_the_value():
