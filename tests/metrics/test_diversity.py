@@ -86,6 +86,12 @@ def test_vendi_by_hand():
     assert dv.ngram_cosine_kernel(np.array([[1, 2], [2, 1]]), 2)[0, 1] == pytest.approx(2 / 3)
 
 
+def test_vendi_edges():
+    assert math.isnan(dv.vendi_score(np.zeros((0, 0))))  # nothing generated
+    # one-token blocks: bigrams do not exist, unigrams alone decide
+    assert dv.vendi_score(dv.ngram_cosine_kernel(np.array([[1], [2]]), 2)) == pytest.approx(2.0)
+
+
 def test_rbf_kernel_and_median_bandwidth_by_hand():
     x = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])  # distances 5, 5, 10 -> median 5
     assert dv.median_distance(x) == pytest.approx(5.0)

@@ -115,14 +115,18 @@ def self_bleu(blocks: np.ndarray, n: int = 4, epsilon: float = 0.1) -> float:
 def vendi_score(kernel: np.ndarray) -> float:
     """``exp(-sum λ log λ)``, ``λ`` the eigenvalues of ``kernel / m`` (unit diagonal)."""
     kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.shape[0] == 0:
+        return float("nan")
     lam = np.linalg.eigvalsh(kernel / kernel.shape[0])
     lam = lam[lam > 1e-12]  # zero (and round-off negative) eigenvalues add nothing
     return float(np.exp(-np.sum(lam * np.log(lam))))
 
 
 def ngram_cosine_kernel(blocks: np.ndarray, n: int) -> np.ndarray:
-    """Cosine similarity of the blocks' 1..n-gram count vectors, ``(m, m)``."""
-    x = sparse.hstack([ngram_counts(blocks, k) for k in range(1, n + 1)]).tocsr()
+    """Cosine similarity of the blocks' 1..n-gram count vectors, ``(m, m)`` (orders up to the
+    block length)."""
+    orders = range(1, min(n, blocks.shape[-1]) + 1)
+    x = sparse.hstack([ngram_counts(blocks, k) for k in orders]).tocsr()
     norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
     x = sparse.diags(1.0 / np.where(norm > 0, norm, 1.0)) @ x
     return np.asarray((x @ x.T).todense())
