@@ -53,3 +53,25 @@ def test_vae_errors_name_the_value():
         model.encode(np.zeros((3, 5, 8, 8)))
     with pytest.raises(ValueError, match=r"images must be 8x8; got 4x4"):
         model.score(np.zeros((1, 5, 4, 4)))
+
+
+def test_vae_warms_up_stops_early_on_validation_and_keeps_the_best_weights():
+    x = Digits().real(40, 1, np.random.default_rng(0))  # 30 training images: overfit quickly
+    model = VAE(**TINY | {"epochs": 200, "kl_warmup": 3, "val_fraction": 0.25, "patience": 3,
+                          "likelihood": "gaussian", "batch_size": 8, "lr": 3e-3}).fit(
+        x, rng=np.random.default_rng(1))
+    train, val, best = model.train_loss_[0], model.val_loss_[0], model.best_epoch_[0]
+    assert len(val) == len(train) < 200  # stopped early
+    assert best >= 3 and len(train) - 1 - best == 3  # patience epochs after the best (warmed-up) one
+    assert val[best] == min(val[3:])
+    assert np.isfinite(model.score(x)).all()
+
+
+def test_vae_gaussian_likelihood_is_a_density_and_max_steps_bounds_training():
+    src = Digits()
+    x = src.real(256, 1, np.random.default_rng(0))
+    model = VAE(**TINY | {"likelihood": "gaussian", "epochs": 30}).fit(x, rng=np.random.default_rng(1))
+    real, inverted = model.score(src.heldout()), model.score(1 - src.heldout())
+    assert (real > inverted + 10).all()
+    short = VAE(**TINY | {"epochs": 100, "max_steps": 6}).fit(x, rng=np.random.default_rng(1))
+    assert len(short.train_loss_[0]) == 2  # 4 steps an epoch (256 / 64): 6 steps end in epoch 2
