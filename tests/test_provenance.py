@@ -170,6 +170,8 @@ def test_provenance_of_generation_k_lists_with_one_command_and_sums_to_the_compo
     assert synthetic["family"] == "ngram" and synthetic["seed"] == 0
     assert "score.repetition" in synthetic  # the filter score it received when produced
     assert synthetic["index"] in store.provenance(synthetic["generation"])["kept"][synthetic["chain"]]
+    kept = store.provenance(synthetic["generation"])["kept"][synthetic["chain"]]
+    assert kept[synthetic["stored_row"]] == synthetic["index"]  # samples.npy holds it there
 
     result = CliRunner().invoke(app, ["provenance", str(store.root), "--generation", str(k),
                                       "--csv", str(tmp_path / "p.csv")])

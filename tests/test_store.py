@@ -3,6 +3,8 @@ deleted or overwritten, and a failed start removes exactly what it created."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -121,3 +123,134 @@ def test_a_run_of_an_older_layout_is_refused_with_a_message_not_a_traceback(tmp_
     assert " ".join(result.output.split()).startswith(
         f"error: {store_dir} was written by another version of collapselab: its config.yaml "
         "does not validate (keep_samples")
+
+
+def test_a_folder_with_names_that_look_like_a_runs_is_still_not_a_run(tmp_path):
+    mine = tmp_path / "gaussian-replace"
+    (mine / "gen_001").mkdir(parents=True)
+    (mine / "gen_001" / "notes.txt").write_text("precious")
+    (mine / ".thesis.tmp-draft").write_text("x")
+    before = tree(mine)
+    result = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "generations=2",
+                 "chains=2", "--no-report")
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (
+        f"error: {mine} exists and is not a collapselab run (it holds .thesis.tmp-draft, "
+        "gen_001); choose another name or out_dir")
+    assert tree(mine) == before
+
+
+def test_a_run_begun_by_another_writer_meanwhile_is_not_continued_without_resume(tmp_path,
+                                                                                 monkeypatch):
+    """The checks are made again under the lock: a second `run` whose set-up was slow does not
+    silently finish (and rewrite the config of) a run another writer began meanwhile."""
+    from collapselab import loop
+    from collapselab.config import load_config
+    from collapselab.errors import RunError
+
+    first = load_config("configs/gaussian/replace.yaml", [f"out_dir={tmp_path}", "name=r",
+                                                          "generations=2", "chains=2"])
+    second = first.model_copy(update={"generations": 4})
+    build = loop.Experiment.build
+
+    def slow_build(cfg):
+        monkeypatch.setattr(loop.Experiment, "build", build)
+        loop.run(first)  # another writer, while this one is still setting up
+        return build(cfg)
+
+    monkeypatch.setattr(loop.Experiment, "build", slow_build)
+    with pytest.raises(RunError, match=r"already holds a run; pass --resume"):
+        loop.run(second)
+    assert RunStore(tmp_path / "r").config() == first
+
+
+def test_generations_committed_on_ctrl_c_reach_the_observers(tmp_path, monkeypatch):
+    from collapselab import loop
+    from collapselab.config import load_config
+
+    seen: list[int] = []
+
+    class Observer:
+        def committed(self, rows):
+            seen.extend(r["generation"] for r in rows)
+
+    calls = {"n": 0}
+    real_fit = Gaussian.fit
+
+    def fit(self, data, *, rng=None):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_fit(self, data, rng=rng)
+
+    monkeypatch.setattr(Gaussian, "fit", fit)
+    cfg = load_config("configs/gaussian/replace.yaml", [f"out_dir={tmp_path}", "name=r",
+                                                        "generations=6", "chains=2"])
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(cfg, observers=[Observer()])
+    assert seen == [0, 1, 2] and RunStore(tmp_path / "r").completed() == 3
+
+
+def test_a_commit_interrupted_while_appending_rows_leaves_each_row_once(tmp_path):
+    store = RunStore(tmp_path / "r")
+    with store.writer() as writer:
+        writer.start("name: r\n", seeds={})
+        for g in range(3):
+            writer.stage(g, {"generation": g}, record={"a": np.arange(2)}, samples={}, models={})
+        writer._append_rows([])  # opens the log
+        real = writer._log.write
+        state = {"n": 0}
+
+        def once(text):
+            state["n"] += 1
+            if state["n"] == 1:
+                real(text[: len(text) // 2])  # half of the rows reach the disk
+                raise KeyboardInterrupt
+            return real(text)
+
+        writer._log.write = once
+        with pytest.raises(KeyboardInterrupt):
+            writer.flush()
+        assert writer.flush() == [{"generation": g} for g in range(3)]  # the retry
+    assert [r["generation"] for r in store.metrics()] == [0, 1, 2]
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["generation"] for line in lines] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("key", ["chain.recall@5", "a/b", "gens#x", "all/y"])
+def test_record_chunks_keep_any_key(key):
+    from collapselab.store import stack, unstack
+
+    records = {4: {key: np.arange(3.0), "k": np.arange(2)}, 5: {key: np.arange(3.0) + 1},
+               7: {key: np.arange(4.0)}}
+    arrays = stack(records)
+    for gen, record in records.items():
+        got = unstack(arrays, gen)
+        assert sorted(got) == sorted(record)
+        for k, v in record.items():
+            np.testing.assert_array_equal(got[k], v)
+    assert unstack(arrays, 6) == {}
+
+
+def test_a_refused_writer_is_told_what_holds_the_lock(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "s"
+    root.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom pathlib import Path\n"
+         "from collapselab.store import locked\n"
+         "with locked(Path(sys.argv[1]), what='sweep'):\n"
+         "    print('locked', flush=True)\n    sys.stdin.read()\n", str(root)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        from collapselab.errors import RunError
+        from collapselab.store import locked
+
+        with pytest.raises(RunError, match=rf"is locked: sweep pid {holder.pid} on "):
+            with locked(root):
+                pass
+    finally:
+        holder.communicate("")

@@ -153,14 +153,10 @@ def run(
     generation is committed leaves nothing of what it created behind. ``observers`` are told of
     every commit."""
     store = RunStore(cfg.run_dir)
-    if store.exists and not resume:
-        raise RunError(f"{store.root} already holds a run; pass --resume to continue it "
-                       "or choose another name")
-    if resume and store.exists and store.config() != cfg:
-        raise RunError(f"{store.root} was started with a different config; "
-                       f"diff it against {store.root / 'config.yaml'} or choose another name")
+    check_target(store, cfg, resume)
     exp = Experiment.build(cfg)  # bad sources or parameters fail here, before anything is written
     with store.writer(takeover=takeover) as writer:
+        check_target(store, cfg, resume)  # again, under the lock: another writer may have begun
         writer.start(cfg.to_yaml(), seeds={"seed": cfg.seed, "streams": STREAMS})
         # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
         # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
@@ -169,21 +165,33 @@ def run(
             with threadpool_limits(limits=None if threaded else 1):
                 status = generations(exp, store, writer, progress, observers)
         except KeyboardInterrupt:
-            salvage(writer)
+            salvage(writer, observers)
             raise Interrupted(interrupted(store, writer)) from None
         except BaseException:
-            salvage(writer)  # generations finished before the failure stay committed
+            salvage(writer, observers)  # generations finished before the failure stay committed
             raise
         writer.finish(status)
     return store
 
 
-def salvage(writer: RunWriter) -> None:
+def check_target(store: RunStore, cfg: ExperimentConfig, resume: bool) -> None:
+    if store.exists and not resume:
+        raise RunError(f"{store.root} already holds a run; pass --resume to continue it "
+                       "or choose another name")
+    if resume and store.exists and store.config() != cfg:
+        raise RunError(f"{store.root} was started with a different config; "
+                       f"diff it against {store.root / 'config.yaml'} or choose another name")
+
+
+def salvage(writer: RunWriter, observers: Sequence[Observer]) -> None:
     """Commit the generations finished before a failure, if the disk lets us."""
     try:
-        writer.flush()
+        rows = writer.flush()
     except Exception:  # noqa: BLE001  (the failure being raised is the one to report)
         log.debug("could not commit the staged generations", exc_info=True)
+        return
+    for observer in observers:
+        observer.committed(rows)
 
 
 def interrupted(store: RunStore, writer: RunWriter) -> str:
@@ -328,8 +336,9 @@ class History:
         out = {}
         for c, consumer in enumerate(self.exp.producers):
             if consumer.trains_on == {c: 1.0}:  # its own output: nothing to mix
-                if c in outputs:
-                    out[c] = outputs[c]
+                if c not in outputs:
+                    continue  # it failed: it learns from its last pool again
+                out[c] = outputs[c]
             else:
                 parts: list[provenance.Take] = []
                 rng = rng or mix_stream(cfg.seed, gen)

@@ -243,8 +243,10 @@ def training_labels(store: Any, generation: int, producer: str | None = None) ->
 
 def listing(store: Any, generation: int, producer: str | None = None) -> list[dict[str, Any]]:
     """One dict per training sample of ``generation`` (of ``producer``, in a multi-producer run):
-    chain, position, origin, producing model (family, generation, seed), whether it is real, and
-    every filter score it received when produced."""
+    chain, position, origin, ``index`` (its row in the real pool, or in the producing generation's
+    produced samples), producing model (family, generation, seed), ``stored_row`` (its row in that
+    generation's ``samples.npy``, where kept), whether it is real, and every filter score it
+    received when produced."""
     names = store.producer_names()
     if names and producer not in names:
         raise RunError(f"{store.root} is a multi-producer run: name one of its producers "
@@ -256,6 +258,7 @@ def listing(store: Any, generation: int, producer: str | None = None) -> list[di
     origin, prod, index = decode(training_labels(store, generation, producer))
     rows = []
     scores: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    kept: dict[tuple[int, int], np.ndarray | None] = {}
     for c in range(origin.shape[0]):
         for j in range(origin.shape[1]):
             o, p, i = int(origin[c, j]), int(prod[c, j]), int(index[c, j])
@@ -264,10 +267,13 @@ def listing(store: Any, generation: int, producer: str | None = None) -> list[di
                                    "is_real": o < 0, "index": i}
             if o >= 0:
                 if (o, p) not in scores:
-                    scores[o, p] = {k: v for k, v in store.provenance(o, name).items()
-                                    if k.startswith("score.")}
+                    prov = store.provenance(o, name)
+                    scores[o, p] = {k: v for k, v in prov.items() if k.startswith("score.")}
+                    kept[o, p] = prov.get("kept")
+                rows_kept = kept[o, p]  # the produced rows, in the order samples.npy holds them
+                stored = i if rows_kept is None else int(np.flatnonzero(rows_kept[c] == i)[0])
                 row.update(producer=name or "model", family=families[p], generation=o,
-                           seed=cfg.seed)
+                           seed=cfg.seed, stored_row=stored)
                 row.update({k: float(v[c, i]) for k, v in scores[o, p].items()})
             rows.append(row)
     return rows

@@ -15,7 +15,7 @@
       .lock              pid and host of the writer, for messages; the kernel lock (flock on the
                          directory) is what excludes a second writer
 
-Finished generations are staged and committed together: at the first generation, at the end, and
+Finished generations are staged and committed together: at the end, on a failure or Ctrl-C, and
 otherwise at most once a second, so fast generations share one commit and slow ones get one each.
 A commit writes its files under temporary names and renames them in (a reader, or a killed writer,
 only ever sees whole files), appends the metrics rows, fsyncs what it wrote, then replaces the
@@ -118,8 +118,8 @@ def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
 
 def stack(records: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Several generations' records as one set of arrays: a key whose arrays agree in shape and
-    dtype is stacked (``key``, with ``key#gens`` naming the generations), any other is kept per
-    generation (``key@<gen>``). The entries grow with the keys, not the generations."""
+    dtype is stacked (``all/<key>``, with ``gens/<key>`` naming the generations), any other is kept
+    per generation (``<gen>/<key>``). The entries grow with the keys, not the generations."""
     by_key: dict[str, dict[int, np.ndarray]] = {}
     for gen, record in records.items():
         for key, value in record.items():
@@ -128,27 +128,24 @@ def stack(records: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for key, values in by_key.items():
         arrays = list(values.values())
         if len({(a.shape, a.dtype.str) for a in arrays}) == 1:
-            out[key] = np.stack(arrays)
-            out[f"{key}#gens"] = np.array(list(values), dtype=np.int64)
+            out[f"all/{key}"] = np.stack(arrays)
+            out[f"gens/{key}"] = np.array(list(values), dtype=np.int64)
         else:
-            out.update({f"{key}@{gen}": a for gen, a in values.items()})
+            out.update({f"{gen}/{key}": a for gen, a in values.items()})
     return out
 
 
 def unstack(arrays: dict[str, np.ndarray], gen: int) -> dict[str, np.ndarray]:
     """Generation ``gen``'s record out of ``stack``'s arrays."""
     out = {}
-    for key, value in arrays.items():
-        if key.endswith("#gens"):
-            continue
-        name, at, which = key.rpartition("@")
-        if at:
-            if which == str(gen):
-                out[name] = value
-            continue
-        hits = np.flatnonzero(arrays[f"{key}#gens"] == gen)
-        if hits.size:
-            out[key] = value[hits[0]]
+    for name, value in arrays.items():
+        where, _, key = name.partition("/")
+        if where == str(gen):
+            out[key] = value
+        elif where == "all":
+            hits = np.flatnonzero(arrays[f"gens/{key}"] == gen)
+            if hits.size:
+                out[key] = value[hits[0]]
     return out
 
 
@@ -170,15 +167,18 @@ def locked(root: Path, *, takeover: bool = False, what: str = "run") -> Iterator
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = _read_lock(info)
-            raise RunError(f"{root} is locked: {what} pid {owner.get('pid', '?')} on "
-                           f"{owner.get('host', '?')} is writing it") from None
+            who = (f"{owner.get('what', 'a writer')} pid {owner.get('pid')} on "
+                   f"{owner.get('host')} is writing it" if owner else
+                   "another writer holds it (its .lock record was removed)")
+            raise RunError(f"{root} is locked: {who}") from None
         if info.exists() and not takeover:
             owner = _read_lock(info)
             who = (f"pid {owner.get('pid')} on {owner.get('host')}" if owner
                    else "an unreadable lock record")
             raise RunError(f"{root} has a stale lock: {who} stopped without releasing it (the "
                            "kernel lock is free); pass --takeover to take it over")
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        me = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.time()}
         info.write_text(json.dumps(me))  # a description only: the flock above is the lock
         try:
             yield
@@ -396,7 +396,7 @@ class RunStore:
             names = [p.name for p in self.root.iterdir()]
             # a writer killed before its first commit left its lock record beside its files
             started = ".lock" in names and all(_ours(n) or n in OWN for n in names)
-            foreign = [] if started else sorted(n for n in names if not _ours(n))
+            foreign = [] if started else sorted(names)
             if foreign:
                 shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
                 raise RunError(f"{self.root} exists and is not a collapselab run (it holds "
@@ -434,8 +434,8 @@ class Staged:
 class RunWriter:
     """Writes one run directory; made by ``RunStore.writer`` under the lock. Generations are
     staged as they finish and committed together by ``flush``: at most once a second (or when
-    held samples grow large), at the first generation and at the end, so a run of fast
-    generations pays for one commit a second, a run of slow ones for one a generation."""
+    held samples grow large), at the end, and on a failure, so a run of fast generations pays
+    for one commit a second, a run of slow ones for one a generation."""
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
@@ -514,17 +514,17 @@ class RunWriter:
             self._write(self.root / "records" / f"{first:06d}-{last:06d}.npz",
                         npz_bytes(stack(records)))
         rows = [jsonable(st.row) for st in self._staged]
-        for row in rows:
-            self._append_row(row)
+        self._append_rows(rows)
         self._staged, self._held = [], 0
         self._manifest(completed=last + 1, durable=True)
         self.store._chunks = None
         self._flushed_at = time.monotonic()
         return rows
 
-    def _append_row(self, row: dict[str, Any]) -> None:
-        """Append one line (O(1) per generation) and hand it to the kernel; the manifest, written
-        next, commits it. After a crash the file is rewritten once with only the committed rows."""
+    def _append_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append the rows in one write (O(rows)) and hand them to the kernel; the manifest,
+        written next, commits them. If the write fails, part of it may be on disk: the file is
+        rewritten with only the committed rows before the next append."""
         path = self.root / "metrics.jsonl"
         if self._dirty:
             text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self._rows)
@@ -534,16 +534,18 @@ class RunWriter:
             if not path.exists():
                 self.created.append(path)
             self._log = open(path, "a")
-        line = json.dumps(row, allow_nan=False) + "\n"
+        text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
         try:
-            self._log.write(line)
+            self._log.write(text)
             self._log.flush()
-        except OSError as exc:
-            self._dirty = True  # part of the line may be on disk
+        except BaseException as exc:  # a full disk, or Ctrl-C between two lines
+            self._dirty = True
             self.close()
-            raise cannot_write(path, exc) from exc
+            if isinstance(exc, OSError):
+                raise cannot_write(path, exc) from exc
+            raise
         self._unsynced[path] = None
-        self._rows.append(row)
+        self._rows.extend(rows)
 
     def close(self) -> None:
         if self._log is not None:
@@ -622,25 +624,3 @@ class RunWriter:
             else:
                 path.unlink(missing_ok=True)
         self.created.clear()
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed process nobody has reaped yet (common in containers, whose init may not reap):
-    it still answers ``kill(pid, 0)`` but will never write again."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
