@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 
 Z = 4.0
 SCOTT = ROOT / "configs" / "theory" / "kde_scott_replace.yaml"
+FIXED_H = ROOT / "configs" / "theory" / "kde_fixed_h_replace.yaml"
 FIXED_FACTOR = ROOT / "configs" / "theory" / "kde_fixed_factor_replace.yaml"
 
 
@@ -66,7 +67,7 @@ def test_scott_grows_geometrically_by_n_minus_one_over_n_plus_f_squared():
     assert (n - 1) / n + f**2 == pytest.approx(1.1485, abs=1e-4)
 
 
-@pytest.mark.parametrize("path, gens", [(SCOTT, 10), (FIXED_FACTOR, 20)])
+@pytest.mark.parametrize("path, gens", [(SCOTT, 10), (FIXED_FACTOR, 20), (FIXED_H, 30)])
 def test_kde_run_matches_theory(run_config, path, gens):
     store = run_config(path, "chains=500", f"generations={gens}")
     rows = store.metrics()

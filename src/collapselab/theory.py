@@ -596,6 +596,9 @@ def _kde_normal_replace(config: Any, source: Any) -> dict[str, Prediction]:
 
     sizes = fit_sizes(config)
     kde = KDE(**config.model.params)
+    if kde.kernel_std is not None:  # a fixed kernel h: the points' variance settles at (n-1)h²
+        return kde_replace(sizes, None, kernel_var=kde.kernel_std**2,
+                           sigma2=float(source.std) ** 2, dim=source.dim)
     factors = np.array([kde.factor(int(n), source.dim) for n in sizes])
     return kde_replace(sizes, factors, sigma2=float(source.std) ** 2, dim=source.dim)
 

@@ -28,10 +28,14 @@ class KDE(Model):
         self,
         bandwidth: Annotated[Literal["scott", "silverman"] | float, Field(description=(
             "'scott', 'silverman', or a positive factor on the data covariance"))] = "scott",
+        kernel_std: Annotated[float | None, Field(gt=0, description=(
+            "a fixed kernel standard deviation h (kernel covariance h² I), in place of the "
+            "bandwidth's data-scaled one; null: use bandwidth"))] = None,
     ) -> None:
         if isinstance(bandwidth, (int, float)) and bandwidth <= 0:
             raise ConfigError([f"bandwidth: must be positive; got {bandwidth}"])
         self.bandwidth = bandwidth
+        self.kernel_std = kernel_std
 
     @classmethod
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
@@ -57,7 +61,11 @@ class KDE(Model):
         x = check_data(data, min_samples=2, shape="(chains, n, dim)")  # (C, n, D)
         _, cov = sample_moments(x)
         self.points_ = np.array(x, dtype=float)
-        self.kernel_cov_ = self.factor(x.shape[1], x.shape[2]) ** 2 * cov  # (C, D, D)
+        if self.kernel_std is not None:  # a fixed kernel: h² I whatever the data's scale
+            self.kernel_cov_ = np.broadcast_to(self.kernel_std**2 * np.eye(x.shape[2]),
+                                               cov.shape).copy()
+        else:
+            self.kernel_cov_ = self.factor(x.shape[1], x.shape[2]) ** 2 * cov  # (C, D, D)
         return self
 
     def mixture(self) -> Mixture:
