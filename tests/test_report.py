@@ -164,3 +164,21 @@ def test_declarations_may_be_plots_or_dicts_and_unknown_kinds_are_left_out():
     rep = report.Declared(describe, worse, list(plots))
     assert rep.lines(["a_0", "a_1", "z"]) == ["a_0, a_1 — an a (↑ worse)",
                                               "z — (no description declared)"]
+
+
+def test_the_report_tables_theory_against_simulation(tmp_path):
+    from collapselab import theory
+    from collapselab.config import load_config
+    from collapselab.loop import run
+
+    store = run(load_config("configs/gaussian/replace.yaml", [
+        f"out_dir={tmp_path}", "chains=300", "generations=5", "metrics=[variance_ratio, w2]"]))
+    page = write_report([store.root]).read_text()
+    section = page.split('<section id="theory">')[1].split("</section>")[0]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>4</td><td>([^<]+)</td><td>([^<]+)</td>", section)
+    want = theory.agreement(store.metrics())
+    assert [r[0] for r in rows] == [a.metric for a in want] and len(rows) >= 2
+    for (_, measured, predicted), a in zip(rows, want, strict=True):
+        assert float(measured) == pytest.approx(a.measured, rel=1e-4)
+        assert float(predicted) == pytest.approx(a.theory, rel=1e-4)
+    assert section.count("<td>pass</td>") == sum(a.passed for a in want)

@@ -745,6 +745,14 @@ def sections(pages: list[RunView]) -> list[Section]:
         out.append(Section(f"headline-{_slug(kind)}", f"Headline: {what} runs",
                            intro + (f'<div class="grid">{figures_html(head)}</div>' if head else
                                     "<p>No headline metric was recorded.</p>"), head))
+    agree = "".join(theory_table(v) for v in pages)
+    if agree:
+        out.append(Section("theory", "Theory against simulation",
+                           "<p>Each predicted metric at the final generation: the value the run "
+                           "measured, the exact prediction, the standard error (from the theory's "
+                           "per-chain sd, or from the chains), z, and whether |z| &lt; 4. "
+                           "<code>collapselab theory RUN -g …</code> prints it for any "
+                           "generation.</p>" + agree))
     texts = "".join(text_table(v, plot, producer) for v in pages
                     for plot in v.declared.of_kind("text") for producer in v.producers)
     if texts:
@@ -946,6 +954,26 @@ def detail_table(view: RunView) -> str:
             out += (f"<h3>{html.escape(name)}</h3><p>{html.escape(caption)}.</p>"
                     f"<table><tr><th>gen</th>{head}</tr>{body}</table>")
     return out
+
+
+def theory_table(view: RunView) -> str:
+    """The run's agreement with its theory at the final generation (empty without theory)."""
+    from collapselab import theory
+
+    columns = [c for c in view.frame.columns if c.endswith(".theory")]
+    if not columns or not len(view.frame):
+        return ""
+    last = {k: v for k, v in view.frame.iloc[-1].items()
+            if not (isinstance(v, float) and not np.isfinite(v))}
+    rows = ""
+    for a in theory.agreement([last]):
+        se = f"{a.se:.3g}" + (" (chains)" if a.se_from == "chains" else "")
+        rows += (f"<tr><td>{html.escape(a.metric)}</td><td>{a.generation}</td>"
+                 f"<td>{a.measured:.5g}</td><td>{a.theory:.5g}</td><td>{se}</td>"
+                 f"<td>{a.z:+.2f}</td><td>{'pass' if a.passed else 'FAIL'}</td></tr>")
+    return (f"<h3>{html.escape(view.label)}</h3><table><tr><th>metric</th><th>generation</th>"
+            "<th>measured</th><th>theory</th><th>se</th><th>z</th><th>|z| &lt; 4</th></tr>"
+            f"{rows}</table>") if rows else ""
 
 
 def final_table(pages: list[RunView]) -> str:
