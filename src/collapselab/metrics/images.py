@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -72,7 +73,8 @@ class FeatureNet:
 
 
 FEATURES = 64  # dimensions of the feature space
-FEATURE_EPOCHS = 30  # passes of the instrument's training over the train split
+FEATURE_EPOCHS = 30  # passes of the instrument's training over the train split ...
+FEATURE_STEPS = 700  # ... or this many steps of 64 images if fewer (digits: 690; MNIST-5k: 700)
 
 
 @dataclass
@@ -171,17 +173,19 @@ def _train_features(images: np.ndarray, labels: np.ndarray | None,
         torch.manual_seed(0)
         clf = FeatureNet(k)
         opt = torch.optim.Adam(clf.net.parameters(), lr=1e-3, weight_decay=1e-4)
-        for _ in range(FEATURE_EPOCHS):
-            order = torch.randperm(len(x), generator=gen)
-            for s in range(0, len(x), 64):
-                b = order[s:s + 64]
-                # shifted by up to a pixel: features of a digit, not of its exact placement
-                dx, dy = torch.randint(-1, 2, (2,), generator=gen).tolist()
-                xb = torch.roll(x[b], (dx, dy), (1, 2))
-                loss = F.cross_entropy(clf.net(xb[:, None]), y[b])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        steps = min(FEATURE_EPOCHS * math.ceil(len(x) / 64), FEATURE_STEPS)
+        for step in range(steps):
+            s = step % math.ceil(len(x) / 64) * 64
+            if s == 0:
+                order = torch.randperm(len(x), generator=gen)
+            b = order[s:s + 64]
+            # shifted by up to a pixel: features of a digit, not of its exact placement
+            dx, dy = torch.randint(-1, 2, (2,), generator=gen).tolist()
+            xb = torch.roll(x[b], (dx, dy), (1, 2))
+            loss = F.cross_entropy(clf.net(xb[:, None]), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     clf.net.eval()
     feats = RealFeatures(clf, None, k, float(entropy(np.bincount(labels, minlength=k)[None])[0]))
     if test_images is not None and test_labels is not None and len(test_labels):
