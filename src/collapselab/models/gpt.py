@@ -30,7 +30,7 @@ from torch import nn
 
 from collapselab.errors import ConfigError, DataError
 from collapselab.models import decoding, sampling
-from collapselab.models.torch_lm import Device, TorchLM, Training, resolve_device
+from collapselab.models.torch_lm import Device, NeonOption, TorchLM, Training, resolve_device
 
 CHECKPOINT_FORMAT = "collapselab.gpt/1"
 ARCH_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context_len")
@@ -213,6 +213,7 @@ class GPT(TorchLM):
         prompt_tokens: Annotated[
             int, pydantic.Field(ge=0, description="sampled blocks start with the first k tokens of a random training block; 0: from BOS")
         ] = 0,
+        neon: NeonOption = None,
         # decoding: one control each, declared once in collapselab.models.decoding
         temperature: decoding.Temperature = 1.0, top_k: decoding.TopK = 0, top_p: decoding.TopP = 1.0,
         repetition_penalty: decoding.RepetitionPenalty = 1.0, num_beams: decoding.NumBeams = 1,
@@ -223,7 +224,7 @@ class GPT(TorchLM):
         self.vocab_size, self.context_len, self.init_from = vocab_size, context_len, init_from
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
         self.weight_decay, self.grad_clip = weight_decay, grad_clip
-        self.device, self.prompt_tokens = device, prompt_tokens
+        self.device, self.prompt_tokens, self.neon = device, prompt_tokens, neon
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.repetition_penalty, self.num_beams, self.do_sample = repetition_penalty, num_beams, do_sample
         self.min_new_tokens, self.eos_id = min_new_tokens, eos_id

@@ -13,6 +13,12 @@ A family says how to build a network and read its logits; everything else is her
   block used equally often) and ``complete`` fixed prompts, both with the family's
   :class:`~collapselab.models.Decoding` (its hyperparameters of the same names).
 
+**Neon** (Alemohammad et al. 2025, negative extrapolation): with ``neon={weight: w, steps: k,
+samples: n}`` a family's fit ends, per chain, by sampling ``n`` blocks from the fitted network (its
+own decoding), fine-tuning a copy on them for ``k`` steps (``θ_self``) and keeping
+``(1 + w)·θ − w·θ_self``: a step away from what self-training would do. Its randomness comes after
+the training's from the fit generator, so ``weight=0`` leaves the trained weights bit for bit.
+
 The hooks a family implements: ``_prepare(data) -> context`` (check the data against the
 hyperparameters, set the fitted sizes ``vocab_size_``, ``block_len_``, ``new_tokens_``,
 ``bos_id_``; the context is what ``_new_net`` needs), ``_new_net(gen, context)``,
@@ -23,12 +29,13 @@ hyperparameters, set the fitted sizes ``vocab_size_``, ``block_len_``, ``new_tok
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
@@ -127,13 +134,7 @@ def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Mod
     steps_per_epoch = math.ceil(x.shape[0] / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = max(cfg.min_warmup, int(cfg.warmup_fraction * total))
-    decay = [p for p in net.parameters() if p.ndim >= 2]
-    no_decay = [p for p in net.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.betas, fused=cfg.fused or None,
-    )  # fmt: skip
+    opt = _optimizer(net, cfg)
     out = Trained([], [], cfg.epochs, 0.0)
     best: tuple[float, dict[str, torch.Tensor] | None] = (math.inf, None)
     it, tokens, tic = 0, 0, time.perf_counter()
@@ -171,6 +172,17 @@ def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Mod
     return out
 
 
+def _optimizer(net: torch.nn.Module, cfg: Training) -> torch.optim.AdamW:
+    """AdamW with decay on matrices (ndim >= 2) only."""
+    decay = [p for p in net.parameters() if p.ndim >= 2]
+    no_decay = [p for p in net.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=cfg.betas, fused=cfg.fused or None,
+    )  # fmt: skip
+
+
 @torch.no_grad()
 def _mean_loss(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[..., torch.Tensor],
                batch: int, dev: torch.device) -> float:  # fmt: skip
@@ -182,6 +194,65 @@ def _mean_loss(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[..., tor
     return total / x.shape[0]
 
 
+# ---------------------------------------------------------------- Neon
+
+
+class Neon(pydantic.BaseModel):
+    """Neon's settings (Alemohammad et al. 2025): ``θ = (1 + weight)·θ − weight·θ_self``, where
+    ``θ_self`` is the fitted network fine-tuned for ``steps`` AdamW steps on ``samples`` blocks it
+    wrote itself. A family's ``neon`` keyword; ``None`` there: plain training."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    weight: Annotated[float, pydantic.Field(ge=0, description="w: how far to step away from the self-trained weights; 0 changes nothing")]
+    steps: Annotated[int, pydantic.Field(ge=1, description="fine-tuning steps on the model's own blocks")]
+    samples: Annotated[int, pydantic.Field(ge=1, description="blocks the fitted model writes to fine-tune on (per chain)")]
+    lr: Annotated[float | None, pydantic.Field(gt=0, description="constant fine-tuning learning rate; None: the training's peak lr")] = None
+    batch_size: Annotated[int | None, pydantic.Field(ge=1, description="blocks per fine-tuning step; None: the training's")] = None
+
+
+NeonOption = Annotated[
+    Neon | None,
+    pydantic.Field(description="Neon negative extrapolation after each fit: {weight: w, steps: k, "
+                               "samples: n}; None: plain training"),
+]  # fmt: skip
+
+
+def extrapolate(theta: dict[str, torch.Tensor], theta_self: dict[str, torch.Tensor],
+                weight: float) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``(1 + w)·θ − w·θ_self`` for every floating-point tensor of a state dict; the rest (integer
+    buffers) as in ``θ``. ``w = 0`` returns ``θ``'s values exactly."""
+    return {k: (1 + weight) * v - weight * theta_self[k] if v.is_floating_point() else v
+            for k, v in theta.items()}  # fmt: skip
+
+
+def fine_tune(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Module, torch.Tensor],
+              torch.Tensor], cfg: Training, steps: int, gen: torch.Generator,
+              dev: torch.device) -> list[float]:  # fmt: skip
+    """``steps`` AdamW steps on batches of ``cfg.batch_size`` blocks of ``x`` drawn without
+    replacement (reshuffled when used up), at the constant ``cfg.lr``; the losses, per step."""
+    opt = _optimizer(net, cfg)
+    net.train()
+    losses: list[float] = []
+    perm, at = torch.randperm(x.shape[0], generator=gen), 0
+    for _ in range(steps):
+        if at >= x.shape[0]:
+            perm, at = torch.randperm(x.shape[0], generator=gen), 0
+        xb = x[perm[at : at + cfg.batch_size]].to(dev)
+        at += cfg.batch_size
+        loss = loss_fn(net, xb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+    if not all(math.isfinite(v) for v in losses):
+        raise NumericalError(f"Neon fine-tuning diverged: losses {losses}")
+    net.eval()
+    return losses
+
+
 # ---------------------------------------------------------------- the base
 
 
@@ -189,13 +260,14 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
     """A torch language model over int token blocks ``(chains, n_blocks, block_len)``; one network
     per chain. Declares :class:`ScoresTokens` and :class:`CompletesPrompts`; its weights
     (``state_dicts_``) and ``threaded`` make it ``HasWeights`` and ``RunsThreads``. Subclasses keep the hyperparameters ``device``, ``prompt_tokens`` and the decoding
-    controls (``Decoding``'s names, ``sample_batch_size``)."""
+    controls (``Decoding``'s names, ``sample_batch_size``) and may take ``neon`` (:data:`NeonOption`)."""
 
     kinds = frozenset({"tokens"})
     threaded = True
 
     device: str
     prompt_tokens: int
+    neon: Neon | dict[str, Any] | None = None  # a family that takes the keyword sets it
     vocab_size_: int
     block_len_: int
     new_tokens_: int  # tokens each sampled block writes after its prompt
@@ -286,7 +358,39 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
             self.train_tokens_per_s_.append(done.tokens_per_s)
         # the paper's prompts: the first k tokens of each training block
         self.prompts_ = np.ascontiguousarray(data[:, :, : self.prompt_tokens])
+        neon = self._neon()
+        if neon is not None:  # after the training, so its draws come after the training's
+            self._apply_neon(neon, cfg, rng)
         return self
+
+    def _neon(self) -> Neon | None:
+        return None if self.neon is None else Neon.model_validate(self.neon)
+
+    def _apply_neon(self, neon: Neon, cfg: Training, rng: np.random.Generator) -> None:
+        """Per chain: ``θ_self`` = the fitted network fine-tuned on ``neon.samples`` blocks it wrote
+        (the family's decoding), then ``(1 + w)·θ − w·θ_self`` kept. Records the fine-tuning losses
+        (``neon_loss_``) and the step's relative size ``‖θ_self − θ‖ / ‖θ‖`` (``neon_shift_``)."""
+        own = self.sample(neon.samples, rng)  # (chains, samples, block_len)
+        tune = dataclasses.replace(cfg, lr=neon.lr or cfg.lr,
+                                   batch_size=neon.batch_size or cfg.batch_size)  # fmt: skip
+        seeds = rng.integers(0, 2**63 - 1, size=self.n_chains_)
+        self.neon_loss_: list[list[float]] = []
+        self.neon_shift_: list[float] = []
+        for c in range(self.n_chains_):
+            net = self._net(c)
+            theta = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            gen = torch.Generator().manual_seed(int(seeds[c]))
+            x = torch.from_numpy(self._with_bos(own[c]))
+            self.neon_loss_.append(fine_tune(net, x, self._loss, tune, neon.steps, gen, device_of(net)))
+            theta_self = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            new = extrapolate(theta, theta_self, neon.weight)
+            num = sum(float((theta_self[k] - v).double().square().sum()) for k, v in theta.items()
+                      if v.is_floating_point())  # fmt: skip
+            den = sum(float(v.double().square().sum()) for v in theta.values() if v.is_floating_point())
+            self.neon_shift_.append(math.sqrt(num / max(den, 1e-300)))
+            net.load_state_dict(new)
+            net.eval()
+            self.state_dicts_[c] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
     def _logits(self, net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         """float32 logits ``(B, L, vocab_size_)``: ids past the source's vocabulary never appear."""
