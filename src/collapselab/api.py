@@ -79,8 +79,8 @@ class Run:
 
     def samples(self, generation: int, producer: str | None = None) -> np.ndarray:
         """The samples ``generation`` produced (after curation): ``(chains, n, ...)``; in a
-        multi-producer run, ``producer``'s. Only kept ones: ``keep_samples: all`` keeps every
-        generation's, ``needed`` generation 0's and the last."""
+        multi-producer run, ``producer``'s. Only kept ones: ``keep_samples`` ``last`` (the
+        default) keeps generation 0's and the newest, ``all`` every one, ``k`` every k-th."""
         done = self.generations
         if isinstance(generation, bool) or not isinstance(generation, int) \
                 or not 0 <= generation < done:
