@@ -197,3 +197,21 @@ def test_a_policy_without_a_plan_is_refused_at_config_time(monkeypatch):
     assert err.value.problems == [
         "policy.name: '_composes' has no plan(sizes, size, chains, rng) method; a policy returns "
         "an index plan (collapselab.provenance.Plan): it selects rows, nothing else"]
+
+
+def test_a_rows_composition_names_the_newest_generations_and_lumps_the_older(tmp_path):
+    """An accumulating run's rows stay small: real, the 8 newest generations, and gen_older."""
+    store = run(load_config(None, [f"out_dir={tmp_path}", "chains=2", "data.size=10",
+                                   "generations=12", "policy.name=accumulate",
+                                   "metrics=[variance_ratio]"]))
+    row = store.metrics()[11]
+    shares = {k.removeprefix("composition."): v for k, v in row.items()
+              if k.startswith("composition.")}
+    # generation 11 trains on real data and generations 0-10: 3-10 by name, 0-2 as gen_older
+    assert sorted(shares) == sorted(["real", "gen_older", *[f"gen_{g:03d}" for g in range(3, 11)]])
+    assert shares["real"] == pytest.approx(1 / 12) and shares["gen_older"] == pytest.approx(3 / 12)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    counts: dict[str, int] = {}
+    for r in provenance.listing(store, 11):  # the listing still names every origin
+        counts[r["origin"]] = counts.get(r["origin"], 0) + 1
+    assert counts["gen_000"] + counts["gen_001"] + counts["gen_002"] == 3 * 2 * 10

@@ -31,6 +31,7 @@ from collapselab.errors import RunError
 
 REAL, FRESH = -2, -1
 FRESH_POOL = -1  # position of the fresh pool in a Part's ``pools``
+COMPOSITION_ORIGINS = 8  # generations named one by one in a metrics row's composition
 _SHIFT_ORIGIN, _SHIFT_PRODUCER = 40, 32
 
 
@@ -146,8 +147,11 @@ def labels_of(parts: list[Take], chains: int) -> np.ndarray:
 
 def composition(parts: list[Take], chains: int,
                 producers: list[str] | None = None) -> dict[str, float]:
-    """``composition.<origin>``: share of the training set from each origin (mean over chains).
-    Parts that take whole single-origin pools are counted by size, the rest by their labels."""
+    """``composition.<origin>``: share of the training set from each origin (mean over chains):
+    real, fresh, and each of the ``COMPOSITION_ORIGINS`` newest generations (per producer); older
+    generations share ``gen_older``, so a row's size does not grow with the run (the full
+    per-row origins: ``training_labels``). Parts that take whole single-origin pools are counted
+    by size, the rest by their labels."""
     counts: dict[tuple[int, int], float] = {}
     total = 0
     for src, rows in parts:
@@ -163,10 +167,13 @@ def composition(parts: list[Take], chains: int,
             key = (int(code) // 256 - 2, int(code) % 256)
             counts[key] = counts.get(key, 0) + float(hist[code])
         total += origin.size
+    newest = sorted({o for o, _ in counts if o >= 0})[-COMPOSITION_ORIGINS:]
     out: dict[str, float] = {}
     for (o, p), count in sorted(counts.items()):
-        name = f"composition.{origin_key(o, producers[p] if producers else None)}"
-        out[name] = out.get(name, 0.0) + count / total
+        producer = producers[p] if producers else None
+        key = origin_key(o, producer) if o < 0 or o in newest else \
+            "gen_older" + (f"/{producer}" if producer else "")
+        out[f"composition.{key}"] = out.get(f"composition.{key}", 0.0) + count / total
     return out
 
 
