@@ -75,17 +75,22 @@ def test_a_failed_start_removes_what_it_created_and_nothing_else(tmp_path, refus
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
 
 
-def test_an_interrupt_after_a_commit_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
+def interrupt_fit(monkeypatch, at: int) -> None:
+    """Ctrl-C during the ``at``-th Gaussian fit of this process."""
     calls = {"n": 0}
     real_fit = Gaussian.fit
 
     def fit(self, data, *, rng=None):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return real_fit(self, data, rng=rng)
 
     monkeypatch.setattr(Gaussian, "fit", fit)
+
+
+def test_an_interrupt_after_a_commit_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
+    interrupt_fit(monkeypatch, at=3)
     result = cli("run", "configs/gaussian/replace.yaml", f"out_dir={tmp_path}", "name=r",
                  "generations=5", "chains=2")
     assert result.exit_code == 130
@@ -174,16 +179,7 @@ def test_generations_committed_on_ctrl_c_reach_the_observers(tmp_path, monkeypat
         def committed(self, rows):
             seen.extend(r["generation"] for r in rows)
 
-    calls = {"n": 0}
-    real_fit = Gaussian.fit
-
-    def fit(self, data, *, rng=None):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_fit(self, data, rng=rng)
-
-    monkeypatch.setattr(Gaussian, "fit", fit)
+    interrupt_fit(monkeypatch, at=4)
     cfg = load_config("configs/gaussian/replace.yaml", [f"out_dir={tmp_path}", "name=r",
                                                         "generations=6", "chains=2"])
     with pytest.raises(KeyboardInterrupt):
