@@ -112,9 +112,9 @@ class Experiment:
         source = registry.sources.build(cfg.data.source, cfg.data.params)
         if cfg.producers:
             names = [p.name for p in cfg.producers]
-            producers = [Producer(p.name, build_model(p.model, source),
-                                  {names.index(n): s for n, s in (p.trains_on or {p.name: 1.0}).items()})
-                         for p in cfg.producers]
+            producers = [Producer(p.name, build_model(p.model, source), {
+                names.index(n): share for n, share in (p.trains_on or {p.name: 1.0}).items()})
+                for p in cfg.producers]
         else:
             producers = [Producer(None, build_model(cfg.model, source), {0: 1.0})]
         return cls(
@@ -326,7 +326,8 @@ class History:
     stopped: bool = False
     collapsed: dict[int, int | None] = field(default_factory=dict)  # producer: first alarm
 
-    def mix(self, gen: int, outputs: dict[int, Pool], record: dict[str, np.ndarray]) -> dict[int, Pool]:
+    def mix(self, gen: int, outputs: dict[int, Pool],
+            record: dict[str, np.ndarray]) -> dict[int, Pool]:
         """The pool each producer learns from next: its own curated output, or its ``trains_on``
         mix of the producers' outputs (``round(share * m)`` random rows of each, fewer if it kept
         fewer), recorded. A producer whose sources all failed gets no new pool."""
