@@ -38,7 +38,14 @@ import torch
 
 from collapselab.errors import ConfigError
 from collapselab.models import decoding, sampling
-from collapselab.models.torch_lm import Device, TorchLM, Training, device_of, resolve_device
+from collapselab.models.torch_lm import (
+    Device,
+    NeonOption,
+    TorchLM,
+    Training,
+    device_of,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +155,7 @@ class HFCausalLM(TorchLM):
         do_sample: decoding.DoSample = True, min_new_tokens: decoding.MinNewTokens = 0,
         eos_id: decoding.EosId = None, sample_batch_size: decoding.BatchSize = 32,
         score_batch_size: Annotated[int, pydantic.Field(ge=1, description="blocks per forward pass when scoring")] = 32,
+        neon: NeonOption = None,
     ) -> None:  # fmt: skip
         self.name_or_path, self.gguf_file = name_or_path, gguf_file
         self.vocab_size, self.add_bos = vocab_size, add_bos
@@ -160,6 +168,7 @@ class HFCausalLM(TorchLM):
         self.min_new_tokens, self.eos_id = min_new_tokens, eos_id
         self.sample_batch_size = sample_batch_size
         self.score_batch_size = score_batch_size
+        self.neon = neon
 
     @classmethod
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
