@@ -29,32 +29,39 @@ class Categorical(Model):
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Categorical:
         x = check_data(data)  # (C, M) state indices
-        if x.dtype.kind not in "iu" or x.min() < 0:
+        if x.dtype.kind not in "iu" or (x.dtype.kind == "i" and x.min() < 0):
             raise ValueError(f"categorical data must be non-negative integers; got dtype {x.dtype}")
-        k = self.n_states or int(x.max()) + 1
-        if x.max() >= k:
-            raise ValueError(f"state {int(x.max())} is out of range for n_states={k}")
+        top = int(x.max())
+        k = self.n_states or top + 1
+        if top >= k:
+            raise ValueError(f"state {top} is out of range for n_states={k}")
         chains, m = x.shape[:2]
-        flat = (x.reshape(chains, -1) + k * np.arange(chains)[:, None]).ravel()
+        index = np.int32 if chains * k < 2**31 else np.int64
+        flat = (x.reshape(chains, -1).astype(index) + k * np.arange(chains, dtype=index)[:, None]).ravel()
         counts = np.bincount(flat, minlength=chains * k).reshape(chains, k)  # one bincount, all chains
+        self.counts_ = counts  # (C, K): the MLE is counts / m, drawn from exactly (integers)
         self.probs_ = counts / counts.sum(axis=1, keepdims=True)
         return self
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n = check_n(n)
         self.check_fitted()
-        cdf = np.cumsum(self.probs_, axis=1)
-        # exact edges: a state of probability 0 has two equal edges (never drawn), also at the end
-        cdf = (cdf / cdf[:, -1:])[:, :-1]  # (C, K-1)
-        u = rng.random((cdf.shape[0], n))  # inverse CDF: one uniform per draw, i.i.d.
-        dtype = np.min_scalar_type(self.probs_.shape[1] - 1)
-        if cdf.shape[1] <= 64:  # few states: count the edges below each draw, all chains at once
-            states = np.zeros(u.shape, dtype=dtype)
-            for j in range(cdf.shape[1]):
-                states += u >= cdf[:, j:j + 1]
+        # inverse CDF in integers: a uniform draw r in [0, m) falls in state j where the counts'
+        # running sum first exceeds it, so P(j) = counts_j / m exactly and a lost state (count 0,
+        # two equal edges) never comes back
+        edges = np.cumsum(self.counts_, axis=1)  # (C, K)
+        total = int(edges[0, -1])
+        small = np.int16 if total < 2**15 else np.int64  # NumPy draws bytes slowly; int16 fastest
+        r = rng.integers(0, total, size=(edges.shape[0], n), dtype=small)
+        edges = edges.astype(small)  # compared in r's dtype: no conversion of r per state
+        dtype = np.min_scalar_type(edges.shape[1] - 1)
+        if edges.shape[1] <= 64:  # few states: count the edges at or below each draw, all chains
+            states = np.zeros(r.shape, dtype=dtype)
+            for j in range(edges.shape[1] - 1):
+                states += r >= edges[:, j:j + 1]
             return states
-        return np.stack([np.searchsorted(c, row, side="right") for c, row in zip(cdf, u, strict=True)]
-                        ).astype(dtype)  # (C, n)
+        return np.stack([np.searchsorted(e[:-1], row, side="right")
+                         for e, row in zip(edges, r, strict=True)]).astype(dtype)  # (C, n)
 
     def score_samples(self, data: np.ndarray) -> np.ndarray:
         self.check_fitted()
