@@ -82,6 +82,11 @@ def cannot_write(path: Path, exc: OSError) -> RunError:
 
 def jsonable(value: Any) -> Any:
     """Plain JSON values; non-finite floats become null (JSON has no NaN/inf)."""
+    kind = type(value)
+    if kind is str or kind is int:  # most of a metrics row: no conversion
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
