@@ -146,13 +146,7 @@ def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Mod
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(it, total, warmup)
             xb = x[perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]].to(dev)
-            loss = loss_fn(net, xb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            total_loss += loss.detach()
+            total_loss += _step(net, opt, loss_fn, xb, cfg.grad_clip)
             tokens += xb.shape[0] * (xb.shape[1] - 1)
             it += 1
         out.train_loss.append(float(total_loss) / steps_per_epoch)
@@ -170,6 +164,19 @@ def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Mod
     if best[1] is not None:  # an earlier epoch was better than the last
         net.load_state_dict(best[1])
     return out
+
+
+def _step(net: torch.nn.Module, opt: torch.optim.Optimizer,
+          loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], xb: torch.Tensor,
+          grad_clip: float) -> torch.Tensor:
+    """One optimizer step on the batch ``xb``; its loss, detached."""
+    loss = loss_fn(net, xb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+    return loss.detach()
 
 
 def _optimizer(net: torch.nn.Module, cfg: Training) -> torch.optim.AdamW:
@@ -240,13 +247,7 @@ def fine_tune(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn
             perm, at = torch.randperm(x.shape[0], generator=gen), 0
         xb = x[perm[at : at + cfg.batch_size]].to(dev)
         at += cfg.batch_size
-        loss = loss_fn(net, xb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(_step(net, opt, loss_fn, xb, cfg.grad_clip)))
     if not all(math.isfinite(v) for v in losses):
         raise NumericalError(f"Neon fine-tuning diverged: losses {losses}")
     net.eval()
