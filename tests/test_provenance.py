@@ -4,6 +4,7 @@ lists with one command, sums to the composition, and names the very sample it wa
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -177,8 +178,6 @@ def test_provenance_of_generation_k_lists_with_one_command_and_sums_to_the_compo
                                       "--csv", str(tmp_path / "p.csv")])
     assert result.exit_code == 0, result.output
     assert "total" in result.output and (tmp_path / "p.csv").is_file()
-    import pandas as pd
-
     table = pd.read_csv(tmp_path / "p.csv")  # what the user gets: every sample, its stored row
     assert len(table) == len(listing)
     row = table[~table["is_real"]].iloc[0]
