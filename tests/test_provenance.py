@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from collapselab import provenance, registry
 from collapselab.cli import app
 from collapselab.config import load_config
-from collapselab.loop import Streams, mix_stream, run, setup_rngs
+from collapselab.loop import Stream, Streams, mix_stream, run, setup_rngs
 from collapselab.models.gaussian import Gaussian
 from collapselab.policies import Accumulate, AccumulateSubsample, Fresh, RealFraction, Replace
 from collapselab.provenance import FRESH_POOL
@@ -89,6 +89,19 @@ def test_every_stream_is_its_own():
     # the same key is the same stream: any generation of any producer replays alone
     assert Streams.for_generation(0, 2, 1).fit.integers(2**62) == \
         Streams.for_generation(0, 2, 1).fit.integers(2**62)
+
+
+@pytest.mark.parametrize("first_use", [
+    lambda r: r.normal(size=3),
+    lambda r: np.random.default_rng(r).normal(size=3),  # default_rng hands a Generator back
+    lambda r: np.random.Generator(r.bit_generator).normal(size=3),
+    lambda r: r.spawn(1)[0].normal(size=3),
+])
+def test_a_stream_is_seeded_at_its_first_use_as_default_rng_would_be(first_use):
+    key = (1, 4, 2, 3)
+    expected = np.random.default_rng(np.random.SeedSequence(7, spawn_key=key))
+    assert isinstance(Stream(7, key), np.random.Generator)
+    np.testing.assert_array_equal(first_use(Stream(7, key)), first_use(expected))
 
 
 # --- every row is the sample it names, read back from disk -------------------------------------

@@ -510,8 +510,10 @@ def test_a_degenerate_generation_is_recorded_and_the_run_continues(tmp_path, fai
     assert np.isfinite(run.samples(3)).all() and not run.has_samples(2)
 
 
-def test_resume_after_a_crash_behind_a_stopping_degenerate_generation_stays_stopped(
-        tmp_path, fails_at):
+def test_a_crash_at_the_stopping_commit_resumes_into_the_same_stop(tmp_path, fails_at):
+    """The stopping generation and the status "stopped" are one commit: a crash there loses that
+    generation alone, which the resume trains again, to the same stop; resuming a stopped run
+    trains nothing."""
     cfg = degenerate_config(tmp_path, "nan", "stop", name="ref")
     with pytest.MonkeyPatch.context() as mp:
         renames = arm(mp, "fails_at")
@@ -519,13 +521,19 @@ def test_resume_after_a_crash_behind_a_stopping_degenerate_generation_stays_stop
     FailsAt.fits = 0
     cfg = degenerate_config(tmp_path, "nan", "stop")
     crash(cfg, "fails_at", "rename", renames["rename"])  # the last manifest is never written
-    assert RunStore(tmp_path / "runs" / "d").manifest()["status"] == "running"
-    FailsAt.fits = 10  # resuming must not train again
+    run = RunStore(tmp_path / "runs" / "d")
+    assert run.manifest()["status"] == "running" and run.completed() == 2
+    FailsAt.fits = 2  # the resumed process's first fit is the run's third: degenerate again
     result = cli("run", str(cfg), "--resume", "--takeover", "--no-report")
     assert result.exit_code == 0, result.output
-    run = RunStore(tmp_path / "runs" / "d")
     assert run.manifest()["status"] == "stopped" and run.completed() == 3
-    assert FailsAt.fits == 10
+    assert FailsAt.fits == 3  # the lost generation alone was trained again
+    untimed = [[{k: v for k, v in row.items() if k != "wall_s"} for row in store.metrics()]
+               for store in (run, RunStore(tmp_path / "runs" / "ref"))]
+    assert untimed[0] == untimed[1]  # the same run as one never interrupted
+    result = cli("run", str(cfg), "--resume", "--no-report")
+    assert result.exit_code == 0, result.output
+    assert run.manifest()["status"] == "stopped" and FailsAt.fits == 3
 
 
 # ------------------------------------------------------------------------------------ disk full

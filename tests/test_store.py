@@ -183,7 +183,7 @@ def test_a_commit_interrupted_while_appending_rows_leaves_each_row_once(tmp_path
         writer.start("name: r\n", seeds={})
         for g in range(3):
             writer.stage(g, {"generation": g}, record={"a": np.arange(2)}, samples={}, models={})
-        writer._append_rows([])  # opens the log
+        writer._append_rows([], "")  # opens the log
         real = writer._log.write
         state = {"n": 0}
 

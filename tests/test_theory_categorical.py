@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from collapselab import theory
 from tests.conftest import ROOT
@@ -28,6 +29,19 @@ def test_support_and_presence_match_wright_fisher_by_generation(run_config):
         # the exact per-chain sd (pairs of states merged into one chain) is the chains' spread
         assert row["support_size.theory_se"] == pytest.approx(row["support_size.sem"], rel=0.1)
     assert rows[-1]["support_size.theory"] + rows[-1]["lost_states.theory"] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("sizes", [[20, 20, 20, 20, 20], [30, 12, 12, 12, 25, 25, 7], [15], [15, 40]])
+def test_absence_is_the_chain_of_binomial_transitions(sizes):
+    """The Wright-Fisher absences equal the distribution pushed through every generation's
+    transition matrix T[i, j] = Binomial(j; M_t, i / M_(t-1)), also when the sizes change."""
+    dist = stats.binom.pmf(np.arange(sizes[0] + 1)[None], sizes[0], np.array(P)[:, None])
+    expected = [dist[:, 0]]
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        dist = dist @ stats.binom.pmf(np.arange(b + 1)[None], b, (np.arange(a + 1) / a)[:, None])
+        expected.append(dist[:, 0])
+    got = theory.wright_fisher_absent(np.array(P), np.array(sizes))
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-10, atol=1e-14)
 
 
 def test_first_generation_loses_a_state_with_probability_one_minus_p_to_the_m():

@@ -143,7 +143,8 @@ class ExperimentConfig(BaseModel):
         return Path(self.out_dir) / self.name
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.dump(self.model_dump(mode="json"), sort_keys=False,
+                         Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))  # libyaml: 4x
 
 
 # --- reading YAML strictly ---------------------------------------------------------------------

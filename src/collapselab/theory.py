@@ -243,14 +243,24 @@ def wright_fisher_absent(p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     dist = stats.binom.pmf(np.arange(sizes[0] + 1)[None], sizes[0], p[:, None])  # (S, M_0 + 1)
     out = np.empty((len(sizes), len(p)))
     out[0] = dist[:, 0]
-    cache: dict[tuple[int, int], np.ndarray] = {}
-    for t in range(1, len(sizes)):
+    t = 1
+    while t < len(sizes):
         key = (int(sizes[t - 1]), int(sizes[t]))
-        if key not in cache:  # T[i, j] = Binomial(j; M_t, i / M_{t-1})
-            freq = np.arange(key[0] + 1) / key[0]
-            cache[key] = stats.binom.pmf(np.arange(key[1] + 1)[None], key[1], freq[:, None])
-        dist = dist @ cache[key]
-        out[t] = dist[:, 0]
+        freq = np.arange(key[0] + 1) / key[0]  # T[i, j] = Binomial(j; M_t, i / M_{t-1})
+        step = stats.binom.pmf(np.arange(key[1] + 1)[None], key[1], freq[:, None])
+        run = 1  # generations t .. t + run - 1 share this transition (all of them, usually)
+        while t + run < len(sizes) and (sizes[t + run - 1], sizes[t + run]) == key:
+            run += 1
+        # P(count = 0 at t + k) = dist T^(k+1) e_0: the columns T^(k+1) e_0 by matrix-vector
+        # products, not a matrix product per generation
+        cols = np.empty((key[0] + 1, run))
+        cols[:, 0] = step[:, 0]
+        for k in range(1, run):
+            cols[:, k] = step @ cols[:, k - 1]
+        out[t:t + run] = (dist @ cols).T
+        t += run
+        if t < len(sizes):  # another transition follows: carry the distribution over
+            dist = dist @ (step if run == 1 else np.linalg.matrix_power(step, run))
     return np.clip(out, 0.0, 1.0)
 
 
@@ -258,20 +268,20 @@ def categorical_replace(p: np.ndarray, sizes: np.ndarray) -> dict[str, Predictio
     """Expected support size and lost states of a categorical refitted by counts (``replace``)."""
     p = np.asarray(p, dtype=float)
     live = np.flatnonzero(p > 0)  # states with p = 0 are never present
-    absent = wright_fisher_absent(p[live], sizes)  # (G, K')
-    present = 1 - absent
     source = ("P(state k present at t) from the two-allele Wright-Fisher chain started at "
               "Binomial(M_0, p_k)")
+    i, j = np.triu_indices(len(live), k=1)
+    paired = len(i) <= WF_MAX_PAIRS
+    # the states' chains and, for the sd, the merged pairs' (p_k + p_l), run as one batch
+    chains = wright_fisher_absent(
+        np.concatenate([p[live], p[live][i] + p[live][j]]) if paired else p[live], sizes)
+    absent, both = chains[:, :len(live)], chains[:, len(live):]  # (G, K'), (G, pairs)
+    present = 1 - absent
     sd = None
-    pairs = [(i, j) for i in range(len(live)) for j in range(i + 1, len(live))]
-    if len(pairs) <= WF_MAX_PAIRS:
+    if paired:
         # Var Σ_k 1[k absent] = Σ_k a_k(1 - a_k) + 2 Σ_{k<l} (P(k, l absent) - a_k a_l), and
         # "k and l both absent" is "the merged state {k, l} absent": a chain with p_k + p_l
-        var = (absent * (1 - absent)).sum(axis=1)
-        if pairs:
-            i, j = np.array(pairs).T
-            both = wright_fisher_absent(p[live][i] + p[live][j], sizes)  # (G, pairs)
-            var = var + 2 * (both - absent[:, i] * absent[:, j]).sum(axis=1)
+        var = (absent * (1 - absent)).sum(axis=1) + 2 * (both - absent[:, i] * absent[:, j]).sum(axis=1)
         sd = np.sqrt(np.maximum(var, 0))
         source += "; sd from the merged pairs' chains (p_k + p_l)"
     out = {
