@@ -8,7 +8,8 @@ import pytest
 from collapselab import registry
 from collapselab.config import load_config
 from collapselab.errors import DataError
-from collapselab.loop import run
+from collapselab.loop import measure, run
+from collapselab.metrics.base import GenerationContext
 from collapselab.models.gaussian import Gaussian
 
 
@@ -48,3 +49,36 @@ def test_generations_to_collapse_is_the_first_alarm_in_every_row_after_it(tmp_pa
     assert first is not None and first >= 1  # replace with M = 10 collapses within a few fits
     assert [r.get("generations_to_collapse") for r in rows] == \
         [None] * first + [first] * (len(rows) - first)
+
+
+def test_measure_reports_numpys_mean_and_standard_error_and_keeps_compact_chain_values():
+    rng = np.random.default_rng(0)
+    values = {"ratio": rng.normal(size=50), "states": rng.integers(0, 300, 50),
+              "alive": rng.random(50) < 0.5, "pairs": rng.normal(size=(50, 2)), "scalar": 2.5}
+
+    class Metric:
+        def __call__(self, ctx):
+            return values
+
+    ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
+                            real=None, heldout=None, source=None, rng=rng)
+    row = measure([("m", Metric())], ctx)
+    for key in ("ratio", "states", "alive", "pairs"):
+        x = np.asarray(values[key], dtype=float)
+        assert row[key] == pytest.approx(x.mean(), rel=1e-14)
+        assert row[f"{key}.sem"] == pytest.approx(x.std(ddof=1) / np.sqrt(x.size), rel=1e-12)
+        np.testing.assert_array_equal(ctx.artifacts[f"chain.{key}"], values[key])
+    assert row["scalar"] == 2.5 and "scalar.sem" not in row and "nonfinite" not in row
+    assert ctx.artifacts["chain.states"].dtype == np.uint16  # 0..299, lossless
+    assert ctx.artifacts["chain.alive"].dtype == bool
+    assert ctx.artifacts["chain.ratio"].dtype == np.float64
+
+
+def test_measure_names_non_finite_values():
+    class Metric:
+        def __call__(self, ctx):
+            return {"bad": np.array([1.0, np.nan]), "fine": np.ones(2), "inf": float("inf")}
+
+    ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
+                            real=None, heldout=None, source=None, rng=np.random.default_rng(0))
+    assert sorted(measure([("m", Metric())], ctx)["nonfinite"]) == ["bad", "inf"]

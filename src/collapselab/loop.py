@@ -26,6 +26,7 @@ from collapselab import capabilities, provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
 from collapselab.curation import CurationContext, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
+from collapselab.metrics import declare
 from collapselab.metrics.alarm import generations_to_collapse
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import clone
@@ -148,12 +149,13 @@ class Experiment:
                 for p in cfg.producers]
         else:
             producers = [Producer(None, build_model(cfg.model, source), {0: 1.0})]
+        metrics = [(m.name, registry.metrics.build(m.name, m.params)) for m in cfg.metrics or []]
         return cls(
             config=cfg, source=source, producers=producers,
             policy=registry.policies.build(cfg.policy.name, cfg.policy.params),
             filters=[(f.name, registry.filters.build(f.name, f.params)) for f in cfg.curation],
-            metrics=[(m.name, registry.metrics.build(m.name, m.params)) for m in cfg.metrics or []],
-            predictions={} if cfg.producers else theory.predict(cfg, source),
+            metrics=metrics,
+            predictions={} if cfg.producers else reported(theory.predict(cfg, source), metrics),
         )
 
 
@@ -506,34 +508,41 @@ def measure(metrics: list[tuple[str, Any]], ctx: GenerationContext) -> dict[str,
     """Run every metric; per-chain values become a mean and its standard error, and are kept as
     an artifact (integer and boolean ones in the smallest integer dtype that holds them)."""
     row: dict[str, Any] = {}
-    nonfinite = []
     for _name, metric in metrics:
+        per_chain = {}
         for key, value in metric(ctx).items():
             arr = np.asarray(value)
             if arr.ndim == 0:
                 row[key] = float(arr)
             else:
+                per_chain[key] = arr
                 ctx.artifacts[f"chain.{key}"] = compact(arr)
-                row[key], sem = mean_sem(arr)
-                if sem is not None:
-                    row[f"{key}.sem"] = sem
-            if not math.isfinite(row[key]):
-                nonfinite.append(key)
+        row |= chain_stats(per_chain)
+    nonfinite = [k for k, v in row.items() if not k.endswith(".sem") and not math.isfinite(v)]
     if nonfinite:
         row["nonfinite"] = nonfinite
     return row
 
 
-def mean_sem(values: np.ndarray) -> tuple[float, float | None]:
-    """The mean and its standard error (``std(ddof=1) / sqrt(n)``; None for one value), as NumPy's
-    ``mean`` and ``std`` compute them, without their per-call overhead (a metric a generation)."""
-    x = values.astype(np.float64, copy=False).ravel()
-    n = x.size
-    mean = np.add.reduce(x) / n
-    if n < 2:
-        return float(mean), None
-    d = x - mean
-    return float(mean), math.sqrt(float(np.add.reduce(d * d)) / (n - 1) / n)
+def chain_stats(per_chain: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each value's mean over chains and, for more than one chain, its standard error
+    ``<key>.sem`` (``std(ddof=1) / sqrt(n)``), as NumPy's ``mean`` and ``std`` compute them: in
+    one pass over all keys when they share a shape (a metric a generation pays NumPy's per-call
+    overhead once, not three times per key)."""
+    shapes = {v.shape for v in per_chain.values()}
+    groups = [per_chain] if len(shapes) == 1 else [{k: v} for k, v in per_chain.items()]
+    out: dict[str, float] = {}
+    for group in groups:
+        x = np.array([v.ravel() for v in group.values()], dtype=np.float64)  # (keys, n)
+        n = x.shape[1]
+        mean = np.add.reduce(x, axis=1) / n
+        d = x - mean[:, None]
+        sem = np.sqrt(np.add.reduce(d * d, axis=1) / (n - 1) / n).tolist() if n > 1 else None
+        for i, (key, m) in enumerate(zip(group, mean.tolist(), strict=True)):
+            out[key] = m
+            if sem is not None:
+                out[f"{key}.sem"] = sem[i]
+    return out
 
 
 def compact(values: np.ndarray) -> np.ndarray:
@@ -541,10 +550,21 @@ def compact(values: np.ndarray) -> np.ndarray:
     other as float64."""
     if values.dtype.kind not in "biu":
         return values.astype(np.float64, copy=False)
-    if values.dtype.kind == "b" or values.size == 0:
+    if values.dtype.kind == "b" or values.dtype.itemsize == 1 or values.size == 0:
         return values
     return values.astype(np.result_type(np.min_scalar_type(values.min()),
                                          np.min_scalar_type(values.max())), copy=False)
+
+
+def reported(predictions: dict[str, theory.Prediction],
+             metrics: list[tuple[str, Any]]) -> dict[str, theory.Prediction]:
+    """The predictions of keys the run's metrics report (by their ``describe`` declarations; all
+    of them when a metric declares none): a row holds no theory of what it does not measure."""
+    tables = [declare.declarations(metric)[0] for _, metric in metrics]
+    if not all(tables):
+        return predictions
+    return {key: pred for key, pred in predictions.items()
+            if any(declare.lookup(table, key) is not None for table in tables)}
 
 
 def theory_columns(predictions: dict[str, theory.Prediction],
