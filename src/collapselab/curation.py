@@ -51,12 +51,12 @@ class CurationContext:
 
 @dataclass
 class Curated:
-    """What curation did: ``index`` (chains, kept) rows of the produced data that survive, and each
-    filter's per-sample ``scores`` (chains, m) over the produced data."""
+    """What curation did: ``index`` (chains, kept) rows of the produced data that survive (None:
+    no filter ran, every row in order), and each filter's per-sample ``scores`` (chains, m) over
+    the produced data."""
 
-    index: np.ndarray
+    index: np.ndarray | None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
-    filtered: bool = True  # False: no filter ran, ``index`` is every row in order
 
 
 @dataclass
@@ -76,7 +76,7 @@ def curate(
     filters, the weights' effective sample size and spread) and the details."""
     chains, m = data.shape[:2]
     if not active:
-        return data, {}, Curated(np.broadcast_to(np.arange(m), (chains, m)), filtered=False)
+        return data, {}, Curated(None)
     keep = np.ones((chains, m), dtype=bool)
     report: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}

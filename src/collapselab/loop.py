@@ -286,7 +286,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 **measured, **provenance.composition(parts, chains, exp.names),
                 "train_size": int(train.shape[1]), "generated": int(produced.shape[1])}.items()}
             record |= prefixed(f"provenance.{producer.label}.", provenance.record(
-                parts, kept=curated.index if curated.filtered else None,
+                parts, kept=curated.index,
                 produced=int(produced.shape[1]), scores=curated.scores))
             record |= prefixed(f"artifacts.{producer.label}.", artifacts)
             outputs[p] = Pool((gen, p), synthetic, origin=(gen, p), rows=curated.index)

@@ -126,7 +126,8 @@ def takes(plan: Plan, pools: list[Pool]) -> list[Take]:
 
 
 def _gather(arrays: list[np.ndarray], rows: np.ndarray | None, chains: int) -> np.ndarray:
-    whole = [np.broadcast_to(a, (chains, *a.shape[1:])) for a in arrays]
+    whole = [a if a.shape[0] == chains else np.broadcast_to(a, (chains, *a.shape[1:]))
+             for a in arrays]
     src = whole[0] if len(whole) == 1 else np.concatenate(whole, axis=1)
     return src if rows is None else src[np.arange(chains)[:, None], rows]
 
