@@ -5,12 +5,15 @@ Per family, measured side by side: the floor (the random draws and sufficient st
 generation cannot avoid: ``chains x M`` normals and their moments, or uniforms and their counts),
 the engine (the family's ``fit`` + ``sample`` on ``(chains, M, ...)`` arrays, once per generation),
 the full ``loop.run`` (run directory, seeds, one metric, composition, commit, samples written and
-pruned: the loop's overhead is in this figure, not hidden) and the per-chain loop. Then a scaling
-curve of the engine in chains and in generations, each point paired with the loop.
+pruned: the loop's overhead is in this figure, not hidden; the run directories are removed after
+the workload, untimed) and the per-chain loop. Then a scaling curve of the engine in chains and
+in generations, each point paired with the loop.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import tempfile
 from typing import Any
 
@@ -47,7 +50,17 @@ def engine(family: str, chains: int, gens: int, m: int, seed: int = 0) -> None:
         x = clone(proto).fit(x, rng=rng).sample(m, rng)
 
 
-def full_loop(family: str, chains: int, gens: int, m: int, seed: int = 0) -> None:
+RUNS = itertools.count()  # each full_loop call writes a new run directory
+
+
+def full_loop(family: str, chains: int, gens: int, m: int, seed: int = 0,
+              out_dir: str | None = None) -> None:
+    """``loop.run`` on a new run directory in ``out_dir`` (a temporary folder by default). The
+    workload passes one folder for all its runs and removes it at the end, untimed: deleting a
+    run is not part of running it."""
+    if out_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return full_loop(family, chains, gens, m, seed, tmp)
     if family == "gaussian":
         spec: dict[str, Any] = {"model": {"family": "gaussian"},
                                 "data": {"source": "normal", "size": m},
@@ -56,11 +69,10 @@ def full_loop(family: str, chains: int, gens: int, m: int, seed: int = 0) -> Non
         spec = {"model": {"family": "categorical"},
                 "data": {"source": "categorical", "size": m, "k": K_STATES},
                 "metrics": ["support"]}  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = ExperimentConfig.model_validate({
-            "name": f"bench-{family}", "generations": gens, "seed": seed, "chains": chains,
-            "policy": {"name": "replace"}, "out_dir": tmp, **spec})  # fmt: skip
-        loop.run(cfg)
+    cfg = ExperimentConfig.model_validate({
+        "name": f"bench-{family}-{next(RUNS)}", "generations": gens, "seed": seed,
+        "chains": chains, "policy": {"name": "replace"}, "out_dir": out_dir, **spec})  # fmt: skip
+    loop.run(cfg)
 
 
 def floor(family: str, chains: int, gens: int, m: int, seed: int = 0) -> None:
@@ -100,10 +112,11 @@ def run(sizes: dict[str, Any], reps: int) -> tuple[list[Row], dict[str, Any]]:
     chains, gens, m = sizes["chains"], sizes["gens"], sizes["m"]
     rows, curves = [], {}
     shape = f"{chains} chains x {gens} gens x M={m}"
-    with threadpool_limits(1):  # what loop.run does for these families
+    with threadpool_limits(1), tempfile.TemporaryDirectory() as runs_dir:  # as loop.run limits
         for family in ("gaussian", "categorical"):
             times: dict[str, list[float]] = {"floor": [], "engine": [], "loop": [], "peer": []}
-            runs = {"floor": floor, "engine": engine, "loop": full_loop, "peer": per_chain_loop}
+            runs = {"floor": floor, "engine": engine,
+                    "loop": functools.partial(full_loop, out_dir=runs_dir), "peer": per_chain_loop}
             for rep in range(reps + 1):  # side by side, in turn; the first round warms up
                 for name, fn in runs.items():
                     t = timed(lambda fn=fn, f=family: fn(f, chains, gens, m))

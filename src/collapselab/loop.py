@@ -113,6 +113,10 @@ class Producer:
     def key(self, metric: str) -> str:
         return f"{self.name}/{metric}" if self.name else metric
 
+    def keyed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` under this producer's keys (as they are in a one-model run)."""
+        return {self.key(k): v for k, v in values.items()} if self.name else values
+
     @property
     def label(self) -> str:
         return self.name or SINGLE
@@ -282,9 +286,9 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
             reference = state.references.setdefault(p, model)  # generation 0's model
             synthetic, curated, measured, artifacts = assess(
                 exp, gen, model, reference, produced, train, real.data, heldout, rng, marker)
-            row |= {producer.key(k): v for k, v in {
+            row |= producer.keyed({
                 **measured, **provenance.composition(parts, chains, exp.names),
-                "train_size": int(train.shape[1]), "generated": int(produced.shape[1])}.items()}
+                "train_size": int(train.shape[1]), "generated": int(produced.shape[1])})
             record |= prefixed(f"provenance.{producer.label}.", provenance.record(
                 parts, kept=curated.index,
                 produced=int(produced.shape[1]), scores=curated.scores))

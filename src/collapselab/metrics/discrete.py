@@ -37,11 +37,9 @@ class Support:
         alive = probs > 0
         count = np.min_scalar_type(alive.shape[1])  # holds any count of states, exactly
         size = np.einsum("ck->c", alive, dtype=count)  # row sums, 2x faster than .sum(axis=1)
-        live = true > 0
-        kept = size if live.all() else np.einsum("ck->c", alive[:, live], dtype=count)
         return {
             "support_size": size,
-            "lost_states": np.count_nonzero(live) - kept,
+            "lost_states": np.einsum("ck,k->c", ~alive, true > 0, dtype=count),
             "absorbed": size == 1,
         }
 

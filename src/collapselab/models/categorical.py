@@ -35,10 +35,12 @@ class Categorical(Model):
         k = self.n_states or top + 1
         if top >= k:
             raise ValueError(f"state {top} is out of range for n_states={k}")
-        chains, m = x.shape[:2]
-        index = np.int32 if chains * k < 2**31 else np.int64
-        flat = (x.reshape(chains, -1).astype(index) + k * np.arange(chains, dtype=index)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=chains * k).reshape(chains, k)  # one bincount, all chains
+        chains = x.shape[0]
+        # chain c's state j is bin c * k + j: one bincount counts every chain. Built in place, in
+        # the index dtype bincount reads (any other is copied first): one temporary, not three
+        flat = x.reshape(chains, -1).astype(np.intp)
+        flat += np.arange(0, chains * k, k, dtype=np.intp)[:, None]
+        counts = np.bincount(flat.ravel(), minlength=chains * k).reshape(chains, k)
         self.counts_ = counts  # (C, K): the MLE is counts / m, drawn from exactly (integers)
         self.probs_ = counts / counts.sum(axis=1, keepdims=True)
         return self
@@ -57,8 +59,9 @@ class Categorical(Model):
         dtype = np.min_scalar_type(edges.shape[1] - 1)
         if edges.shape[1] <= 64:  # few states: count the edges at or below each draw, all chains
             states = np.zeros(r.shape, dtype=dtype)
+            above = np.empty(r.shape, dtype=bool)  # one temporary for every edge
             for j in range(edges.shape[1] - 1):
-                states += r >= edges[:, j:j + 1]
+                states += np.greater_equal(r, edges[:, j:j + 1], out=above)
             return states
         return np.stack([np.searchsorted(e[:-1], row, side="right")
                          for e, row in zip(edges, r, strict=True)]).astype(dtype)  # (C, n)
