@@ -11,6 +11,7 @@ from collapselab.errors import DataError
 from collapselab.loop import measure, run
 from collapselab.metrics.base import GenerationContext
 from collapselab.models.gaussian import Gaussian
+from collapselab.store import RunStore
 
 
 class RefusesData(Gaussian):
@@ -51,7 +52,7 @@ def test_generations_to_collapse_is_the_first_alarm_in_every_row_after_it(tmp_pa
         [None] * first + [first] * (len(rows) - first)
 
 
-def test_measure_reports_numpys_mean_and_standard_error_and_keeps_compact_chain_values():
+def test_commit_writes_numpys_mean_and_standard_error_and_keeps_compact_chain_values(tmp_path):
     rng = np.random.default_rng(0)
     values = {"ratio": rng.normal(size=50), "states": rng.integers(0, 300, 50),
               "alive": rng.random(50) < 0.5, "pairs": rng.normal(size=(50, 2)), "scalar": 2.5}
@@ -62,23 +63,41 @@ def test_measure_reports_numpys_mean_and_standard_error_and_keeps_compact_chain_
 
     ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
                             real=None, heldout=None, source=None, rng=rng)
-    row = measure([("m", Metric())], ctx)
-    for key in ("ratio", "states", "alive", "pairs"):
-        x = np.asarray(values[key], dtype=float)
-        assert row[key] == pytest.approx(x.mean(), rel=1e-14)
-        assert row[f"{key}.sem"] == pytest.approx(x.std(ddof=1) / np.sqrt(x.size), rel=1e-12)
-        np.testing.assert_array_equal(ctx.artifacts[f"chain.{key}"], values[key])
-    assert row["scalar"] == 2.5 and "scalar.sem" not in row and "nonfinite" not in row
+    scalars, per_chain = measure([("m", Metric())], ctx)
+    assert scalars == {"scalar": 2.5}
     assert ctx.artifacts["chain.states"].dtype == np.uint16  # 0..299, lossless
     assert ctx.artifacts["chain.alive"].dtype == bool
     assert ctx.artifacts["chain.ratio"].dtype == np.float64
+    with RunStore(tmp_path / "r").writer() as writer:
+        writer.start("{}", seeds={})
+        for g in range(3):  # the same values, committed together: one vectorised summary
+            writer.stage(g, {"generation": g, **scalars}, per_chain=per_chain, record={},
+                         samples={}, models={})
+        writer.flush("complete")
+    rows = RunStore(tmp_path / "r").metrics()
+    assert len(rows) == 3
+    for key in ("ratio", "states", "alive", "pairs"):
+        np.testing.assert_array_equal(ctx.artifacts[f"chain.{key}"], values[key])
+        x = np.asarray(values[key], dtype=float)
+        for row in rows:
+            assert row[key] == pytest.approx(x.mean(), rel=1e-14)
+            assert row[f"{key}.sem"] == pytest.approx(x.std(ddof=1) / np.sqrt(x.size), rel=1e-12)
+    assert all("nonfinite" not in row for row in rows)
 
 
-def test_measure_names_non_finite_values():
+def test_non_finite_values_are_named_in_the_row(tmp_path):
     class Metric:
         def __call__(self, ctx):
             return {"bad": np.array([1.0, np.nan]), "fine": np.ones(2), "inf": float("inf")}
 
     ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
                             real=None, heldout=None, source=None, rng=np.random.default_rng(0))
-    assert sorted(measure([("m", Metric())], ctx)["nonfinite"]) == ["bad", "inf"]
+    scalars, per_chain = measure([("m", Metric())], ctx)
+    with RunStore(tmp_path / "r").writer() as writer:
+        writer.start("{}", seeds={})
+        writer.stage(0, {"generation": 0, **scalars}, per_chain=per_chain, record={}, samples={},
+                     models={})
+        writer.flush("complete")
+    (row,) = RunStore(tmp_path / "r").metrics()
+    assert sorted(row["nonfinite"]) == ["bad", "inf"]
+    assert row["bad"] is None and row["inf"] is None and row["fine"] == 1.0  # JSON has no NaN

@@ -70,13 +70,16 @@ class Weights:
 
 
 def curate(
-    active: list[tuple[str, Any]], data: np.ndarray, ctx: CurationContext
+    active: list[tuple[str, Any]], data: np.ndarray, ctx: CurationContext | None
 ) -> tuple[np.ndarray, dict[str, float], Curated]:
     """Apply named filters; return the kept data, ``{"kept.<name>": share}`` (and, for resampling
-    filters, the weights' effective sample size and spread) and the details."""
-    chains, m = data.shape[:2]
+    filters, the weights' effective sample size and spread) and the details. Without filters
+    the data is returned as it is (``ctx`` may then be None)."""
     if not active:
         return data, {}, Curated(None)
+    if ctx is None:
+        raise TypeError("curate: filters need a CurationContext")
+    chains, m = data.shape[:2]
     keep = np.ones((chains, m), dtype=bool)
     report: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}

@@ -268,6 +268,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         tic = time.perf_counter()
         marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
         row: dict[str, Any] = {"generation": gen}
+        per_chain: dict[str, np.ndarray] = {}  # row keys: committed as their mean and sem
         record: dict[str, np.ndarray] = {}
         outputs: dict[int, Pool] = {}  # each producer's curated samples
         for p, producer in enumerate(exp.producers):
@@ -284,23 +285,24 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                             f" of {producer.name}" if producer.name else "", exc)
                 continue
             reference = state.references.setdefault(p, model)  # generation 0's model
-            synthetic, curated, measured, artifacts = assess(
-                exp, gen, model, reference, produced, train, real.data, heldout, rng, marker)
+            out = assess(exp, gen, model, reference, produced, train, real.data, heldout, rng,
+                         marker)
             row |= producer.keyed({
-                **measured, **provenance.composition(parts, chains, exp.names),
+                **out.row, **provenance.composition(parts, chains, exp.names),
                 "train_size": int(train.shape[1]), "generated": int(produced.shape[1])})
+            per_chain |= producer.keyed(out.per_chain)
             record |= prefixed(f"provenance.{producer.label}.", provenance.record(
-                parts, kept=curated.index,
-                produced=int(produced.shape[1]), scores=curated.scores))
-            record |= prefixed(f"artifacts.{producer.label}.", artifacts)
-            outputs[p] = Pool((gen, p), synthetic, origin=(gen, p), rows=curated.index)
+                parts, kept=out.curated.index,
+                produced=int(produced.shape[1]), scores=out.curated.scores))
+            record |= prefixed(f"artifacts.{producer.label}.", out.artifacts)
+            outputs[p] = Pool((gen, p), out.synthetic, origin=(gen, p), rows=out.curated.index)
         if len(exp.producers) > 1:  # totals, for cost accounting
             row["train_size"] = sum(row.get(q.key("train_size"), 0) for q in exp.producers)
             row["generated"] = sum(row.get(q.key("generated"), 0) for q in exp.producers)
         row |= {k: column[gen] for k, column in exp.theory.items()} | state.collapse(gen, row)
         row["wall_s"] = time.perf_counter() - tic
         pools_next = state.mix(gen, outputs, record)
-        writer.stage(gen, row, record=record,
+        writer.stage(gen, row, per_chain=per_chain, record=record,
                      samples={exp.producers[p].name: out.data for p, out in outputs.items()},
                      models={exp.producers[p].name: state.references[p] for p in outputs}
                      if gen == 0 else {})
@@ -340,22 +342,30 @@ def degenerate(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, NumericalError) else f"{type(exc).__name__}: {exc}"
 
 
+@dataclass
+class Assessed:
+    """A generation's output after curation, and what was measured of it."""
+
+    synthetic: np.ndarray  # the curated samples
+    curated: Any  # what curation kept (rows and scores)
+    row: dict[str, Any]  # scalar metrics, each filter's kept share, watermark detection rates
+    per_chain: dict[str, np.ndarray]  # per-chain metric values (committed as mean and sem)
+    artifacts: dict[str, np.ndarray]  # per-chain and per-sample arrays for the record
+
+
 def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.ndarray,
            train: np.ndarray, real: np.ndarray, heldout: np.ndarray, rng: Streams,
-           marker: watermark.Watermark | None) -> tuple[np.ndarray, Any, dict[str, Any],
-                                                        dict[str, np.ndarray]]:
-    """Curate what ``model`` produced, then measure the generation. Returns the curated samples,
-    what curation kept (rows and scores), the row's measured part (metrics, each filter's kept
-    share, watermark detection rates) and the per-sample artifacts."""
-    synthetic, kept, curated = curate(
-        exp.filters, produced,
-        CurationContext(gen, model, reference, rng.curate, exp.source, exp.config.watermark))
+           marker: watermark.Watermark | None) -> Assessed:
+    """Curate what ``model`` produced, then measure the generation."""
+    synthetic, kept, curated = curate(exp.filters, produced, CurationContext(
+        gen, model, reference, rng.curate, exp.source, exp.config.watermark) if exp.filters else None)
     marks = {} if marker is None else watermark.measure(
         marker, model, produced, real, rng.metrics, skip=capabilities.prompt_tokens(model))
     ctx = GenerationContext(gen=gen, model=model, reference=reference, train=train,
                             synthetic=synthetic, real=real, heldout=heldout,
                             source=exp.source, rng=rng.metrics)
-    return synthetic, curated, {**measure(exp.metrics, ctx), **kept, **marks}, ctx.artifacts
+    scalars, per_chain = measure(exp.metrics, ctx)
+    return Assessed(synthetic, curated, {**scalars, **kept, **marks}, per_chain, ctx.artifacts)
 
 
 # --- history: the pools each producer learns from, on disk and after a resume --------------------
@@ -508,45 +518,24 @@ def check_finite(samples: np.ndarray) -> None:
         raise NumericalError("non-finite samples")
 
 
-def measure(metrics: list[tuple[str, Any]], ctx: GenerationContext) -> dict[str, Any]:
-    """Run every metric; per-chain values become a mean and its standard error, and are kept as
-    an artifact (integer and boolean ones in the smallest integer dtype that holds them)."""
+def measure(metrics: list[tuple[str, Any]],
+            ctx: GenerationContext) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run every metric: its scalar values (``nonfinite`` names those that are not finite), and
+    its per-chain values, which the commit writes as their mean and standard error and which are
+    kept as artifacts (integer and boolean ones in the smallest integer dtype that holds them)."""
     row: dict[str, Any] = {}
+    per_chain: dict[str, np.ndarray] = {}
     for _name, metric in metrics:
-        per_chain = {}
         for key, value in metric(ctx).items():
             arr = np.asarray(value)
-            if arr.ndim == 0:
-                row[key] = float(arr)
-            else:
+            if arr.ndim:
                 per_chain[key] = arr
                 ctx.artifacts[f"chain.{key}"] = compact(arr)
-        row |= chain_stats(per_chain)
-    nonfinite = [k for k, v in row.items() if not k.endswith(".sem") and not math.isfinite(v)]
-    if nonfinite:
-        row["nonfinite"] = nonfinite
-    return row
-
-
-def chain_stats(per_chain: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each value's mean over chains and, for more than one chain, its standard error
-    ``<key>.sem`` (``std(ddof=1) / sqrt(n)``), as NumPy's ``mean`` and ``std`` compute them: in
-    one pass over all keys when they share a shape (a metric a generation pays NumPy's per-call
-    overhead once, not three times per key)."""
-    shapes = {v.shape for v in per_chain.values()}
-    groups = [per_chain] if len(shapes) == 1 else [{k: v} for k, v in per_chain.items()]
-    out: dict[str, float] = {}
-    for group in groups:
-        x = np.array([v.ravel() for v in group.values()], dtype=np.float64)  # (keys, n)
-        n = x.shape[1]
-        mean = np.add.reduce(x, axis=1) / n
-        d = x - mean[:, None]
-        sem = np.sqrt(np.add.reduce(d * d, axis=1) / (n - 1) / n).tolist() if n > 1 else None
-        for i, (key, m) in enumerate(zip(group, mean.tolist(), strict=True)):
-            out[key] = m
-            if sem is not None:
-                out[f"{key}.sem"] = sem[i]
-    return out
+            else:
+                row[key] = float(arr)
+                if not math.isfinite(row[key]):
+                    row.setdefault("nonfinite", []).append(key)
+    return row, per_chain
 
 
 def compact(values: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +450,33 @@ class Staged:
     record: dict[str, np.ndarray]
     samples: dict[str | None, np.ndarray]
     models: dict[str | None, Any]
+    per_chain: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def summarize(staged: list[Staged]) -> None:
+    """Each generation's per-chain values into its row: ``<key>`` (the mean over chains) and, for
+    more than one chain, ``<key>.sem`` (``std(ddof=1) / sqrt(n)``), as NumPy's ``mean`` and ``std``
+    compute them; a mean that is not finite is named in ``nonfinite``. One vectorised pass per key
+    over every staged generation: a generation pays no per-key NumPy calls."""
+    groups: dict[tuple[str, tuple[int, ...]], list[Staged]] = {}
+    for st in staged:
+        for key, values in st.per_chain.items():
+            groups.setdefault((key, values.shape), []).append(st)
+    for (key, _), members in groups.items():
+        x = np.array([st.per_chain[key] for st in members], dtype=np.float64)
+        x = x.reshape(len(members), -1)  # (generations, values)
+        n = x.shape[1]
+        mean = np.add.reduce(x, axis=1) / n
+        d = x - mean[:, None]
+        sem = np.sqrt(np.add.reduce(d * d, axis=1) / (n - 1) / n).tolist() if n > 1 else None
+        for i, (st, m) in enumerate(zip(members, mean.tolist(), strict=True)):
+            st.row[key] = m
+            if sem is not None:
+                st.row[f"{key}.sem"] = sem[i]
+            if not math.isfinite(m):
+                st.row.setdefault("nonfinite", []).append(key)
+    for st in staged:
+        st.per_chain = {}  # summarized: a second flush of the row (a retry) adds nothing
 
 
 class RunWriter:
@@ -505,10 +532,12 @@ class RunWriter:
             self._manifest(durable=False, status="running")
 
     def stage(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
-              samples: dict[str | None, np.ndarray], models: dict[str | None, Any]) -> None:
+              samples: dict[str | None, np.ndarray], models: dict[str | None, Any],
+              per_chain: dict[str, np.ndarray] | None = None) -> None:
         """Generation ``gen``, done: its metrics row, record, samples (by producer; ``None`` in a
-        one-model run) and models, held until the next ``flush`` commits them."""
-        self._staged.append(Staged(gen, row, record, dict(samples), models))
+        one-model run) and models, held until the next ``flush`` commits them. ``per_chain``
+        values join the row as their mean and standard error (``summarize``)."""
+        self._staged.append(Staged(gen, row, record, dict(samples), models, per_chain or {}))
         self._held += sum(a.nbytes for a in samples.values())
 
     def due(self) -> bool:
@@ -535,6 +564,7 @@ class RunWriter:
         if records:
             self._write(self.root / "records" / f"{first:06d}-{last:06d}.npz",
                         npz_bytes(stack(records)))
+        summarize(self._staged)
         written = [json_line(st.row) for st in self._staged]
         rows = [row for row, _ in written]
         self._append_rows(rows, "".join(line for _, line in written))
