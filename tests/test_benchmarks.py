@@ -11,7 +11,7 @@ from benchmarks import run
 def test_chains_workload_writes_the_schema(tmp_path):
     sizes = {"reps": 1, "chains": {"chains": 3, "gens": 2, "m": 10, "curve_chains": [2],
                                    "curve_gens": 2, "curve_fixed_chains": 2,
-                                   "curve_gen_steps": [3]}}  # fmt: skip
+                                   "curve_gen_steps": [3], "reps": 1}}  # fmt: skip
     run.main(["--quick", "--only", "chains", "--out", str(tmp_path), "--sizes", json.dumps(sizes)])
     result = json.loads((tmp_path / "latest.json").read_text())
     assert result["schema"] == "collapselab.benchmarks/1"

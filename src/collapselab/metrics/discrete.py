@@ -34,12 +34,13 @@ class Support:
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         probs, true = _probs(ctx)
-        alive = probs > 0
+        alive = (probs > 0).view(np.uint8)  # 0/1 bytes: summed as they are, no cast
+        live = (true > 0).view(np.uint8)
         count = np.min_scalar_type(alive.shape[1])  # holds any count of states, exactly
         size = np.einsum("ck->c", alive, dtype=count)  # row sums, 2x faster than .sum(axis=1)
         return {
             "support_size": size,
-            "lost_states": np.einsum("ck,k->c", ~alive, true > 0, dtype=count),
+            "lost_states": np.einsum("ck,k->c", alive ^ 1, live, dtype=count),
             "absorbed": size == 1,
         }
 

@@ -42,7 +42,7 @@ class Categorical(Model):
         flat += np.arange(0, chains * k, k, dtype=np.intp)[:, None]
         counts = np.bincount(flat.ravel(), minlength=chains * k).reshape(chains, k)
         self.counts_ = counts  # (C, K): the MLE is counts / m, drawn from exactly (integers)
-        self.probs_ = counts / counts.sum(axis=1, keepdims=True)
+        self.probs_ = counts / x[0].size  # every chain counts the same number of samples
         return self
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
