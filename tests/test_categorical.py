@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 from scipy import stats
 
+from collapselab.models.categorical import Categorical
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "configs" / "categorical" / "absorption.yaml"
@@ -35,3 +38,15 @@ def test_rare_states_vanish_first(run_config):
     lost = (1 - 0.03) ** 20
     assert abs(rows[0]["lost_states"] - lost) < 4 * np.sqrt(lost * (1 - lost) / 4000)
     assert rows[-1]["lost_states"] > rows[0]["lost_states"]  # and losses only accumulate
+
+
+def test_a_pickled_model_keeps_its_counts_compact_and_samples_the_same():
+    x = np.random.default_rng(0).integers(0, 10, (1000, 100))
+    model = Categorical(n_states=10).fit(x)
+    assert model.counts_.dtype == np.uint8  # counts up to m = 100
+    data = pickle.dumps(model)
+    assert len(data) < 12_000  # 10,000 counts, one byte each; the probabilities are derived
+    back = pickle.loads(data)
+    np.testing.assert_array_equal(back.probs_, model.probs_)
+    np.testing.assert_array_equal(back.sample(50, np.random.default_rng(1)),
+                                  model.sample(50, np.random.default_rng(1)))

@@ -31,6 +31,13 @@ def test_support_and_presence_match_wright_fisher_by_generation(run_config):
     assert rows[-1]["support_size.theory"] + rows[-1]["lost_states.theory"] == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("n", [1, 7, 100, 2000])
+def test_binomial_pmf_is_scipys(n):
+    p = np.r_[0.0, 1.0, 1e-9, 1 - 1e-9, np.random.default_rng(n).random(20)]
+    expected = stats.binom.pmf(np.arange(n + 1)[None], n, p[:, None])
+    np.testing.assert_allclose(theory.binomial_pmf(n, p), expected, rtol=1e-10, atol=1e-300)
+
+
 @pytest.mark.parametrize("sizes", [[20, 20, 20, 20, 20], [30, 12, 12, 12, 25, 25, 7], [15], [15, 40]])
 def test_absence_is_the_chain_of_binomial_transitions(sizes):
     """The Wright-Fisher absences equal the distribution pushed through every generation's
