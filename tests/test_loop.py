@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from collapselab import registry
 from collapselab.config import load_config
@@ -99,5 +100,28 @@ def test_non_finite_values_are_named_in_the_row(tmp_path):
                      models={})
         writer.flush("complete")
     (row,) = RunStore(tmp_path / "r").metrics()
-    assert sorted(row["nonfinite"]) == ["bad", "inf"]
+    assert sorted(row["nonfinite"]) == ["bad", "bad.sem", "inf"]
     assert row["bad"] is None and row["inf"] is None and row["fine"] == 1.0  # JSON has no NaN
+
+
+class CountsThreads(Gaussian):
+    """Records the BLAS/OpenMP threads its fit may use."""
+
+    seen: list[int] = []
+
+    def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> CountsThreads:
+        CountsThreads.seen.append(max(p["num_threads"] for p in threadpool_info()))
+        return super().fit(data, rng=rng)
+
+
+def test_numpy_families_run_on_one_blas_thread_in_every_run_and_the_limits_are_restored(tmp_path):
+    registry.families.register("_counts_threads", CountsThreads)
+    before = [p["num_threads"] for p in threadpool_info()]
+    try:
+        for name in ("a", "b"):  # the second run reuses the first one's scan of the libraries
+            run(load_config(None, [f"out_dir={tmp_path}", f"name={name}", "generations=2",
+                                   "model.family=_counts_threads", "metrics=[variance_ratio]"]))
+    finally:
+        registry.families._entries.pop("_counts_threads")
+    assert CountsThreads.seen == [1, 1, 1, 1]
+    assert [p["num_threads"] for p in threadpool_info()] == before

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from threadpoolctl import ThreadpoolController
 
 from collapselab import capabilities, provenance, registry, theory, watermark
 from collapselab.config import ExperimentConfig
-from collapselab.curation import CurationContext, curate
+from collapselab.curation import Curated, CurationContext, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
 from collapselab.metrics import declare
 from collapselab.metrics.alarm import generations_to_collapse
@@ -347,7 +346,7 @@ class Assessed:
     """A generation's output after curation, and what was measured of it."""
 
     synthetic: np.ndarray  # the curated samples
-    curated: Any  # what curation kept (rows and scores)
+    curated: Curated  # what curation kept (rows and scores)
     row: dict[str, Any]  # scalar metrics, each filter's kept share, watermark detection rates
     per_chain: dict[str, np.ndarray]  # per-chain metric values (committed as mean and sem)
     artifacts: dict[str, np.ndarray]  # per-chain and per-sample arrays for the record
@@ -520,9 +519,9 @@ def check_finite(samples: np.ndarray) -> None:
 
 def measure(metrics: list[tuple[str, Any]],
             ctx: GenerationContext) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run every metric: its scalar values (``nonfinite`` names those that are not finite), and
-    its per-chain values, which the commit writes as their mean and standard error and which are
-    kept as artifacts (integer and boolean ones in the smallest integer dtype that holds them)."""
+    """Run every metric: its scalar values, and its per-chain values, which the commit writes as
+    their mean and standard error and which are kept as artifacts (integer and boolean ones in
+    the smallest integer dtype that holds them)."""
     row: dict[str, Any] = {}
     per_chain: dict[str, np.ndarray] = {}
     for _name, metric in metrics:
@@ -533,8 +532,6 @@ def measure(metrics: list[tuple[str, Any]],
                 ctx.artifacts[f"chain.{key}"] = compact(arr)
             else:
                 row[key] = float(arr)
-                if not math.isfinite(row[key]):
-                    row.setdefault("nonfinite", []).append(key)
     return row, per_chain
 
 

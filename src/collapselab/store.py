@@ -470,8 +470,8 @@ class Staged:
 def summarize(staged: list[Staged]) -> None:
     """Each generation's per-chain values into its row: ``<key>`` (the mean over chains) and, for
     more than one chain, ``<key>.sem`` (``std(ddof=1) / sqrt(n)``), as NumPy's ``mean`` and ``std``
-    compute them; a mean that is not finite is named in ``nonfinite``. One vectorised pass per key
-    over every staged generation: a generation pays no per-key NumPy calls."""
+    compute them, in one vectorised pass per key over every staged generation (a generation pays
+    no per-key NumPy calls). Then ``nonfinite`` names the row's values that are not finite."""
     groups: dict[tuple[str, tuple[int, ...]], list[Staged]] = {}
     for st in staged:
         for key, values in st.per_chain.items():
@@ -488,10 +488,11 @@ def summarize(staged: list[Staged]) -> None:
             st.row[key] = m
             if sem is not None:
                 st.row[f"{key}.sem"] = sem[i]
-            if not math.isfinite(m):
-                st.row.setdefault("nonfinite", []).append(key)
     for st in staged:
-        st.per_chain = {}  # summarized: a second flush of the row (a retry) adds nothing
+        st.per_chain = {}  # in the row now
+        bad = [k for k, v in st.row.items() if type(v) is float and not math.isfinite(v)]
+        if bad:
+            st.row["nonfinite"] = bad
 
 
 class RunWriter:
