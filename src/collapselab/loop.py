@@ -431,13 +431,10 @@ class History:
         if outputs:
             self.staged.add(gen)
 
-    def keeps(self, gen: int, newest: int, final: bool) -> bool:
-        """Whether generation ``gen``'s samples stay: those ``keep_samples`` asks for (generation
-        0 and the newest for ``last``; every k-th and the newest for an integer k), and, until
-        the run ends, those a resume needs (the generations in the pools)."""
+    def wanted(self, gen: int, newest: int) -> bool:
+        """Whether ``keep_samples`` asks for generation ``gen``'s samples: generation 0 and the
+        newest for ``last``; every k-th and the newest for an integer k."""
         keep = self.exp.config.keep_samples
-        if not final and any(gen == q.key[0] for pools in self.pools for q in pools):
-            return True
         if keep in ("all", "none"):
             return keep == "all"
         if keep == "last":
@@ -445,14 +442,16 @@ class History:
         return gen % keep == 0 or gen == newest
 
     def prune(self, writer: RunWriter, *, final: bool, disk: bool) -> None:
-        """Drop samples that neither a resume nor ``keep_samples`` asks for: those held for the
-        next commit and, right after a commit (``disk``), those on disk."""
+        """Drop samples that neither ``keep_samples`` nor, until the run ends, a resume (the
+        generations in the pools) asks for: those held for the next commit and, right after a
+        commit (``disk``), those on disk."""
         if disk:  # the commit wrote what was still held
             self.on_disk |= self.staged
             self.staged.clear()
         newest = max(self.staged | self.on_disk, default=0)
+        in_pools = set() if final else {q.key[0] for pools in self.pools for q in pools}
         for g in sorted(self.staged | (self.on_disk if disk else set())):
-            if not self.keeps(g, newest, final):
+            if g not in in_pools and not self.wanted(g, newest):
                 for producer in self.exp.producers:
                     writer.drop_samples(g, producer.name, disk=g in self.on_disk)
                 self.staged.discard(g)

@@ -44,6 +44,9 @@ def _param_names(cls: type) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
 
+_IMMUTABLE = frozenset({int, float, str, bool, type(None)})  # hyperparameters a clone may share
+
+
 class Model:
     """Shared plumbing for families: params, clone, fitted checks, ``score`` from ``score_samples``."""
 
@@ -51,8 +54,11 @@ class Model:
         return {name: getattr(self, name) for name in _param_names(type(self))}
 
     def clone(self) -> Model:
-        """A fresh, unfitted copy with the same hyperparameters."""
-        return type(self)(**copy.deepcopy(self.get_params()))
+        """A fresh, unfitted copy with the same hyperparameters (containers copied, not shared)."""
+        params = self.get_params()
+        if not all(type(v) in _IMMUTABLE for v in params.values()):
+            params = copy.deepcopy(params)
+        return type(self)(**params)
 
     def is_fitted(self) -> bool:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
