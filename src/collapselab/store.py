@@ -40,7 +40,6 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -663,14 +662,11 @@ class RunWriter:
         write_atomic(path, json.dumps(jsonable(manifest), indent=2).encode(), durable=durable)
 
     def _sync(self) -> None:
-        """fsync the files written since the last commit and their folders (the renames). The
-        fsyncs overlap in a few threads: the device flushes them together, in half the time of
-        one after another."""
+        """fsync the files written since the last commit, then their folders (the renames)."""
         if not self._unsynced:
             return
-        paths = [*self._unsynced, *{self.root, *(path.parent for path in self._unsynced)}]
-        with ThreadPoolExecutor(max_workers=min(8, len(paths))) as threads:
-            list(threads.map(fsync, paths))  # list(): the first error is raised here
+        for path in [*self._unsynced, *{self.root, *(path.parent for path in self._unsynced)}]:
+            fsync(path)
         self._unsynced.clear()
 
     def remove_created(self) -> None:
