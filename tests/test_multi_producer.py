@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from collapselab import provenance
+from collapselab import provenance, registry
+from collapselab.aggregate import run_costs
 from collapselab.cli import app
 from collapselab.config import ConfigError, load_config
 from collapselab.loop import run
+from collapselab.models.gaussian import Gaussian
 from collapselab.report import write_report
 
 TWO = "configs/curation/two_producers.yaml"
@@ -70,3 +76,43 @@ def test_each_producers_training_samples_list_and_sum_to_its_composition(tmp_pat
     result = CliRunner().invoke(app, ["provenance", str(store.root), "-g", "2", "-p", "bigram"])
     assert result.exit_code == 0, result.output
     assert "gen_001/trigram" in result.output and "total" in result.output
+
+
+class Weighted(Gaussian):
+    """A Gaussian that declares network weights: ``size`` parameters a chain."""
+
+    state_dicts_: list[dict[str, Any]]
+
+    def __init__(self, size: int = 3) -> None:
+        super().__init__()
+        self.size = size
+
+    def fit(self, data: np.ndarray, *, rng: np.random.Generator | None = None) -> Weighted:
+        super().fit(data, rng=rng)
+        self.state_dicts_ = [{"w": torch.zeros(self.size)} for _ in range(data.shape[0])]
+        return self
+
+
+@pytest.fixture
+def weighted():
+    registry.families.register("_weighted", Weighted)
+    yield
+    registry.families._entries.pop("_weighted")
+
+
+@pytest.mark.parametrize("producers,flops,sizes", [
+    (None, 8 * 60 * 3, "3"),
+    ("[{name: a, model: {family: _weighted, size: 3}},"
+     " {name: b, model: {family: _weighted, size: 5}, trains_on: {a: 1.0}}]", 8 * 60 * (3 + 5),
+     "a 3, b 5"),
+])
+def test_flops_count_each_producers_parameters_and_samples(tmp_path, weighted, producers, flops,
+                                                           sizes):
+    """6·N·trained + 2·N·generated per producer: 2 generations x 10 samples x 3 chains each."""
+    extra = [f"producers={producers}"] if producers else ["model.family=_weighted"]
+    store = run(load_config(None, [f"out_dir={tmp_path}", "generations=2", "chains=3",
+                                   "data.size=10", "metrics=[variance_ratio]", *extra]))
+    costs = run_costs(store)
+    assert costs["trained"] == costs["generated"] == 60 * (2 if producers else 1)
+    assert costs["flops"] == flops
+    assert costs["flops_note"] == f"6·N·trained + 2·N·generated, N = {sizes} per chain"

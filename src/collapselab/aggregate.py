@@ -185,20 +185,35 @@ def run_costs(store: RunStore) -> dict[str, Any]:
         kind = None
     if kind == "tokens" and cfg.data.params.get("block_len"):
         unit, per = "tokens", int(cfg.data.params["block_len"])
-    trained = sum(r.get("train_size") or 0 for r in rows) * cfg.chains * per
-    generated = sum(r.get("generated") or 0 for r in rows) * cfg.chains * per
+
+    def total(key: str) -> int:
+        return sum(r.get(key) or 0 for r in rows) * cfg.chains * per
+
     out: dict[str, Any] = {"run": store.root.name, "generations": len(rows), "unit": unit,
                            "wall_s": sum(r.get("wall_s") or 0.0 for r in rows),
-                           "trained": trained, "generated": generated, "flops": None,
-                           "flops_note": "not a neural family: no parameter count"}
-    if (store.gen_dir(0) / "model.pkl").is_file() and _neural(cfg.model.family):
+                           "trained": total("train_size"), "generated": total("generated"),
+                           "flops": None, "flops_note": "not a neural family: no parameter count"}
+    producers = ([(p.name, p.model.family) for p in cfg.producers] if cfg.producers
+                 else [(None, cfg.model.family)])
+    if not all(_neural(family) for _, family in producers):
+        return out
+    flops, sizes = 0.0, []
+    for name, _ in producers:  # each producer's parameters times its own samples
+        if not store.path(0, "model", "pkl", name).is_file():
+            out["flops_note"] = "generation 0's model was not kept"
+            return out
         try:
-            n = capabilities.parameter_count(store.model(0))
+            n = capabilities.parameter_count(store.model(0, name))
         except Exception as exc:  # noqa: BLE001  (a missing optional dependency, an old pickle)
-            n, out["flops_note"] = None, f"model not loadable here: {type(exc).__name__}"
-        if n is not None:
-            out["flops"] = 6.0 * n * trained + 2.0 * n * generated
-            out["flops_note"] = f"6·N·trained + 2·N·generated, N = {n:,} per chain"
+            out["flops_note"] = f"model not loadable here: {type(exc).__name__}"
+            return out
+        if n is None:
+            return out
+        key = f"{name}/" if name else ""
+        flops += 6.0 * n * total(f"{key}train_size") + 2.0 * n * total(f"{key}generated")
+        sizes.append(f"{name} {n:,}" if name else f"{n:,}")
+    out["flops"] = flops
+    out["flops_note"] = f"6·N·trained + 2·N·generated, N = {', '.join(sizes)} per chain"
     return out
 
 
