@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import logging
 import sys
 import time
@@ -476,10 +477,10 @@ class History:
         if state.start >= exp.config.generations:
             return state  # killed while finishing: the final pruning may have run, nothing to train
         for c, consumer in enumerate(exp.producers):
-            gens = [g for g in range(state.start) if store.pool(g, consumer.name)]
-            if exp.policy.history == "last":
-                gens = gens[-1:]
-            state.pools[c] = [rebuild_pool(exp, store, g, c) for g in gens]
+            # newest first: a policy that keeps the last pool reads one generation's record
+            made = (g for g in reversed(range(state.start)) if store.pool(g, consumer.name))
+            gens = list(itertools.islice(made, 1) if exp.policy.history == "last" else made)
+            state.pools[c] = [rebuild_pool(exp, store, g, c) for g in reversed(gens)]
         state.references = {p: store.model(0, producer.name)
                             for p, producer in enumerate(exp.producers)}
         return state
