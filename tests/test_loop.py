@@ -7,9 +7,10 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from collapselab import registry
+from collapselab import store as store_module
 from collapselab.config import load_config
 from collapselab.errors import DataError
-from collapselab.loop import measure, run
+from collapselab.loop import History, measure, run
 from collapselab.metrics.base import GenerationContext
 from collapselab.models.gaussian import Gaussian
 from collapselab.store import RunStore
@@ -53,7 +54,7 @@ def test_generations_to_collapse_is_the_first_alarm_in_every_row_after_it(tmp_pa
         [None] * first + [first] * (len(rows) - first)
 
 
-def test_commit_writes_numpys_mean_and_standard_error_and_keeps_compact_chain_values(tmp_path):
+def test_commit_writes_numpys_mean_and_standard_error_and_keeps_the_chain_values(tmp_path):
     rng = np.random.default_rng(0)
     values = {"ratio": rng.normal(size=50), "states": rng.integers(0, 300, 50),
               "alive": rng.random(50) < 0.5, "pairs": rng.normal(size=(50, 2)), "scalar": 2.5}
@@ -65,10 +66,11 @@ def test_commit_writes_numpys_mean_and_standard_error_and_keeps_compact_chain_va
     ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
                             real=None, heldout=None, source=None, rng=rng)
     scalars, per_chain = measure([("m", Metric())], ctx)
-    assert scalars == {"scalar": 2.5}
-    assert ctx.artifacts["chain.states"].dtype == np.uint16  # 0..299, lossless
+    assert list(scalars) == ["ratio", "ratio.sem", "states", "states.sem", "alive", "alive.sem",
+                             "pairs", "pairs.sem", "scalar"]  # the metric's order, kept
+    assert scalars["scalar"] == 2.5 and set(per_chain) == {"ratio", "states", "alive", "pairs"}
+    assert ctx.artifacts["chain.states"].dtype == values["states"].dtype  # as the metric gave it
     assert ctx.artifacts["chain.alive"].dtype == bool
-    assert ctx.artifacts["chain.ratio"].dtype == np.float64
     with RunStore(tmp_path / "r").writer() as writer:
         writer.start("{}", seeds={})
         for g in range(3):  # the same values, committed together: one vectorised summary
@@ -76,7 +78,7 @@ def test_commit_writes_numpys_mean_and_standard_error_and_keeps_compact_chain_va
                          samples={}, models={})
         writer.flush("complete")
     rows = RunStore(tmp_path / "r").metrics()
-    assert len(rows) == 3
+    assert len(rows) == 3 and list(rows[0]) == ["generation", *scalars]
     for key in ("ratio", "states", "alive", "pairs"):
         np.testing.assert_array_equal(ctx.artifacts[f"chain.{key}"], values[key])
         x = np.asarray(values[key], dtype=float)
@@ -125,3 +127,41 @@ def test_numpy_families_run_on_one_blas_thread_in_every_run_and_the_limits_are_r
         registry.families._entries.pop("_counts_threads")
     assert CountsThreads.seen == [1, 1, 1, 1]
     assert [p["num_threads"] for p in threadpool_info()] == before
+
+
+def test_one_chain_has_a_mean_and_no_standard_error(tmp_path):
+    run(load_config(None, [f"out_dir={tmp_path}", "chains=1", "generations=2",
+                           "metrics=[variance_ratio]"]))
+    rows = RunStore(tmp_path / "experiment").metrics()
+    assert all(isinstance(r["variance_ratio"], float) and "variance_ratio.sem" not in r
+               for r in rows)
+
+
+@pytest.mark.parametrize("policy,every_generation,at_the_end", [
+    ("replace", False, ("complete", 2)),  # one commit: nothing of the pools reaches the disk
+    ("replace", True, ("running", 3)),  # generation 2, kept on disk for a resume until the end
+    ("accumulate", True, ("running", 4)),  # every generation is in the pools
+])
+def test_a_run_says_it_is_complete_only_once_nothing_is_left_to_delete(
+        tmp_path, monkeypatch, policy, every_generation, at_the_end):
+    """Samples kept on disk for a resume are deleted after the last commit, and only then does
+    the manifest say "complete"; when nothing is left to delete, the last commit says it."""
+    if every_generation:
+        monkeypatch.setattr(store_module, "COMMIT_EVERY_S", 0.0)
+    seen = []
+    real_prune = History.prune
+
+    def prune(self, writer, *, final, disk):
+        if final and disk:
+            seen.append((RunStore(tmp_path / "experiment").manifest()["status"],
+                         len(list((tmp_path / "experiment").glob("gen_*/samples.npy")))))
+        real_prune(self, writer, final=final, disk=disk)
+
+    monkeypatch.setattr(History, "prune", prune)
+    run(load_config(None, [f"out_dir={tmp_path}", f"policy.name={policy}", "generations=4",
+                           "keep_samples=last", "metrics=[variance_ratio]"]))
+    assert seen[0] == at_the_end
+    final = RunStore(tmp_path / "experiment")
+    assert final.manifest()["status"] == "complete"
+    assert sorted(p.parent.name for p in final.root.glob("gen_*/samples.npy")) == \
+        ["gen_000", "gen_003"]

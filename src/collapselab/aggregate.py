@@ -208,6 +208,7 @@ def run_costs(store: RunStore) -> dict[str, Any]:
             out["flops_note"] = f"model not loadable here: {type(exc).__name__}"
             return out
         if n is None:
+            out["flops_note"] = "generation 0's model has no weights to count"
             return out
         key = f"{name}/" if name else ""
         flops += 6.0 * n * total(f"{key}train_size") + 2.0 * n * total(f"{key}generated")

@@ -49,7 +49,9 @@ class Stream(np.random.Generator):
     """The ``Generator`` of ``default_rng(SeedSequence(seed, spawn_key=key))``, seeded when it is
     first used: a purpose that draws nothing (a deterministic fit, a policy that takes every row,
     a metric without randomness) costs 0.3 µs, not the 12-20 µs of seeding a PCG64 (a generation
-    of 1000 categorical chains spent a sixth of its bookkeeping on seeds it never drew from)."""
+    of 1000 categorical chains spent a sixth of its bookkeeping on seeds it never drew from).
+    "Used" is any attribute looked up on it, as every method call does; only an unbound call
+    (``np.random.Generator.random(stream)``) would bypass the seeding."""
 
     _UNSEEDED = np.random.PCG64(0)  # held until the first use, never drawn from
 
@@ -216,7 +218,8 @@ _pools: tuple[int, ThreadpoolController] | None = None  # (modules imported, the
 
 def one_thread() -> contextlib.AbstractContextManager[Any]:
     """``threadpool_limits(1)`` over the BLAS/OpenMP pools loaded. Finding them scans the loaded
-    libraries (3 ms, a run's largest fixed cost), so the scan is redone only after an import."""
+    libraries (3 ms, a run's largest fixed cost), so the scan is redone only after an import
+    (the number of modules changed: libraries arrive with the modules that load them)."""
     global _pools
     if _pools is None or _pools[0] != len(sys.modules):
         _pools = (len(sys.modules), ThreadpoolController())
@@ -311,7 +314,11 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         stop = len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0)
         last = stop or gen == cfg.generations - 1
         if last or writer.due():  # one commit a second, not one a generation
-            rows = writer.flush(("stopped" if stop else "complete") if last else None)
+            if last:  # staged samples the finished run has no use for: never written
+                state.prune(writer, final=True, disk=False)
+            # the last commit says how the run ended, unless files are to be deleted after it
+            ended = ("stopped" if stop else "complete") if last and not state.leftovers() else None
+            rows = writer.flush(ended)
             state.prune(writer, final=last, disk=True)  # what the commit made unnecessary
             for observer in observers:
                 observer.committed(rows)
@@ -442,6 +449,12 @@ class History:
             return gen in (0, newest)
         return gen % keep == 0 or gen == newest
 
+    def leftovers(self) -> bool:
+        """Whether committed samples await deletion when the run ends (kept until then for a
+        resume, not by ``keep_samples``)."""
+        newest = max(self.staged | self.on_disk, default=0)
+        return any(not self.wanted(g, newest) for g in self.on_disk)
+
     def prune(self, writer: RunWriter, *, final: bool, disk: bool) -> None:
         """Drop samples that neither ``keep_samples`` nor, until the run ends, a resume (the
         generations in the pools) asks for: those held for the next commit and, right after a
@@ -519,9 +532,9 @@ def check_finite(samples: np.ndarray) -> None:
 
 def measure(metrics: list[tuple[str, Any]],
             ctx: GenerationContext) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run every metric: its scalar values, and its per-chain values, which the commit writes as
-    their mean and standard error and which are kept as artifacts (integer and boolean ones in
-    the smallest integer dtype that holds them)."""
+    """Run every metric: its values, and its per-chain values apart, which the commit writes into
+    the row (``<key>`` and ``<key>.sem``, held in their places until then) and which are kept as
+    artifacts (integer and boolean ones as the metric gave them, any other as float64)."""
     row: dict[str, Any] = {}
     per_chain: dict[str, np.ndarray] = {}
     for _name, metric in metrics:
@@ -529,27 +542,19 @@ def measure(metrics: list[tuple[str, Any]],
             arr = np.asarray(value)
             if arr.ndim:
                 per_chain[key] = arr
-                ctx.artifacts[f"chain.{key}"] = compact(arr)
+                ctx.artifacts[f"chain.{key}"] = (
+                    arr if arr.dtype.kind in "biu" else arr.astype(np.float64, copy=False))
+                row[key] = row[f"{key}.sem"] = None  # the commit's summary, in metric order
             else:
                 row[key] = float(arr)
     return row, per_chain
 
 
-def compact(values: np.ndarray) -> np.ndarray:
-    """Integer or boolean values in the smallest integer dtype that holds them (lossless); any
-    other as float64."""
-    if values.dtype.kind not in "biu":
-        return values.astype(np.float64, copy=False)
-    if values.dtype.kind == "b" or values.dtype.itemsize == 1 or values.size == 0:
-        return values
-    return values.astype(np.result_type(np.min_scalar_type(values.min()),
-                                         np.min_scalar_type(values.max())), copy=False)
-
-
 def reported(predictions: dict[str, theory.Prediction],
              metrics: list[tuple[str, Any]]) -> dict[str, theory.Prediction]:
-    """The predictions of keys the run's metrics report (by their ``describe`` declarations; all
-    of them when a metric declares none): a row holds no theory of what it does not measure."""
+    """The predictions of keys the run's metrics declare they report (their ``describe`` keys
+    and patterns; every prediction when a metric declares none, none without metrics): a row
+    holds no theory of a metric the run does not compute."""
     tables = [declare.declarations(metric)[0] for _, metric in metrics]
     if not all(tables):
         return predictions

@@ -128,7 +128,11 @@ def takes(plan: Plan, pools: list[Pool]) -> list[Take]:
 def _gather(arrays: list[np.ndarray], rows: np.ndarray | None, chains: int) -> np.ndarray:
     whole = [a if a.shape[0] == chains else np.broadcast_to(a, (chains, *a.shape[1:]))
              for a in arrays]
-    src = whole[0] if len(whole) == 1 else np.concatenate(whole, axis=1)
+    if len(whole) > 1:
+        src = np.concatenate(whole, axis=1)
+    else:  # a pool's own array (samples staged for the commit): a family gets it read-only
+        src = whole[0].view()
+        src.flags.writeable = False
     return src if rows is None else src[np.arange(chains)[:, None], rows]
 
 

@@ -467,10 +467,10 @@ class Staged:
 
 
 def summarize(staged: list[Staged]) -> None:
-    """Each generation's per-chain values into its row: ``<key>`` (the mean over chains) and, for
-    more than one chain, ``<key>.sem`` (``std(ddof=1) / sqrt(n)``), as NumPy's ``mean`` and ``std``
-    compute them, in one vectorised pass per key over every staged generation (a generation pays
-    no per-key NumPy calls). Then ``nonfinite`` names the row's values that are not finite."""
+    """Each generation's per-chain values into its row: ``<key>``, the mean over chains (as
+    NumPy's ``mean``), and, for more than one chain, ``<key>.sem``, ``std(ddof=1) / sqrt(n)`` to
+    rounding; in one vectorised pass per key over every staged generation (a generation pays no
+    per-key NumPy calls). Then ``nonfinite`` names the row's values that are not finite."""
     groups: dict[tuple[str, tuple[int, ...]], list[Staged]] = {}
     for st in staged:
         for key, values in st.per_chain.items():
@@ -485,7 +485,9 @@ def summarize(staged: list[Staged]) -> None:
         sem = np.sqrt(np.add.reduce(x, axis=1) / (n - 1) / n).tolist() if n > 1 else None
         for i, (st, m) in enumerate(zip(members, mean.tolist(), strict=True)):
             st.row[key] = m
-            if sem is not None:
+            if sem is None:
+                st.row.pop(f"{key}.sem", None)  # one chain: no standard error
+            else:
                 st.row[f"{key}.sem"] = sem[i]
     for st in staged:
         st.per_chain = {}  # in the row now
@@ -587,7 +589,7 @@ class RunWriter:
         self._manifest(completed=last + 1, durable=True, **({"status": status} if status else {}))
         self.store._chunks = None
         self._flushed_at = time.monotonic()
-        return rows
+        return [dict(row) for row in rows]  # the observers' own: the log's rows stay as written
 
     def _append_rows(self, rows: list[dict[str, Any]], text: str) -> None:
         """Append the rows (``text``: their JSON lines) in one write and hand them to the kernel;
