@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from collapselab import capabilities
 from collapselab.registry import filters
 
 log = logging.getLogger(__name__)
@@ -250,11 +251,12 @@ def _logp(model: Any, data: np.ndarray) -> np.ndarray:
     token for the block's last L positions (``score_tokens``; a model may leave out the first)."""
     x = np.asarray(data)
     if x.ndim == 3 and x.dtype.kind in "iu":
-        tokens = getattr(model, "score_tokens", None) or getattr(model, "log_prob_tokens", None)
-        if tokens is None:
-            raise ValueError(f"{type(model).__name__} has no score_tokens: importance weights of "
-                             "token blocks need every token's log-probability")
-        return np.asarray(tokens(x), dtype=float)
+        if capabilities.provides(model, capabilities.ScoresTokens):
+            return np.asarray(model.score_tokens(x), dtype=float)
+        if capabilities.provides(model, capabilities.HasTrueDensity):  # the source itself
+            return np.asarray(model.log_prob_tokens(x), dtype=float)
+        raise ValueError(f"{type(model).__name__} has no score_tokens: importance weights of "
+                         "token blocks need every token's log-probability")
     return np.asarray(model.score_samples(x), dtype=float)
 
 
@@ -314,12 +316,12 @@ class ImportanceResample:
             return np.asarray(self._fn(data, ctx), dtype=float)
         if self.target == "generation0":
             return _logp(ctx.reference, data)
-        if getattr(ctx.source, "log_prob_tokens", None) is not None:
+        if capabilities.provides(ctx.source, capabilities.HasTrueDensity):
             return _logp(ctx.source, data)
         return _truth_logpdf(data, ctx)
 
     def __call__(self, data: np.ndarray, ctx: CurationContext) -> Weights:
-        skip = int(getattr(ctx.model, "prompt_tokens", 0) or 0)
+        skip = capabilities.prompt_tokens(ctx.model)
         log_w = log_ratio(self.log_target(data, ctx), _logp(ctx.model, data),
                           np.shape(data)[-1], skip)
         size = max(1, math.ceil(self.size * data.shape[1]))
