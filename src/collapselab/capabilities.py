@@ -49,6 +49,15 @@ class CompletesPrompts(Protocol):
 
 
 @runtime_checkable
+class IsMixture(Protocol):
+    """a Gaussian mixture per chain (``mixture``: weights, means, covariances)"""
+
+    def mixture(self) -> Any:
+        """``(weights (C, K), means (C, K, D), covs (C, K, D, D))``."""
+        ...
+
+
+@runtime_checkable
 class HasWeights(Protocol):
     """network weights (``state_dicts_``, one per chain: a neural family)"""
 

@@ -13,6 +13,7 @@ from pydantic import Field
 from scipy import stats
 
 from collapselab import gaussians
+from collapselab.capabilities import IsMixture, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
@@ -22,7 +23,7 @@ CONTINUOUS = frozenset({"continuous"})
 
 def model_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(C, D)`` and covariance ``(C, D, D)`` of the model (its samples if it has no mixture)."""
-    if hasattr(ctx.model, "mixture"):
+    if provides(ctx.model, IsMixture):
         return gaussians.moments(ctx.model.mixture())
     return gaussians.sample_moments(ctx.synthetic)
 
@@ -167,7 +168,7 @@ class L2Distance:
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         truth = getattr(ctx.source, "truth", None)
-        if not (truth and "means" in truth and hasattr(ctx.model, "mixture")):
+        if not (truth and "means" in truth and provides(ctx.model, IsMixture)):
             return {}
         model = ctx.model.mixture()
         chains = model[0].shape[0]
@@ -188,7 +189,7 @@ class ComponentStd:
     plots = (Plot.group("component_std", "min_component_std", title="component spread"),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        if not hasattr(ctx.model, "mixture"):
+        if not provides(ctx.model, IsMixture):
             return {}
         weights, _, covs = ctx.model.mixture()
         std = np.sqrt(np.trace(covs, axis1=-2, axis2=-1) / covs.shape[-1])  # (C, K)
