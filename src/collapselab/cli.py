@@ -28,8 +28,19 @@ Overrides = Annotated[list[str] | None, typer.Argument(
     help="key=value overrides, e.g. generations=20 policy.real_fraction=0.1")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from collapselab import __version__
+
+        typer.echo(f"collapselab {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: Annotated[bool, typer.Option(help="show Python tracebacks")] = False) -> None:
+def main(debug: Annotated[bool, typer.Option(help="show Python tracebacks")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="print the version and exit")] = False,
+         ) -> None:
     state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -48,6 +59,55 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt as exc:
         console.print(f"[yellow]{_escape(str(exc) or 'interrupted')}")
         raise typer.Exit(130) from None
+
+
+def _config_file(path: Path) -> Path:
+    """``path`` if it can be a config file; a directory is refused as one, by name."""
+    from collapselab.errors import ConfigError
+
+    if path.expanduser().is_dir():
+        raise ConfigError([f"config file {str(path)!r} is a directory, not a config file "
+                           "(give the experiment's YAML file)"])
+    return path
+
+
+def _check_run_dir(cfg) -> None:  # type: ignore[no-untyped-def]
+    """Refuse, before anything is written, a run directory ``<out_dir>/<name>`` that cannot be one
+    because it, out_dir or a folder above them is an existing file."""
+    from collapselab.errors import ConfigError
+
+    run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out_dir)
+    for p in [run_dir, *run_dir.parents]:
+        if not (p.exists() or p.is_symlink()):
+            continue
+        if p.is_dir():
+            return
+        kind = "a file" if p.is_file() else "not a directory"
+        if p == run_dir:
+            problem = (f"name: the run directory {str(p)!r} (<out_dir>/<name>) is {kind}, "
+                       "not a directory")
+        elif p == out_dir:
+            problem = f"out_dir: {str(p)!r} is {kind}, not a directory"
+        else:
+            problem = f"out_dir: {str(out_dir)!r} cannot be a directory: {str(p)!r} is {kind}"
+        raise ConfigError([problem])
+
+
+def _generations(store, run_dir: Path, wanted: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
+    """``wanted`` as generations of the run (negative: counted from the end, -1 the last completed
+    one); one outside the run is refused, naming the run's range."""
+    from collapselab.errors import RunError
+
+    done = store.completed()
+    span = ("no completed generation" if done == 0 else "generation 0" if done == 1
+            else f"generations 0-{done - 1}")
+    out = []
+    for g in wanted:
+        k = g + done if g < 0 else g
+        if not 0 <= k < done:
+            raise RunError(f"generation {g} is not in {run_dir} ({span})")
+        out.append(k)
+    return out
 
 
 def _escape(text: str) -> str:
@@ -93,7 +153,8 @@ def run(
     from collapselab.config import load_config
 
     with user_errors():
-        cfg = load_config(config, overrides or [])
+        cfg = load_config(_config_file(config), overrides or [])
+        _check_run_dir(cfg)
         if resource_check:
             from collapselab.resources import check
 
@@ -119,16 +180,19 @@ def demo(
     resume: Annotated[bool, typer.Option(help="continue an interrupted demo")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """The embedded demo (no download): a ground-truth language and a Gaussian, each under
-    replace / keep 10% real / accumulate; ends in out_dir/report.html."""
+    """The embedded demo (no download), 5 runs: a ground-truth language under replace / keep 10%
+    real / accumulate, and a Gaussian under replace / accumulate; ends in out_dir/report.html."""
     from collapselab.config import load_config
     from collapselab.report import write_report
     from collapselab.store import RunStore
 
     with user_errors():
         roots = []
-        for path in demo_configs():
-            cfg = load_config(path, [f"out_dir={out_dir}", *(overrides or [])])
+        configs = [load_config(path, [f"out_dir={out_dir}", *(overrides or [])])
+                   for path in demo_configs()]
+        for cfg in configs:
+            _check_run_dir(cfg)
+        for cfg in configs:
             store = RunStore(cfg.run_dir)
             if store.exists and store.manifest().get("status") == "complete" \
                     and store.config() == cfg:
@@ -167,7 +231,8 @@ def report(
 def samples(
     run_dir: Annotated[Path, typer.Argument(help="run directory")],
     generation: Annotated[list[int] | None, typer.Option("--generation", "-g", help=(
-        "generations to print (repeat the option); default: every completed one"))] = None,
+        "generations to print (repeat the option; -1 is the last); default: every completed "
+        "one"))] = None,
     producer: Annotated[str | None, typer.Option("--producer", "-p", help=(
         "in a multi-producer run: whose continuations"))] = None,
 ) -> None:
@@ -178,6 +243,8 @@ def samples(
     with user_errors():
         store = RunStore(run_dir)
         store.manifest()  # a clear error for a folder that is not a run
+        if generation is not None:
+            generation = _generations(store, run_dir, generation)
         tables = [(t, rows) for t, rows in continuations(store, generation, producer) if rows]
         if not tables:
             from collapselab.errors import RunError
@@ -198,7 +265,7 @@ def samples(
 def provenance(
     run_dir: Annotated[Path, typer.Argument(help="run directory")],
     generation: Annotated[int, typer.Option("--generation", "-g", help=(
-        "the generation whose training set is listed"))],
+        "the generation whose training set is listed (-1 is the last)"))],
     csv: Annotated[Path | None, typer.Option(help=(
         "also write one row per training sample (chain, origin, producer, seed, filter scores)"))] = None,
     producer: Annotated[str | None, typer.Option("--producer", "-p", help=(
@@ -211,6 +278,8 @@ def provenance(
 
     with user_errors():
         store = RunStore(run_dir)
+        store.manifest()  # a clear error for a folder that is not a run
+        generation = _generations(store, run_dir, [generation])[0]
         rows = prov.listing(store, generation, producer)
         recorded = next((r for r in store.metrics() if r["generation"] == generation), {})
         prefix = f"{producer}/composition." if producer else "composition."
@@ -247,7 +316,7 @@ def sweep(
     from collapselab.sweep import load_sweep, run_sweep
 
     with user_errors():
-        sw = load_sweep(sweep_file, overrides or [])
+        sw = load_sweep(_config_file(sweep_file), overrides or [])
         if resource_check:  # each point alone; points running side by side need more
             from collapselab.errors import ConfigError
             from collapselab.resources import check
@@ -283,9 +352,15 @@ def compare(
         "HTML file (a PNG is written beside it); default: ./compare_<A>_vs_<B>.html"))] = None,
 ) -> None:
     """Per-generation differences (B - A) of the metrics two runs share."""
-    from collapselab.aggregate import write_compare
+    from collapselab.aggregate import compare_runs, write_compare
+    from collapselab.errors import RunError
+    from collapselab.store import RunStore
 
     with user_errors():
+        RunStore(run_a).manifest(), RunStore(run_b).manifest()  # folders that are not runs
+        if compare_runs(run_a, run_b).dropna(subset=["diff"]).empty:
+            raise RunError(f"no metric in common between {run_a} and {run_b} (no metric both "
+                           "recorded in a generation both completed); nothing written")
         table, page, png = write_compare(run_a, run_b, out)
         shown = Table(Column("metric", no_wrap=True), "A final", "B final", "B - A final", "mean B - A",
                       "max |B - A| (gen)", title=f"{run_b.name} - {run_a.name}")
@@ -311,8 +386,13 @@ def theory(
     the standard error (the theory's per-chain sd / sqrt(chains), else the chains') and z;
     |z| < 4 passes. Exits 0 either way (a table to read, not a gate)."""
     from collapselab import theory as th
+    from collapselab.store import RunStore
 
     with user_errors():
+        store = RunStore(run_dir)
+        store.manifest()  # a clear error for a folder that is not a run
+        if generation:
+            generation = _generations(store, run_dir, generation)
         found = th.run_agreement(run_dir, generation)
         if not found:
             console.print(f"{run_dir.name}: no theory applies to this run (or no generation "
@@ -324,9 +404,11 @@ def theory(
             table.add_row(a.metric, str(a.generation), f"{a.measured:.5g}", f"{a.theory:.5g}",
                           f"{a.se:.3g}" + (" (chains)" if a.se_from == "chains" else ""),
                           f"{a.z:+.2f}", "pass" if a.passed else "FAIL")
-        Console(width=max(Console().width, 100)).print(table)
+        out = Console(width=max(Console().width, 100))
+        out.print(table)
         failed = sum(not a.passed for a in found)
-        console.print(f"{len(found) - failed} of {len(found)} within {th.PASS_Z:g} standard errors")
+        out.print(f"{len(found) - failed} of {len(found)} within {th.PASS_Z:g} standard errors",
+                  markup=False, highlight=False)
 
 
 @app.command()
@@ -336,7 +418,7 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
     from collapselab.config import load_config
 
     with user_errors():
-        cfg = load_config(config, overrides or [])
+        cfg = load_config(_config_file(config), overrides or [])
         typer.echo(cfg.to_yaml())
 
 
