@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from collapselab.aggregate import TIDY_COLUMNS, group_label, tidy_frame, write_sweep_report
 from collapselab.cli import app
-from collapselab.errors import ConfigError
+from collapselab.errors import ConfigError, RunError
 from collapselab.store import RunStore
 from collapselab.sweep import load_sweep, run_sweep
 
@@ -172,6 +172,33 @@ def test_a_worker_killed_mid_point_is_retried_once(reference, tmp_path):
     assert entries[killed[0]]["worker_deaths"] == 1 and entries[killed[0]]["status"] == "complete"
     assert {e["status"] for e in entries.values()} == {"complete"}
     pd.testing.assert_frame_equal(tidy_frame(out), tidy_frame(reference))
+
+
+def test_a_changed_sweep_is_refused_before_anything_runs(reference, tmp_path):
+    """A rerun whose points now have another config than their run directories hold is
+    refused (as a single run's resume is), naming each point and a differing key, and changes
+    no file; the CLI exits 2."""
+    before = _snapshot(reference)
+    with pytest.raises(RunError) as info:
+        run_sweep(load_sweep(raw={**SPEC, "out_dir": str(reference)},
+                             overrides=[f"generations={GENS + 1}"]))
+    for name in NAMES:
+        assert (f"point {name}: {reference / name} was started with generations={GENS}, the "
+                f"sweep asks for generations={GENS + 1}\n") in str(info.value) + "\n"
+    assert _snapshot(reference) == before
+
+    changed = {**SPEC, "out_dir": str(reference), "grid": {**SPEC["grid"], "seed": [1, 2]}}
+    (tmp_path / "s.yaml").write_text(json.dumps(changed))  # JSON is YAML
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "s.yaml"), "chains=21"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "4 points of this sweep already have run directories" in text  # the seed-1 points
+    assert "was started with chains=20, the sweep asks for chains=21" in text
+    assert _snapshot(reference) == before
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in [root, *root.rglob("*")]}
 
 
 def test_tidy_table_and_band_report(reference):

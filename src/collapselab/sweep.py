@@ -444,6 +444,64 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def check_configs(sweep: Sweep, checked: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Refuse (``RunError``, nothing written) when a point's run directory was started with
+    another config than the sweep now gives that point: a changed sweep must not skip or resume
+    runs of the old one, as a single run refuses to resume a run of another config. Returns the
+    points whose run directory holds their config; those in ``checked`` are not read again."""
+    problems, same = [], set(checked)
+    for p in sweep.points:
+        store = RunStore(p.config.run_dir)
+        if p.name in checked or not store.exists:
+            continue
+        try:
+            old = store.config()
+        except RunError as exc:
+            problems.append(f"point {p.name}: {exc}")
+            continue
+        if old != p.config:
+            problems.append(f"point {p.name}: {store.root} was started with "
+                            f"{_difference(old, p.config)}")
+        else:
+            same.add(p.name)
+    if problems:
+        lines = "\n".join(f"  - {q}" for q in problems)
+        n = len(problems)
+        raise RunError(f"{n} point{'s' * (n > 1)} of this sweep already "
+                       f"{'have run directories' if n > 1 else 'has a run directory'} started "
+                       f"with a different config; choose another out_dir or name (or diff "
+                       f"against each run's config.yaml):\n{lines}")
+    return frozenset(same)
+
+
+def _difference(old: ExperimentConfig, new: ExperimentConfig) -> str:
+    """``generations=5, the sweep asks for generations=8``: the first differing dotted key."""
+    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    keys = [k for k in [*a, *(k for k in b if k not in a)]
+            if a.get(k, _MISSING) != b.get(k, _MISSING)]
+    if not keys:
+        return "a different config"  # equal dumps, unequal models: not expected
+    key, more = keys[0], len(keys) - 1
+
+    def show(flat: dict[str, Any]) -> str:
+        return f"{key}={json.dumps(flat[key])}" if key in flat else f"no {key}"
+
+    also = f" (and {more} other key{'s' * (more > 1)})" if more else ""
+    return f"{show(a)}, the sweep asks for {show(b)}{also}"
+
+
+_MISSING = object()
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
 def point_status(p: Point) -> str:
     """From the run directory: complete / stopped / interrupted / missing."""
     store = RunStore(p.config.run_dir)
@@ -456,8 +514,10 @@ def point_status(p: Point) -> str:
 def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Run every point not yet finished; returns what ran, what was skipped and what failed."""
     spec = sweep.spec
+    checked = check_configs(sweep)  # before anything is written or dispatched, for any backend
     sweep.root.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep.root):
+        check_configs(sweep, checked)  # a driver may have begun runs since; we hold the lock now
         manifest = _load_manifest(sweep)
         write_atomic(sweep.root / "sweep.yaml", _spec_yaml(spec).encode())
         todo, result = [], SweepResult(sweep.root, {})
