@@ -59,7 +59,8 @@ def test_renaming_a_resolved_configs_component_starts_it_from_its_defaults():
     assert collapselab.experiment(cfg, **{"policy.real_fraction": 0.5}).policy.params == {
         "real_fraction": 0.5}
     # a dict or a YAML is what the user wrote: a parameter the new policy lacks is an error
-    with pytest.raises(ConfigError, match=r"policy\.real_fraction: unknown field\. Allowed: \(none\)$"):
+    with pytest.raises(ConfigError, match=r"policy\.real_fraction: unknown field\. Allowed: \(none\) "
+                       r"\(real_fraction is a parameter of policy fresh, real_fraction\)$"):
         collapselab.experiment(cfg.model_dump(mode="json"), **{"policy.name": "accumulate"})
 
 

@@ -63,6 +63,16 @@ def test_unknown_field_suggests_the_closest():
     assert problems_of({"model": {"family": "gaussian", "varience": "mle"}}) == [
         "model.varience: unknown field. Did you mean: variance? Allowed: variance"
     ]
+    # the section's own fields are offered beside the source's parameters
+    assert problems_of({"data": {"source": "normal", "sise": 10}}) == [
+        "data.sise: unknown field. Did you mean: size? Allowed: size, source, dim, mean, std, "
+        "heldout_size"
+    ]
+    # a field of another component says which
+    assert problems_of({"model": {"family": "gaussian", "n_components": 3}}) == [
+        "model.n_components: unknown field. Allowed: variance "
+        "(n_components is a parameter of model family gmm)"
+    ]
 
 
 def test_metric_that_does_not_fit_the_data_is_named():

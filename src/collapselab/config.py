@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab import capabilities, registry
 from collapselab.errors import CollapselabError, ConfigError
+from collapselab.policies import RealFraction
 from collapselab.watermark import Watermark
 
 
@@ -385,6 +386,15 @@ def _check_setup(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"watermark: needs token data (it biases the LM families' sampling); "
                         f"data.source {cfg.data.source!r} gives {kind} data; got "
                         f"{cfg.watermark.model_dump(exclude_unset=True)}")
+    policy = registry.policies.build(cfg.policy.name, cfg.policy.params)
+    if isinstance(policy, RealFraction) and 0 < policy.real_fraction < 1:
+        k_real, k_synth = policy.split(cfg.data.size)
+        if not (k_real and k_synth):  # the fraction rounds one part away: another policy
+            problems.append(
+                f"policy.real_fraction: {policy.real_fraction:g} of data.size {cfg.data.size} is "
+                f"{k_real} real and {k_synth} synthetic rows a generation, so the run would train "
+                f"on {'synthetic' if k_synth else 'real'} data only; use a larger data.size or "
+                f"another real_fraction; got {policy.real_fraction:g}")
     models = ([(f"producers[{i}].model", p.model) for i, p in enumerate(cfg.producers)]
               if cfg.producers else [("model", cfg.model)])
     for where, spec in models:
@@ -518,7 +528,8 @@ def _check_one(
         target = reg.get(name)
         fields = registry.params_model(target).model_validate(params)
     except pydantic.ValidationError as exc:
-        return None, [_describe(err, prefix=where, target=reg.get(name)) for err in exc.errors()]
+        return None, [_describe(err, prefix=where, target=reg.get(name), own=own)
+                      + _elsewhere(reg, name, err) for err in exc.errors()]
     except registry.ComponentError as exc:  # an import path or plugin that does not load
         return None, [f"{where}.{key}: {exc}"]
     except ImportError as exc:
@@ -606,6 +617,21 @@ def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], source: Any) -> 
     return problems
 
 
+def _elsewhere(reg: registry.Registry[Any], name: str, err: Any) -> str:
+    """For a field unknown to ``name``: the other components that take it (``real_fraction``
+    under ``policy: replace`` is a parameter of the real_fraction policy)."""
+    if err["type"] != "extra_forbidden":
+        return ""
+    field, others = str(err["loc"][-1]), []
+    for other in reg.names():
+        try:
+            if other != name and field in registry.params_model(reg.get(other)).model_fields:
+                others.append(other)
+        except (ImportError, registry.ComponentError):
+            continue
+    return f" ({field} is a parameter of {reg.kind} {', '.join(others)})" if others else ""
+
+
 def _accepting(reg: registry.Registry[Any], kind: str) -> list[str]:
     out = []
     for n in reg.names():
@@ -618,7 +644,9 @@ def _accepting(reg: registry.Registry[Any], kind: str) -> list[str]:
     return out
 
 
-def _describe(err: Any, prefix: str = "", target: Any = None) -> str:
+def _describe(err: Any, prefix: str = "", target: Any = None, own: set[str] = frozenset()) -> str:
+    """One problem as a line; ``own``: the section's own fields beside the component's
+    (``data.size`` beside a source's parameters), offered for an unknown field too."""
     parts = [p for p in err["loc"]  # a union's branch ("literal['a']", "constrained-int") is no field
              if not (isinstance(p, str) and p.startswith(("literal[", "constrained-", "function-")))]
     loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
@@ -626,8 +654,8 @@ def _describe(err: Any, prefix: str = "", target: Any = None) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         field = str(err["loc"][-1])
-        known = list(ExperimentConfig.model_fields) if target is None and not prefix else list(
-            registry.params_model(target).model_fields) if target is not None else []
+        known = list(ExperimentConfig.model_fields) if target is None and not prefix else [
+            *sorted(own), *registry.params_model(target).model_fields] if target is not None else []
         close = difflib.get_close_matches(field, known, n=1)
         hint = f" Did you mean: {close[0]}?" if close else ""
         return f"{loc}: unknown field.{hint} Allowed: {', '.join(known) or '(none)'}"
