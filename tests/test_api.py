@@ -92,9 +92,10 @@ def test_load_samples_and_report(tmp_path):
     run = collapselab.load(tmp_path / "gaussian-replace")
     assert list(run.metrics().index) == [0, 1, 2]
     np.testing.assert_array_equal(run.samples(2), run.store.samples(2))
-    with pytest.raises(RunError, match=r"^generation must be one of the 3 completed generations "
-                                       r"\[0, 3\) of .*gaussian-replace; got 3$"):
+    with pytest.raises(RunError, match=r"^generation 3 is not in .*gaussian-replace "
+                                       r"\(generations 0-2\)$"):
         run.samples(3)
+    np.testing.assert_array_equal(run.samples(-1), run.samples(2))
     with pytest.raises(RunError, match=r"^samples of generation 1 were not kept in "):
         run.samples(1)  # keep_samples: needed keeps generation 0's and the last
     page = run.report(tmp_path / "page.html")

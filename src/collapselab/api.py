@@ -78,15 +78,13 @@ class Run:
         return frame.set_index("generation")
 
     def samples(self, generation: int, producer: str | None = None) -> np.ndarray:
-        """The samples ``generation`` produced (after curation): ``(chains, n, ...)``; in a
-        multi-producer run, ``producer``'s. Only kept ones: ``keep_samples`` ``last`` (the
+        """The samples ``generation`` produced (after curation; negative: counted from the end):
+        ``(chains, n, ...)``; in a multi-producer run, ``producer``'s. Only kept ones: ``keep_samples`` ``last`` (the
         default) keeps generation 0's and the newest, ``all`` every one, ``k`` every k-th."""
-        done = self.generations
-        if isinstance(generation, bool) or not isinstance(generation, int) \
-                or not 0 <= generation < done:
-            raise RunError(f"generation must be one of the {done} completed generations "
-                           f"[0, {done}) of {self.root}; got {generation!r}")
-        return self.store.samples(generation, producer)
+        if isinstance(generation, bool) or not isinstance(generation, int):
+            raise RunError(f"generation must be an integer (negative: from the end); "
+                           f"got {generation!r}")
+        return self.store.samples(self.store.generation(generation), producer)
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write the HTML report (default: ``report.html`` in the run directory); returns its path."""

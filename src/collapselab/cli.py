@@ -94,20 +94,11 @@ def _check_run_dir(cfg) -> None:  # type: ignore[no-untyped-def]
 
 
 def _generations(store, run_dir: Path, wanted: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
-    """``wanted`` as generations of the run (negative: counted from the end, -1 the last completed
-    one); one outside the run is refused, naming the run's range."""
-    from collapselab.errors import RunError
+    """``wanted`` as generations of the run (``RunStore.generation``: negative counts from the
+    end), named as the user wrote the run's path."""
+    from collapselab.store import RunStore
 
-    done = store.completed()
-    span = ("no completed generation" if done == 0 else "generation 0" if done == 1
-            else f"generations 0-{done - 1}")
-    out = []
-    for g in wanted:
-        k = g + done if g < 0 else g
-        if not 0 <= k < done:
-            raise RunError(f"generation {g} is not in {run_dir} ({span})")
-        out.append(k)
-    return out
+    return [RunStore(run_dir).generation(g) for g in wanted]
 
 
 def _escape(text: str) -> str:

@@ -294,6 +294,17 @@ class RunStore:
     def completed(self) -> int:
         return int(self.manifest()["completed_generations"]) if self.exists else 0
 
+    def generation(self, gen: int) -> int:
+        """``gen`` as a completed generation (negative: counted from the end, -1 the last); one
+        outside the run is a RunError naming the run's range."""
+        done = self.completed()
+        k = gen + done if gen < 0 else gen
+        if not 0 <= k < done:
+            span = ("no completed generation" if done == 0 else "generation 0" if done == 1
+                    else f"generations 0-{done - 1}")
+            raise RunError(f"generation {gen} is not in {self.root} ({span})")
+        return k
+
     def config_text(self) -> str:
         return (self.root / "config.yaml").read_text()
 
