@@ -197,6 +197,67 @@ def test_a_changed_sweep_is_refused_before_anything_runs(reference, tmp_path):
     assert _snapshot(reference) == before
 
 
+LONG = {  # 4 points, ~2 s each: long enough to be interrupted mid-run
+    "base": {**SPEC["base"], "generations": 800, "metrics": ["variance_ratio"],
+             "policy": {"name": "real_fraction", "real_fraction": 0.5}},
+    "grid": {"seed": [0, 1, 2, 3]}, "workers": 2,
+}
+
+
+@pytest.mark.parametrize("to", ["group", "driver"])
+def test_ctrl_c_stops_a_local_sweep_and_a_rerun_resumes_it(tmp_path, to):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it, or to the driver alone):
+    the queued points never start, the running ones commit what they finished and stop, the
+    command exits 130 within seconds saying what was kept; a rerun resumes them."""
+    out = tmp_path / "sweep"
+    (tmp_path / "s.yaml").write_text(json.dumps({**LONG, "out_dir": str(out)}))
+    cmd = [sys.executable, "-m", "collapselab", "sweep", str(tmp_path / "s.yaml"), "--no-report"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # both workers are running a point
+            started = {d.name for d in out.glob("seed-*") if RunStore(d).exists}
+            if len(started) == 2:
+                break
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # some generations finish (they are committed once a second, or at ^C)
+        sent = time.monotonic()
+        if to == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=10)[0]
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and took < 5, (took, output)
+    assert {d.name for d in out.glob("seed-*")} == started  # no queued point started
+    kept = {n: RunStore(out / n).manifest() for n in started}
+    assert {m["status"] for m in kept.values()} == {"interrupted"}
+    assert all(0 < m["completed_generations"] < 800 for m in kept.values())
+    text = " ".join(output.split())
+    assert "sweep interrupted; 2 points not started" in text and "Traceback" not in output
+    for name, m in kept.items():
+        assert f"{name}: generations 0-{m['completed_generations'] - 1} kept" in text
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert "interrupted" in manifest["invocations"][-1]
+    assert {p["name"]: p["status"] for p in manifest["points"] if p["name"] in started} == {
+        n: "interrupted" for n in started}
+    if to == "driver":
+        return
+    result = run_sweep(load_sweep(raw={**LONG, "out_dir": str(out)}))
+    assert sorted(result.ran) == [f"seed-{s}" for s in range(4)] and result.failed == {}
+    entries = {p["name"]: p for p in json.loads((out / "sweep.json").read_text())["points"]}
+    for name, m in kept.items():
+        assert entries[name]["resumed_from"] == m["completed_generations"]
+        assert entries[name]["status"] == "complete"
+
+
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in [root, *root.rglob("*")]}
 

@@ -32,12 +32,15 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +50,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab.config import ExperimentConfig, apply_override, read_yaml, validate
-from collapselab.errors import ConfigError, RunError
+from collapselab.errors import ConfigError, Interrupted, RunError
 from collapselab.store import RunStore, jsonable, lock_state, locked, write_atomic
 
 log = logging.getLogger(__name__)
@@ -300,6 +303,9 @@ def run_point(config: dict[str, Any]) -> dict[str, Any]:
             store = run(cfg, resume=True, takeover=True, observers=track.observers)
         result.update(status=store.manifest()["status"], completed=store.completed(),
                       resumed_from=before)
+    except KeyboardInterrupt as exc:  # Ctrl-C: the run committed its finished generations
+        result.update(status="interrupted", message=str(exc) or "interrupted",
+                      completed=_completed(config))
     except Exception as exc:  # noqa: BLE001  (reported per point; the sweep goes on)
         log.debug("point failed", exc_info=True)
         result.update(status="failed", error=f"{type(exc).__name__}: {exc}",
@@ -308,16 +314,41 @@ def run_point(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _completed(config: dict[str, Any]) -> int | None:
+    try:
+        return RunStore(Path(config["out_dir"]) / config["name"]).completed()
+    except Exception:  # noqa: BLE001  (only for the message)
+        return None
+
+
 def _worker_init() -> None:
-    """Pool workers die with the driver (Linux), so a killed sweep leaves no orphan writing on."""
+    """Pool workers die with the driver (Linux), so a killed sweep leaves no orphan writing on;
+    they ignore Ctrl-C while idle (a pool worker interrupted between points breaks the pool):
+    ``_run_point_local`` listens for it while a point runs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
+
+def _run_point_local(config: dict[str, Any]) -> dict[str, Any]:
+    """``run_point`` in a pool worker: the first Ctrl-C (the terminal's, or the driver's when
+    it stops the sweep) interrupts the run, which commits its finished generations; any later
+    one is ignored, so it cannot cut that commit short."""
+    signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        return run_point(config)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 # --- backends ----------------------------------------------------------------------------------
@@ -333,20 +364,27 @@ def default_workers() -> int:
 
 
 def run_local(points: list[Point], workers: int, on_result: OnResult) -> None:
-    """A process pool. When a worker dies, the pool breaks and every point in flight fails with
-    it; those whose run holds a lock of a dead process are retried alone, one at a time, so a
-    second death is theirs; points never started go back in the queue."""
+    """A process pool, fed one point per free worker (so nothing waits in the pool's queue).
+
+    When a worker dies, the pool breaks and every point in flight fails with it; those whose run
+    holds a lock of a dead process are retried alone, one at a time, so a second death is
+    theirs; the others go back in the queue. Ctrl-C starts no further point, interrupts the
+    running ones (each commits its finished generations, as a single run does) and raises
+    ``Interrupted`` saying what was kept."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     queue: deque[Point] = deque(points)
     alone: deque[Point] = deque()
     deaths: dict[str, int] = {}
+    stopped: dict[str, dict[str, Any]] = {}  # interrupted points -> their results
 
-    def pool(n: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+    def finish(p: Point, result: dict[str, Any]) -> None:
+        if result.get("status") == "interrupted":
+            stopped[p.name] = result
+        on_result(p, {**result, "worker_deaths": deaths.get(p.name, 0)})
 
     def died(p: Point) -> None:
         deaths[p.name] = deaths.get(p.name, 0) + 1
@@ -357,36 +395,140 @@ def run_local(points: list[Point], workers: int, on_result: OnResult) -> None:
             log.warning("%s: worker process died; retrying", p.name)
             alone.append(p)
 
-    while queue or alone:
-        if alone:  # suspects of a worker death, alone
-            p = alone.popleft()
-            with pool(1) as ex:
-                try:
-                    result = ex.submit(run_point, _payload(p)).result()
-                except BrokenProcessPool:
+    with ctrl_c() as presses:
+        while (queue or alone) and not presses:
+            solo = bool(alone)  # suspects of a worker death run alone
+            source = alone if solo else queue
+            size = 1 if solo else min(workers, len(queue))
+            ex = ProcessPoolExecutor(max_workers=size, mp_context=ctx,
+                                     initializer=_worker_init)
+            running: dict[Future[dict[str, Any]], Point] = {}
+            broken: list[Point] = []
+            try:
+                while not presses:
+                    while source and len(running) < size and not broken:
+                        p = source.popleft()
+                        try:
+                            running[ex.submit(_run_point_local, _payload(p))] = p
+                        except BrokenProcessPool:
+                            source.appendleft(p)
+                            break
+                    if not running:
+                        break
+                    done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        p = running.pop(fut)
+                        result = _outcome(fut)
+                        if result is None:
+                            broken.append(p)
+                        else:
+                            finish(p, result)
+            except KeyboardInterrupt:  # SIGINT had a handler of its own: ctrl_c() left it
+                presses.append(time.monotonic())
+            if presses:
+                _stop(ex, running, presses, finish)
+                ex.shutdown(wait=True, cancel_futures=True)
+                break
+            ex.shutdown(wait=True)
+            # the pool is shut down: every worker is gone, so a point in flight holds a stale lock
+            suspects = [p for p in broken if _stale_lock(p)] or broken
+            for p in reversed(broken):
+                if p in suspects:
                     died(p)
-                    continue
-            on_result(p, {**result, "worker_deaths": deaths.get(p.name, 0)})
-            continue
-        broken: list[Point] = []
-        with pool(min(workers, len(queue))) as ex:
-            futures = {ex.submit(run_point, _payload(p)): p for p in queue}
-            queue.clear()
-            for fut in as_completed(futures):
-                p = futures[fut]
-                try:
-                    result = fut.result()
-                except BrokenProcessPool:
-                    broken.append(p)
-                    continue
-                on_result(p, {**result, "worker_deaths": deaths.get(p.name, 0)})
-        # the pool is shut down: every worker is gone, so a point in flight holds a stale lock
-        suspects = [p for p in broken if _stale_lock(p)] or broken
-        for p in broken:
-            if p in suspects:
-                died(p)
-            else:
-                queue.append(p)  # never started: not its fault
+                else:
+                    queue.appendleft(p)  # never started: not its fault
+        if presses:
+            raise Interrupted(_interrupted(stopped, len(queue) + len(alone)))
+
+
+STOP_GRACE_S = 10.0  # after Ctrl-C, how long running points get to commit and stop
+
+
+@contextmanager
+def ctrl_c() -> Iterator[list[float]]:
+    """While the body runs, Ctrl-C (SIGINT) only appends its time to the list it yields: the
+    driver notices it between two waits, never mid-write of the sweep manifest. Only where
+    SIGINT has Python's default handler and we are on the main thread (elsewhere Ctrl-C is as
+    it was: ignored, or a KeyboardInterrupt)."""
+    presses: list[float] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield presses
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: presses.append(time.monotonic()))
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(ex: Any, running: dict[Future[dict[str, Any]], Point], presses: list[float],
+          finish: OnResult) -> None:
+    """Interrupt the running points (SIGINT to the pool's workers: a Ctrl-C sent to the driver
+    alone reaches them too) and collect their results; a point still running after
+    ``STOP_GRACE_S``, or at a second Ctrl-C, has its worker killed (a rerun takes its lock
+    over)."""
+    from concurrent.futures import wait
+
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    deadline, pressed = time.monotonic() + STOP_GRACE_S, len(presses)
+    try:
+        while running and time.monotonic() < deadline and len(presses) == pressed:
+            for proc in procs:  # again each round: one may have picked its point up just now
+                _signal(proc.pid, signal.SIGINT)  # ignored by an idle or interrupted worker
+            done, _ = wait(running, timeout=0.2)
+            for fut in done:
+                p = running.pop(fut)
+                finish(p, _outcome(fut) or {"status": "interrupted",
+                                            "error": "its worker process died"})
+    except KeyboardInterrupt:
+        pass
+    if running:
+        for proc in procs:
+            _signal(proc.pid, signal.SIGKILL)
+        why = ("a second Ctrl-C" if len(presses) > pressed else
+               f"it did not stop within {STOP_GRACE_S:g} s of Ctrl-C")
+        for p in list(running):
+            finish(p, {"status": "interrupted", "error": f"its worker was killed: {why} (a "
+                       "rerun resumes it from its last commit)"})
+        running.clear()
+
+
+def _signal(pid: int | None, signum: int) -> None:
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _outcome(fut: Future[dict[str, Any]]) -> dict[str, Any] | None:
+    """A point's result from its future; None if the pool broke (a worker died)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return fut.result()
+    except BrokenProcessPool:
+        return None
+    except KeyboardInterrupt:  # Ctrl-C reached the worker outside the run
+        return {"status": "interrupted"}
+    except Exception as exc:  # noqa: BLE001  (e.g. a result that does not pickle)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _interrupted(stopped: dict[str, dict[str, Any]], not_started: int) -> str:
+    """What a Ctrl-C kept: each interrupted point's committed generations."""
+    parts = []
+    for name, res in stopped.items():
+        done = res.get("completed")
+        kept = ("nothing kept" if done == 0 else "generation 0 kept" if done == 1 else
+                f"generations 0-{done - 1} kept" if done else "kept what it committed")
+        parts.append(f"{name}: {kept}" + (f" ({res['error']})" if res.get("error") else ""))
+    lines = "".join(f"\n  - {part}" for part in parts)
+    left = f"; {not_started} point{'s' * (not_started != 1)} not started" if not_started else ""
+    return (f"sweep interrupted{left}; the sweep directory keeps every committed generation; "
+            f"rerun the sweep to resume{':' if lines else ''}{lines}")
 
 
 def run_ray(points: list[Point], workers: int | None, address: str | None,
@@ -546,6 +688,9 @@ def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) 
             entry["error"] = res.get("error")
             entry["worker_deaths"] = entry.get("worker_deaths", 0) + res.get("worker_deaths", 0)
             result.statuses[p.name] = res["status"]
+            if res["status"] == "interrupted":  # by Ctrl-C: not done, resumed by a rerun
+                _save_manifest(sweep, manifest)
+                return
             if res["status"] == "failed":
                 result.failed[p.name] = res.get("error", "?")
                 log.error("%s failed: %s\n%s", p.name, res.get("error"), res.get("traceback", ""))
@@ -556,11 +701,15 @@ def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) 
             if progress:
                 progress(done, total)
 
-        if todo:
-            if spec.backend == "ray":
+        try:
+            if todo and spec.backend == "ray":
                 run_ray(todo, spec.workers, spec.address, on_result)
-            else:
+            elif todo:
                 run_local(todo, spec.workers or min(default_workers(), len(todo)), on_result)
+        except KeyboardInterrupt:
+            manifest["invocations"][-1]["interrupted"] = time.time()
+            _save_manifest(sweep, manifest)
+            raise
         manifest["invocations"][-1]["finished"] = time.time()
         _save_manifest(sweep, manifest)
     return result
