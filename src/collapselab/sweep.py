@@ -321,10 +321,16 @@ def _completed(config: dict[str, Any]) -> int | None:
         return None
 
 
-def _worker_init() -> None:
+_LISTEN = True  # in a pool worker: whether Ctrl-C interrupts a running point
+
+
+def _worker_init(listen: bool = True) -> None:
     """Pool workers die with the driver (Linux), so a killed sweep leaves no orphan writing on;
     they ignore Ctrl-C while idle (a pool worker interrupted between points breaks the pool):
-    ``_run_point_local`` listens for it while a point runs."""
+    ``_run_point_local`` listens for it while a point runs, unless the driver ignores it too
+    (``listen`` false: a sweep started in the background with ``&`` or nohup)."""
+    global _LISTEN
+    _LISTEN = listen
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
@@ -339,7 +345,8 @@ def _run_point_local(config: dict[str, Any]) -> dict[str, Any]:
     """``run_point`` in a pool worker: the first Ctrl-C (the terminal's, or the driver's when
     it stops the sweep) interrupts the run, which commits its finished generations; any later
     one is ignored, so it cannot cut that commit short."""
-    signal.signal(signal.SIGINT, _interrupt_once)
+    if _LISTEN:
+        signal.signal(signal.SIGINT, _interrupt_once)
     try:
         return run_point(config)
     finally:
@@ -380,6 +387,7 @@ def run_local(points: list[Point], workers: int, on_result: OnResult) -> None:
     alone: deque[Point] = deque()
     deaths: dict[str, int] = {}
     stopped: dict[str, dict[str, Any]] = {}  # interrupted points -> their results
+    listen = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
 
     def finish(p: Point, result: dict[str, Any]) -> None:
         if result.get("status") == "interrupted":
@@ -401,7 +409,7 @@ def run_local(points: list[Point], workers: int, on_result: OnResult) -> None:
             source = alone if solo else queue
             size = 1 if solo else min(workers, len(queue))
             ex = ProcessPoolExecutor(max_workers=size, mp_context=ctx,
-                                     initializer=_worker_init)
+                                     initializer=_worker_init, initargs=(listen,))
             running: dict[Future[dict[str, Any]], Point] = {}
             broken: list[Point] = []
             try:
