@@ -93,12 +93,10 @@ def _check_run_dir(cfg) -> None:  # type: ignore[no-untyped-def]
         raise ConfigError([problem])
 
 
-def _generations(store, run_dir: Path, wanted: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
+def _generations(store, wanted: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
     """``wanted`` as generations of the run (``RunStore.generation``: negative counts from the
-    end), named as the user wrote the run's path."""
-    from collapselab.store import RunStore
-
-    return [RunStore(run_dir).generation(g) for g in wanted]
+    end; one outside the run is refused, naming its range)."""
+    return [store.generation(g) for g in wanted]
 
 
 def _escape(text: str) -> str:
@@ -235,7 +233,7 @@ def samples(
         store = RunStore(run_dir)
         store.manifest()  # a clear error for a folder that is not a run
         if generation is not None:
-            generation = _generations(store, run_dir, generation)
+            generation = _generations(store, generation)
         tables = [(t, rows) for t, rows in continuations(store, generation, producer) if rows]
         if not tables:
             from collapselab.errors import RunError
@@ -270,7 +268,7 @@ def provenance(
     with user_errors():
         store = RunStore(run_dir)
         store.manifest()  # a clear error for a folder that is not a run
-        generation = _generations(store, run_dir, [generation])[0]
+        generation = _generations(store, [generation])[0]
         rows = prov.listing(store, generation, producer)
         recorded = next((r for r in store.metrics() if r["generation"] == generation), {})
         prefix = f"{producer}/composition." if producer else "composition."
@@ -383,7 +381,7 @@ def theory(
         store = RunStore(run_dir)
         store.manifest()  # a clear error for a folder that is not a run
         if generation:
-            generation = _generations(store, run_dir, generation)
+            generation = _generations(store, generation)
         found = th.run_agreement(run_dir, generation)
         if not found:
             console.print(f"{run_dir.name}: no theory applies to this run (or no generation "
