@@ -154,7 +154,10 @@ def test_the_cli_reports_an_unimportable_component_in_one_line(monkeypatch, regi
 
 
 BAD_SIGNATURE = """
-class Broken:
+from collapselab.models.gaussian import Gaussian
+
+
+class Broken(Gaussian):  # a family, but for its signature
     kinds = frozenset({"continuous"})
 
     def __init__(self, width: NoSuchType = 3) -> None:

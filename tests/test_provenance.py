@@ -207,15 +207,14 @@ class ComposesData:
         return history[-1] * 2
 
 
-def test_a_policy_without_a_plan_is_refused_at_config_time(monkeypatch):
+def test_a_policy_without_a_plan_is_refused_at_config_time():
     from collapselab.errors import ConfigError
 
-    monkeypatch.setitem(registry.policies._entries, "_composes", ComposesData)
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["policy.name=_composes"])
+        load_config(None, ["policy.name=tests.test_provenance:ComposesData"])
     assert err.value.problems == [
-        "policy.name: '_composes' has no plan(sizes, size, chains, rng) method; a policy returns "
-        "an index plan (collapselab.provenance.Plan): it selects rows, nothing else"]
+        "policy.name: policy 'tests.test_provenance:ComposesData' is not a component: a policy is "
+        "a class defining plan and history; got a class without plan"]
 
 
 def test_a_rows_composition_names_the_newest_generations_and_lumps_the_older(tmp_path):

@@ -535,10 +535,6 @@ def _check_one(
     except ImportError as exc:
         return None, [f"{where}.{key}: {name!r} needs an optional dependency: {exc}"]
     values = fields.model_dump()
-    if reg is registry.policies and not callable(getattr(target, "plan", None)):
-        return None, [f"{where}.{key}: {name!r} has no plan(sizes, size, chains, rng) method; a "
-                      "policy returns an index plan (collapselab.provenance.Plan): it selects "
-                      "rows, nothing else"]
     bools = _bools_as_numbers(params, values, where)
     if bools:
         return None, bools

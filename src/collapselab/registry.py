@@ -1,6 +1,6 @@
 """One registry per kind of component: model families, data sources, policies, filters, metrics.
 
-A component is a class (or function) whose typed ``__init__`` keywords are its config fields: the
+A component is a class whose typed ``__init__`` keywords are its config fields: the
 config schema is derived from the signature, so each field is declared and documented once.
 
 A config names a component in one of three ways:
@@ -15,8 +15,11 @@ A config names a component in one of three ways:
       [project.entry-points."collapselab.components"]
       "family.laplace" = "collapselab_laplace.family:Laplace"
 
-A component whose signature cannot be read (e.g. an annotation naming a type that does not exist)
-is an error when it is registered or first resolved, never a component without parameters.
+A component is checked when it is registered or first resolved, before anything calls it: it must
+be a class defining what its kind's protocol asks (``PROTOCOLS``: ``fit``, ``sample``, ... for a
+family), and its signature must be readable (an annotation naming a type that does not exist is an
+error, never a component without parameters). ``os:system`` or ``collections:OrderedDict`` is
+refused naming the rule; nothing of it is called.
 """
 
 from __future__ import annotations
@@ -39,6 +42,16 @@ ENTRY_POINT_GROUP = "collapselab.components"
 BUILTIN = "collapselab"  # the origin of components registered by collapselab itself
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
+# what a component class of each kind defines: (methods, attributes); the protocols themselves
+# are documented in protocol.py, sources/base.py, policies.py, curation.py and metrics/base.py
+PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "family": (("fit", "sample", "score_samples", "score", "clone"), ()),
+    "source": (("real", "fresh", "heldout"), ("kind",)),
+    "policy": (("plan",), ("history",)),
+    "filter": (("__call__",), ()),
+    "metric": (("__call__",), ("kinds",)),
+}
+
 
 class UnknownNameError(KeyError):
     """A config named a component that is not registered."""
@@ -49,8 +62,9 @@ class UnknownNameError(KeyError):
 
 class ComponentError(CollapselabError, ImportError):
     """A component cannot be loaded: its import path or entry point names a module or attribute
-    that cannot be imported, or something that is not a class or function, or its signature cannot
-    be read. (An ``ImportError``, so listings that skip unimportable components skip it too.)"""
+    that cannot be imported, or something that is not a class implementing its kind's protocol, or
+    its signature cannot be read. (An ``ImportError``, so listings that skip unimportable
+    components skip it too.)"""
 
 
 def is_import_path(name: object) -> bool:
@@ -73,7 +87,7 @@ class Registry(Generic[T]):
 
         def add(obj: T | str) -> T | str:
             if not isinstance(obj, str):
-                check_signature(obj, f"{self.kind} {name!r}")
+                self.check(obj, f"{self.kind} {name!r}")
             self._entries[name] = obj
             self._origins[name] = origin
             return obj
@@ -104,14 +118,34 @@ class Registry(Generic[T]):
             entry = self._entries[name]
             if isinstance(entry, str):  # lazy "module:attr"
                 origin = self._origins[name]
-                entry = (_import(entry) if origin == BUILTIN  # missing torch: a plain ImportError
-                         else load(entry, f"{self.kind} {name!r} (from {origin})"))
-                check_signature(entry, f"{self.kind} {name!r}")
+                what = f"{self.kind} {name!r}" + (f" (from {origin})" if origin != BUILTIN else "")
+                # a built-in's missing torch: a plain ImportError
+                entry = self.check(_import(entry) if origin == BUILTIN else load(entry, what), what)
                 self._entries[name] = entry
             return entry  # type: ignore[return-value]
         if is_import_path(name):  # not cached: a module reloaded in a notebook is seen
-            return load(name, f"{self.kind} {name!r}")  # type: ignore[no-any-return]
+            what = f"{self.kind} {name!r}"
+            return self.check(load(name, what), what)  # type: ignore[no-any-return]
         raise UnknownNameError(self.unknown_message(name))
+
+    def check(self, target: Any, what: str) -> Any:
+        """``target`` if it is a component of this kind: a class defining what ``PROTOCOLS``
+        asks, with a readable signature; else a ``ComponentError`` naming ``what`` and the rule.
+        Nothing of ``target`` is called."""
+        methods, attributes = PROTOCOLS[self.key]
+        rule = f"a {self.kind} is a class defining {_listed(methods + attributes)}"
+        if not inspect.isclass(target):
+            raise ComponentError(f"{what} is not a component: {rule}; got a "
+                                 f"{type(target).__name__}")
+        lacks = [n for n in methods
+                 if _defined(target, n) is _MISSING or not callable(getattr(target, n))]
+        lacks += [n for n in attributes
+                  if _defined(target, n) is _MISSING and n not in _declared(target)]
+        if lacks:
+            raise ComponentError(f"{what} is not a component: {rule}; got a class without "
+                                 f"{_listed(lacks)}")
+        check_signature(target, what)
+        return target
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self.names(), n=1)
@@ -138,15 +172,35 @@ def _import(path: str) -> Any:
 
 
 def load(path: str, what: str) -> Any:
-    """Import ``package.module:Name``; any failure is a ``ComponentError`` naming ``what``."""
+    """Import ``package.module:Name`` (nothing of it is called: ``Registry.check`` says whether
+    it is a component); any failure is a ``ComponentError`` naming ``what``."""
     try:
-        obj = _import(path)
+        return _import(path)
     except Exception as exc:  # the plugin's own import errors too: name the component
         raise ComponentError(f"cannot import {what}: {type(exc).__name__}: {exc}") from exc
-    if not callable(obj):
-        raise ComponentError(f"{what} must name a class or function; got {type(obj).__name__}")
-    check_signature(obj, what)
-    return obj
+
+
+_MISSING = object()
+
+
+def _defined(cls: type, name: str) -> Any:
+    """What the class (or a base) defines as ``name``, looked up in the class dictionaries only:
+    every class has a ``__call__`` through ``type``, which does not make its instances callable."""
+    return next((vars(c)[name] for c in cls.__mro__ if name in vars(c)), _MISSING)
+
+
+def _declared(cls: type) -> set[str]:
+    """Attributes a class declares without a class-level value: annotated, or ``__init__``
+    keywords (set on the instance)."""
+    names = {n for c in cls.__mro__ for n in vars(c).get("__annotations__", {})}
+    try:
+        return names | set(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        return names
+
+
+def _listed(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def check_signature(target: Any, what: str) -> None:
