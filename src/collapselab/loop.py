@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from collapselab import capabilities, provenance, registry, theory, watermark
+from collapselab import capabilities, provenance, registry, theory, watermark, workarea
 from collapselab.config import ExperimentConfig
 from collapselab.curation import Curated, CurationContext, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
@@ -277,10 +277,11 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         for p, producer in enumerate(exp.producers):
             rng = Streams.for_generation(cfg.seed, gen, p)
             train, parts = compose(exp, real, state.pools[p], rng.compose)  # (chains, size', ...)
-            try:
-                model = clone(producer.prototype).fit(train, rng=rng.fit)
-                with watermark.applied(marker):  # LM samplers add delta to green-list logits
-                    produced = model.sample(m, rng.sample)  # (chains, m, ...)
+            try:  # workarea: the generation a fit or sampler in other processes names
+                with workarea.generation(store.root, gen, producer.name):
+                    model = clone(producer.prototype).fit(train, rng=rng.fit)
+                    with watermark.applied(marker):  # LM samplers add delta to green-list logits
+                        produced = model.sample(m, rng.sample)  # (chains, m, ...)
                 check_finite(produced)
             except NUMERICAL as exc:  # a result of the experiment; anything else is an error
                 row[producer.key("degenerate")] = degenerate(exc)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from collapselab.errors import ConfigError, DataError
-from collapselab.models import decoding, sampling
+from collapselab.models import decoding, distributed, sampling
+from collapselab.models.distributed import DistributedOption
 from collapselab.models.torch_lm import Device, NeonOption, TorchLM, Training, resolve_device
 
 CHECKPOINT_FORMAT = "collapselab.gpt/1"
@@ -214,6 +215,7 @@ class GPT(TorchLM):
             int, pydantic.Field(ge=0, description="sampled blocks start with the first k tokens of a random training block; 0: from BOS")
         ] = 0,
         neon: NeonOption = None,
+        distributed: DistributedOption = None,
         # decoding: one control each, declared once in collapselab.models.decoding
         temperature: decoding.Temperature = 1.0, top_k: decoding.TopK = 0, top_p: decoding.TopP = 1.0,
         repetition_penalty: decoding.RepetitionPenalty = 1.0, num_beams: decoding.NumBeams = 1,
@@ -225,6 +227,7 @@ class GPT(TorchLM):
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
         self.weight_decay, self.grad_clip = weight_decay, grad_clip
         self.device, self.prompt_tokens, self.neon = device, prompt_tokens, neon
+        self.distributed = distributed
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.repetition_penalty, self.num_beams, self.do_sample = repetition_penalty, num_beams, do_sample
         self.min_new_tokens, self.eos_id = min_new_tokens, eos_id
@@ -232,8 +235,11 @@ class GPT(TorchLM):
 
     @classmethod
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
-        """Config time: the prompt leaves room for a new token; the context holds a block."""
+        """Config time: the prompt leaves room for a new token; the context holds a block; a fit
+        across processes can share the batch."""
         problems: list[str] = setup.prompt_problems(params["prompt_tokens"])
+        problems += distributed.problems(params.get("distributed"), params.get("batch_size"),
+                                         params.get("device"), setup.where)
         t, ctx = setup.block_len, params["context_len"]
         if t is not None and ctx is not None and ctx < t:
             problems.append(f"{setup.where}.context_len: must be >= data.block_len={t} (the "

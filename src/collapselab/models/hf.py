@@ -37,7 +37,8 @@ import pydantic
 import torch
 
 from collapselab.errors import ConfigError
-from collapselab.models import decoding, sampling
+from collapselab.models import decoding, distributed, sampling
+from collapselab.models.distributed import DistributedOption
 from collapselab.models.torch_lm import (
     Device,
     NeonOption,
@@ -156,6 +157,7 @@ class HFCausalLM(TorchLM):
         eos_id: decoding.EosId = None, sample_batch_size: decoding.BatchSize = 32,
         score_batch_size: Annotated[int, pydantic.Field(ge=1, description="blocks per forward pass when scoring")] = 32,
         neon: NeonOption = None,
+        distributed: DistributedOption = None,
     ) -> None:  # fmt: skip
         self.name_or_path, self.gguf_file = name_or_path, gguf_file
         self.vocab_size, self.add_bos = vocab_size, add_bos
@@ -169,19 +171,23 @@ class HFCausalLM(TorchLM):
         self.sample_batch_size = sample_batch_size
         self.score_batch_size = score_batch_size
         self.neon = neon
+        self.distributed = distributed
 
     @classmethod
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
-        """Config time: prompt plus new tokens cover one block (the rule ``fit`` applies)."""
+        """Config time: prompt plus new tokens cover one block (the rule ``fit`` applies); a fit
+        across processes can share the batch."""
         t, k, new = setup.block_len, params["prompt_tokens"], params["max_new_tokens"]
+        shared = distributed.problems(params.get("distributed"), params.get("batch_size"),
+                                      params.get("device"), setup.where)
         if t is None:
-            return []
+            return shared
         new = t - k if new is None else new
         if k > t or k + new < t or new < 1:
-            return [f"{setup.where}.prompt_tokens: prompt_tokens + max_new_tokens must cover one "
-                    f"block of data.block_len={t} with at least one new token; got "
-                    f"prompt_tokens={k}, max_new_tokens={params['max_new_tokens']}"]
-        return []
+            shared.append(f"{setup.where}.prompt_tokens: prompt_tokens + max_new_tokens must cover "
+                          f"one block of data.block_len={t} with at least one new token; got "
+                          f"prompt_tokens={k}, max_new_tokens={params['max_new_tokens']}")
+        return shared
 
     # ------------------------------------------------------------ TorchLM hooks
 

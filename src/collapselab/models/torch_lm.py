@@ -45,8 +45,9 @@ import torch.nn.functional as F
 from collapselab import registry
 from collapselab.capabilities import CompletesPrompts, ScoresTokens
 from collapselab.errors import ConfigError, NumericalError
-from collapselab.models import sampling
+from collapselab.models import distributed, sampling
 from collapselab.models.decoding import Decoding
+from collapselab.models.distributed import Distributed, Ranks
 from collapselab.protocol import Model, NetworkCache, check_data, check_n
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,12 @@ class Trained:
 
 
 def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Module, torch.Tensor],
-          torch.Tensor], cfg: Training, gen: torch.Generator, dev: torch.device) -> Trained:  # fmt: skip
+          torch.Tensor], cfg: Training, gen: torch.Generator, dev: torch.device,
+          ranks: Ranks | None = None) -> Trained:  # fmt: skip
     """Train ``net`` on the (BOS-prefixed) blocks ``x`` (n, L) on CPU, batches moved to ``dev``;
     ``loss_fn(net, batch)`` is the mean next-token cross-entropy. With validation blocks, the best
-    epoch's weights are kept."""
+    epoch's weights are kept. With ``ranks`` (a worker of a fit across processes, ``net`` under
+    DDP or FSDP), every rank draws the same shuffles and trains on its share of each batch."""
     n_valid = 0
     if cfg.valid_fraction > 0:  # held-out blocks first, from the same generator
         order = torch.randperm(x.shape[0], generator=gen)
@@ -145,10 +148,13 @@ def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Mod
         for s in range(steps_per_epoch):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(it, total, warmup)
-            xb = x[perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]].to(dev)
-            total_loss += _step(net, opt, loss_fn, xb, cfg.grad_clip)
-            tokens += xb.shape[0] * (xb.shape[1] - 1)
+            xb = x[perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
+            tokens += xb.shape[0] * (xb.shape[1] - 1)  # of the global batch
+            xb, weight = ranks.share(xb) if ranks is not None else (xb, 1.0)
+            total_loss += _step(net, opt, loss_fn, xb.to(dev), cfg.grad_clip, weight)
             it += 1
+        if ranks is not None:
+            total_loss = ranks.mean(total_loss)
         out.train_loss.append(float(total_loss) / steps_per_epoch)
         if not math.isfinite(out.train_loss[-1]):
             raise NumericalError(f"training diverged: mean loss {out.train_loss[-1]} in epoch {epoch}")
@@ -168,9 +174,12 @@ def train(net: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.nn.Mod
 
 def _step(net: torch.nn.Module, opt: torch.optim.Optimizer,
           loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], xb: torch.Tensor,
-          grad_clip: float) -> torch.Tensor:
-    """One optimizer step on the batch ``xb``; its loss, detached."""
+          grad_clip: float, weight: float = 1.0) -> torch.Tensor:
+    """One optimizer step on the batch ``xb`` (its loss scaled by ``weight``: a share of a batch
+    split across processes); the scaled loss, detached."""
     loss = loss_fn(net, xb)
+    if weight != 1.0:
+        loss = loss * weight
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -261,7 +270,9 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
     """A torch language model over int token blocks ``(chains, n_blocks, block_len)``; one network
     per chain. Declares :class:`ScoresTokens` and :class:`CompletesPrompts`; its weights
     (``state_dicts_``) and ``threaded`` make it ``HasWeights`` and ``RunsThreads``. Subclasses keep the hyperparameters ``device``, ``prompt_tokens`` and the decoding
-    controls (``Decoding``'s names, ``sample_batch_size``) and may take ``neon`` (:data:`NeonOption`)."""
+    controls (``Decoding``'s names, ``sample_batch_size``) and may take ``neon`` (:data:`NeonOption`)
+    and ``distributed`` (:data:`~collapselab.models.distributed.DistributedOption`: the fit under
+    torchrun, :mod:`collapselab.models.distributed`)."""
 
     kinds = frozenset({"tokens"})
     threaded = True
@@ -269,6 +280,8 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
     device: str
     prompt_tokens: int
     neon: Neon | dict[str, Any] | None = None  # a family that takes the keyword sets it
+    distributed: Distributed | dict[str, Any] | None = None  # likewise: the fit under torchrun
+    batch_size: int
     vocab_size_: int
     block_len_: int
     new_tokens_: int  # tokens each sampled block writes after its prompt
@@ -320,6 +333,8 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
         controls = frozenset(Decoding.model_fields) | {"sample_batch_size"}
         problems = param_problems(self, skip=controls)
         problems += self._extra_problems() if not problems else []
+        if not problems:
+            problems += distributed.problems(self.distributed, self.batch_size, self.device)
         try:
             self.decoding()
         except ConfigError as err:
@@ -345,14 +360,20 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
         self.train_tokens_per_s_: list[float] = []
         cfg = self._training()
         seeds = rng.integers(0, 2**63 - 1, size=data.shape[0])
+        across = self._distributed()
+        fitted = distributed.fit_across(self, data, seeds, across) if across else None
         for c in range(data.shape[0]):
-            gen = torch.Generator().manual_seed(int(seeds[c]))
-            net = self._new_net(gen, context).to(dev)
-            x = torch.from_numpy(self._with_bos(data[c]))  # (n, L) on CPU; batches move to dev
-            done = train(net, x, self._loss, cfg, gen, dev)
-            net.eval()
-            self._nets[c] = net
-            self.state_dicts_.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
+            if fitted is not None:  # trained by torchrun workers; the network is built on use
+                state, done = fitted[c]
+                self.state_dicts_.append(state)
+            else:
+                gen = torch.Generator().manual_seed(int(seeds[c]))
+                net = self._new_net(gen, context).to(dev)
+                x = torch.from_numpy(self._with_bos(data[c]))  # (n, L) on CPU; batches move to dev
+                done = train(net, x, self._loss, cfg, gen, dev)
+                net.eval()
+                self._nets[c] = net
+                self.state_dicts_.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
             self.train_loss_.append(done.train_loss)
             self.valid_loss_.append(done.valid_loss)
             self.best_epoch_.append(done.best_epoch)
@@ -366,6 +387,9 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
 
     def _neon(self) -> Neon | None:
         return None if self.neon is None else Neon.model_validate(self.neon)
+
+    def _distributed(self) -> Distributed | None:
+        return None if self.distributed is None else Distributed.model_validate(self.distributed)
 
     def _apply_neon(self, neon: Neon, cfg: Training, rng: np.random.Generator) -> None:
         """Per chain: ``θ_self`` = the fitted network fine-tuned on ``neon.samples`` blocks it wrote
