@@ -54,7 +54,9 @@ def user_errors() -> Iterator[None]:
     except (CollapselabError, OSError) as exc:
         if state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        # soft_wrap: the message as one line per line of it (a terminal wraps it; a log or a
+        # grep keeps it whole)
+        console.print(f"[bold red]error:[/] {_escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as exc:
         console.print(f"[yellow]{_escape(str(exc) or 'interrupted')}")
@@ -209,8 +211,10 @@ def report(
 
     with user_errors():
         if len(run_dirs) == 1 and is_sweep_dir(run_dirs[0]):
-            from collapselab.aggregate import write_sweep_report
+            from collapselab.aggregate import sweep_runs, write_sweep_report
 
+            for _, store in sweep_runs(run_dirs[0]):
+                store.check()
             console.print(f"report: {write_sweep_report(run_dirs[0], out)}")
             return
         console.print(f"report: {write_report(list(run_dirs), out)}")
@@ -231,7 +235,7 @@ def samples(
 
     with user_errors():
         store = RunStore(run_dir)
-        store.manifest()  # a clear error for a folder that is not a run
+        store.check()  # a clear error for a folder that is not a run, or a damaged run
         if generation is not None:
             generation = _generations(store, generation)
         tables = [(t, rows) for t, rows in continuations(store, generation, producer) if rows]
@@ -267,7 +271,7 @@ def provenance(
 
     with user_errors():
         store = RunStore(run_dir)
-        store.manifest()  # a clear error for a folder that is not a run
+        store.check()  # a clear error for a folder that is not a run, or a damaged run
         generation = _generations(store, [generation])[0]
         rows = prov.listing(store, generation, producer)
         recorded = next((r for r in store.metrics() if r["generation"] == generation), {})
@@ -346,7 +350,7 @@ def compare(
     from collapselab.store import RunStore
 
     with user_errors():
-        RunStore(run_a).manifest(), RunStore(run_b).manifest()  # folders that are not runs
+        RunStore(run_a).check(), RunStore(run_b).check()  # folders that are not runs, damage
         if compare_runs(run_a, run_b).dropna(subset=["diff"]).empty:
             raise RunError(f"no metric in common between {run_a} and {run_b} (no metric both "
                            "recorded in a generation both completed); nothing written")
@@ -379,7 +383,7 @@ def theory(
 
     with user_errors():
         store = RunStore(run_dir)
-        store.manifest()  # a clear error for a folder that is not a run
+        store.check()  # a clear error for a folder that is not a run, or a damaged run
         if generation:
             generation = _generations(store, generation)
         found = th.run_agreement(run_dir, generation)
@@ -398,6 +402,44 @@ def theory(
         failed = sum(not a.passed for a in found)
         out.print(f"{len(found) - failed} of {len(found)} within {th.PASS_Z:g} standard errors",
                   markup=False, highlight=False)
+
+
+@app.command()
+def verify(
+    paths: Annotated[list[Path], typer.Argument(help="run directories or sweep directories")],
+) -> None:
+    """Check that each run's files hold what its manifest committed (rows, sizes, checksums,
+    generations); of a sweep directory, every point's run. Exits 2 naming each problem."""
+    from collapselab.errors import RunError
+    from collapselab.store import RunStore, damaged
+    from collapselab.sweep import is_sweep_dir
+
+    with user_errors():
+        stores = []
+        for path in paths:
+            if is_sweep_dir(path):
+                from collapselab.aggregate import sweep_runs
+
+                stores += [store for _, store in sweep_runs(path)]
+            else:
+                stores.append(RunStore(path))
+        bad = 0
+        for store in stores:
+            try:
+                problems = store.verify()
+                if not problems:
+                    listed = "files" in store.manifest()
+                    typer.echo(f"{store.root}: ok" + ("" if listed else (
+                        " (no integrity record: an earlier collapselab wrote it; its rows and "
+                        "generations were checked, not its files)")))
+                    continue
+                message = damaged(store.root, problems)
+            except RunError as exc:
+                message = str(exc)
+            bad += 1
+            console.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
+        if bad:
+            raise typer.Exit(2)
 
 
 @app.command()

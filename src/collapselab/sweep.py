@@ -605,13 +605,14 @@ def check_configs(sweep: Sweep, checked: frozenset[str] = frozenset()) -> frozen
         if p.name in checked or not store.exists:
             continue
         try:
-            old = store.config()
+            old = resolved(store.config())
         except RunError as exc:
             problems.append(f"point {p.name}: {exc}")
             continue
-        if old != p.config:
+        new = resolved(p.config)
+        if old != new:
             problems.append(f"point {p.name}: {store.root} was started with "
-                            f"{_difference(old, p.config)}")
+                            f"{_difference(old, new)}")
         else:
             same.add(p.name)
     if problems:
@@ -622,6 +623,17 @@ def check_configs(sweep: Sweep, checked: frozenset[str] = frozenset()) -> frozen
                        f"with a different config; choose another out_dir or name (or diff "
                        f"against each run's config.yaml):\n{lines}")
     return frozenset(same)
+
+
+def resolved(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with every default filled in, as a worker runs it (``run_point`` validates the
+    point's config as plain data): a config without ``metrics:`` names its default metrics bare,
+    the run's stored config names them with their parameters. A config that no longer validates
+    (a component since removed) is compared as it is."""
+    try:
+        return validate(cfg.model_dump(mode="json"))
+    except (ConfigError, pydantic.ValidationError):
+        return cfg
 
 
 def _difference(old: ExperimentConfig, new: ExperimentConfig) -> str:
