@@ -142,7 +142,8 @@ def fit_across(model: TorchLM, data: np.ndarray, seeds: np.ndarray, setup: Distr
         (folder / "job.pkl").write_bytes(pickle.dumps(job))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nnodes={setup.nnodes}", f"--nproc_per_node={setup.nproc_per_node}",
-               "--max_restarts=0", "-m", __name__, str(folder)]  # fmt: skip
+               "--max_restarts=0", f"--log-dir={folder / 'torchrun'}",  # its logs go with it
+               "-m", __name__, str(folder)]  # fmt: skip
         # the workers import the family as this process does (a plugin by import path too)
         paths = [p or os.getcwd() for p in sys.path]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
@@ -282,6 +283,9 @@ def main() -> None:
     from torch.distributed.elastic.multiprocessing.errors import record
 
     record(work)(Path(sys.argv[1]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the result is written: skip tearing down torch (a second on a busy machine)
 
 
 if __name__ == "__main__":
