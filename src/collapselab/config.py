@@ -350,6 +350,7 @@ class Setup:
     data_size: int  # real samples (blocks) per chain in generation 0
     synthetic_size: int | None  # samples per chain a later generation trains on; None: data.size
     chains: int
+    watermark: Any = None  # the config's watermark: section (None: none)
 
     @property
     def block_len(self) -> int | None:
@@ -405,7 +406,7 @@ def _check_setup(cfg: ExperimentConfig) -> list[str]:
         hook = getattr(registry.families.get(spec.family), "check_setup", None)
         if source is not None and callable(hook):
             problems += hook(params, Setup(where, source, cfg.data.size, cfg.synthetic_size,
-                                           cfg.chains))
+                                           cfg.chains, cfg.watermark))
     return problems
 
 

@@ -37,7 +37,8 @@ import pydantic
 import torch
 
 from collapselab.errors import ConfigError
-from collapselab.models import decoding, distributed, sampling
+from collapselab import watermark
+from collapselab.models import decoding, distributed, sampling, vllm_engine
 from collapselab.models.distributed import DistributedOption
 from collapselab.models.torch_lm import (
     Device,
@@ -158,6 +159,7 @@ class HFCausalLM(TorchLM):
         score_batch_size: Annotated[int, pydantic.Field(ge=1, description="blocks per forward pass when scoring")] = 32,
         neon: NeonOption = None,
         distributed: DistributedOption = None,
+        generation_engine: vllm_engine.GenerationEngine = "torch",
     ) -> None:  # fmt: skip
         self.name_or_path, self.gguf_file = name_or_path, gguf_file
         self.vocab_size, self.add_bos = vocab_size, add_bos
@@ -172,6 +174,7 @@ class HFCausalLM(TorchLM):
         self.score_batch_size = score_batch_size
         self.neon = neon
         self.distributed = distributed
+        self.generation_engine = generation_engine
 
     @classmethod
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
@@ -180,6 +183,7 @@ class HFCausalLM(TorchLM):
         t, k, new = setup.block_len, params["prompt_tokens"], params["max_new_tokens"]
         shared = distributed.problems(params.get("distributed"), params.get("batch_size"),
                                       params.get("device"), setup.where)
+        shared += cls._engine_problems(params, setup.where, getattr(setup, "watermark", None))
         if t is None:
             return shared
         new = t - k if new is None else new
@@ -188,6 +192,23 @@ class HFCausalLM(TorchLM):
                           f"one block of data.block_len={t} with at least one new token; got "
                           f"prompt_tokens={k}, max_new_tokens={params['max_new_tokens']}")
         return shared
+
+    @staticmethod
+    def _engine_problems(params: dict[str, Any], where: str, marker: Any = None) -> list[str]:
+        """What ``generation_engine: vllm`` cannot do with these decoding controls (or beside a
+        watermark); nothing for the torch engine or controls that are invalid anyway."""
+        if params.get("generation_engine") != "vllm":
+            return []
+        out = [vllm_engine.watermark_problem(where)] if marker is not None else []
+        try:
+            settings = decoding.Decoding(**{k: params[k] for k in decoding.Decoding.model_fields
+                                            if k in params and k != "batch_size"})  # fmt: skip
+        except ConfigError:
+            return out  # reported by the controls' own rules
+        return out + vllm_engine.problems(settings, where)
+
+    def _extra_problems(self) -> list[str]:
+        return self._engine_problems(self.get_params(), "model")
 
     # ------------------------------------------------------------ TorchLM hooks
 
@@ -211,6 +232,7 @@ class HFCausalLM(TorchLM):
                 f"prompt_tokens + max_new_tokens must cover one block of block_len={block_len} "
                 f"with prompt_tokens <= block_len and at least one new token; got "
                 f"prompt_tokens={self.prompt_tokens}, max_new_tokens={self.max_new_tokens}"])  # fmt: skip
+        vllm_engine.close()  # vLLM keeps its memory until its process ends: none beside a fit
         config, base = load_base(self.name_or_path, self.gguf_file)
         rows = int(getattr(config, "vocab_size", None) or base[_embedding_key(base)].shape[0])
         vocab = self.vocab_size or rows
@@ -259,6 +281,25 @@ class HFCausalLM(TorchLM):
 
     def _score_rows(self, t: int) -> int:
         return self.score_batch_size
+
+    def _generate(self, chain: int, prompts: np.ndarray, new_tokens: int,
+                  rng: np.random.Generator, settings: decoding.Decoding) -> np.ndarray:  # fmt: skip
+        """The torch engine, or with ``generation_engine: vllm`` vLLM's offline ``LLM`` in a child
+        process (:mod:`collapselab.models.vllm_engine`), one seed per request from ``rng``."""
+        if self.generation_engine != "vllm":
+            return super()._generate(chain, prompts, new_tokens, rng, settings)
+        if watermark.current() is not None:
+            raise ConfigError([vllm_engine.watermark_problem()])
+        if new_tokens == 0 or prompts.shape[0] == 0:
+            return prompts.copy()
+        sampled = settings.do_sample and settings.num_beams == 1
+        seeds = rng.integers(0, 2**63 - 1, size=prompts.shape[0]) if sampled else None
+        if resolve_device(self.device).type == "cuda":  # the engine needs the GPU's memory
+            self._nets.clear()
+            torch.cuda.empty_cache()
+        engine = vllm_engine.engine(self, chain, prompts.shape[1] + new_tokens)
+        new = engine.generate(prompts, new_tokens, settings, seeds)
+        return np.concatenate([prompts, new], axis=1)
 
     def _autocast(self, dev: torch.device) -> Any:
         """bfloat16 autocast where asked for (or auto on a CUDA that has it)."""

@@ -498,13 +498,11 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
         self.generated_tokens_per_s_ = []
         for c in range(self.n_chains_):
             pick = rng.permuted(np.resize(np.arange(self.prompts_.shape[1]), n))
-            net = self._net(c)
-            prompts = torch.from_numpy(self._with_bos(self.prompts_[c, pick])).to(device_of(net))
+            prompts = self._with_bos(self.prompts_[c, pick])
             tic = time.perf_counter()
-            ids = sampling.generate(self._make_step(net), prompts, self.new_tokens_, rng=rng,
-                                    settings=settings)  # fmt: skip
+            ids = self._generate(c, prompts, self.new_tokens_, rng, settings)
             self.generated_tokens_per_s_.append(n * self.new_tokens_ / (time.perf_counter() - tic))
-            out[c] = ids[:, -self.block_len_ :].cpu().numpy()
+            out[c] = ids[:, -self.block_len_ :]
         return out
 
     def complete(self, prompts: np.ndarray, new_tokens: int, rng: np.random.Generator,
@@ -520,9 +518,16 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
                              f"got {prompts.shape[1]} + {new_tokens}")
         if prompts.shape[1] == 0 and self.bos_id_ is None:
             raise ValueError("prompts must hold at least one token: the model has no BOS")
-        net = self._net(chain)
-        x = torch.from_numpy(self._with_bos(prompts)).to(device_of(net))
-        ids = sampling.generate(self._make_step(net), x, int(new_tokens), rng=rng,
-                                settings=self.decoding())  # fmt: skip
+        ids = self._generate(chain, self._with_bos(prompts), int(new_tokens), rng, self.decoding())
         skip = 0 if self.bos_id_ is None else 1
-        return ids[:, skip:].cpu().numpy().astype(prompts.dtype)
+        return ids[:, skip:].astype(prompts.dtype)
+
+    def _generate(self, chain: int, prompts: np.ndarray, new_tokens: int,
+                  rng: np.random.Generator, settings: Decoding) -> np.ndarray:  # fmt: skip
+        """Chain ``chain``'s continuation of ``prompts`` (b, p) int64 (BOS included) by exactly
+        ``new_tokens`` tokens: (b, p + new_tokens) int64. The torch engine; a family may hand it
+        to another (``hf``'s ``generation_engine: vllm``)."""
+        net = self._net(chain)
+        x = torch.from_numpy(prompts).to(device_of(net))
+        ids = sampling.generate(self._make_step(net), x, new_tokens, rng=rng, settings=settings)
+        return ids.cpu().numpy()  # type: ignore[no-any-return]
