@@ -128,6 +128,9 @@ def test_a_run_of_an_older_layout_is_refused_with_a_message_not_a_traceback(tmp_
     text = (store_dir / "config.yaml").read_text().replace("keep_samples: last",
                                                            "keep_samples: needed")
     (store_dir / "config.yaml").write_text(text)
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    del manifest["files"]  # as runs were written before they listed their files
+    (store_dir / "manifest.json").write_text(json.dumps(manifest))
     result = cli("report", str(store_dir))
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert " ".join(result.output.split()).startswith(

@@ -53,9 +53,16 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``complete``, ``stopped`` (a degenerate generation, by ``on_degenerate``), ``running``
-        (or interrupted)."""
-        return str(self.store.manifest().get("status", "running"))
+        """``complete``, ``stopped`` (a degenerate generation, by ``on_degenerate``),
+        ``interrupted`` (Ctrl-C), ``failed`` (an error: see ``error``) or ``running`` (or its
+        writer was killed)."""
+        return str(self.store.manifest()["status"])
+
+    @property
+    def error(self) -> str | None:
+        """Why a failed run failed (``"<type>: <message>"``); None for any other run."""
+        error = self.store.manifest().get("error")
+        return f"{error['type']}: {error['message']}" if error else None
 
     @property
     def config(self) -> ExperimentConfig:
@@ -122,8 +129,11 @@ def run(config: str | Path | Mapping[str, Any] | ExperimentConfig, /, *, resume:
 
 
 def load(run_dir: str | Path) -> Run:
-    """Open a run directory (finished, stopped or interrupted)."""
-    return Run(run_dir)
+    """Open a run directory (finished, stopped, failed or interrupted), verified: one whose
+    files disagree with its manifest is refused (``RunError`` naming the file and the problem)."""
+    run = Run(run_dir)
+    run.store.check()
+    return run
 
 
 def experiment(config: str | Path | Mapping[str, Any] | ExperimentConfig, /,

@@ -206,8 +206,9 @@ def run(
         except KeyboardInterrupt:
             salvage(writer, observers)
             raise Interrupted(interrupted(store, writer)) from None
-        except BaseException:
+        except BaseException as exc:
             salvage(writer, observers)  # generations finished before the failure stay committed
+            failed(writer, exc)
             raise
         writer.finish(status)
     return store
@@ -230,9 +231,11 @@ def check_target(store: RunStore, cfg: ExperimentConfig, resume: bool) -> None:
     if store.exists and not resume:
         raise RunError(f"{store.root} already holds a run; pass --resume to continue it "
                        "or choose another name")
-    if resume and store.exists and store.config() != cfg:
-        raise RunError(f"{store.root} was started with a different config; "
-                       f"diff it against {store.root / 'config.yaml'} or choose another name")
+    if resume and store.exists:
+        store.check()  # a resume never builds on a damaged run
+        if store.config() != cfg:
+            raise RunError(f"{store.root} was started with a different config; diff it "
+                           f"against {store.root / 'config.yaml'} or choose another name")
 
 
 def salvage(writer: RunWriter, observers: Sequence[Observer]) -> None:
@@ -244,6 +247,15 @@ def salvage(writer: RunWriter, observers: Sequence[Observer]) -> None:
         return
     for observer in observers:
         observer.committed(rows)
+
+
+def failed(writer: RunWriter, exc: BaseException) -> None:
+    """Mark the run failed, with the error, if the disk lets us (a new run that committed
+    nothing is removed after this anyway)."""
+    try:
+        writer.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
+    except Exception:  # noqa: BLE001  (the failure being raised is the one to report)
+        log.debug("could not mark the run failed", exc_info=True)
 
 
 def interrupted(store: RunStore, writer: RunWriter) -> str:
@@ -471,6 +483,7 @@ class History:
                     writer.drop_samples(g, producer.name, disk=g in self.on_disk)
                 self.staged.discard(g)
                 self.on_disk.discard(g)
+        writer.delete_dropped()
 
     @classmethod
     def restore(cls, exp: Experiment, store: RunStore) -> History:

@@ -821,11 +821,19 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
     matplotlib.use("Agg")
     stores = [RunStore(d) for d in run_dirs]
     for s in stores:
-        s.manifest()  # a clear error for a folder that is not a run
+        s.check()  # a clear error for a folder that is not a run, or a damaged run
     out = Path(out) if out else (stores[0].root / "report.html" if len(stores) == 1
                                  else Path("report.html"))
     write_atomic(out, render(views(stores)).encode())
     return out
+
+
+def status_of(manifest: dict[str, Any]) -> str:
+    """A run's status as the runs table shows it: a failed run's with its error."""
+    error = manifest.get("error")
+    if manifest["status"] == "failed" and isinstance(error, dict):
+        return f"failed: {error.get('type')}: {error.get('message')}"
+    return str(manifest["status"])
 
 
 def runs_table(pages: list[RunView]) -> str:
@@ -837,7 +845,7 @@ def runs_table(pages: list[RunView]) -> str:
             f"<tr><td>{esc(s.root.name)}</td><td>{esc(family_of(v))}</td>"
             f"<td>{esc(cfg.data.source)} (size {cfg.data.size})</td><td>{esc(cfg.policy.name)}</td>"
             f"<td>{man['completed_generations']}/{cfg.generations}</td><td>{cfg.chains}</td>"
-            f"<td>{cfg.seed}</td><td>{esc(man.get('status', '?'))}</td></tr>")
+            f"<td>{cfg.seed}</td><td>{esc(status_of(man))}</td></tr>")
     return ("<table><tr><th>run</th><th>family</th><th>data</th><th>policy</th>"
             "<th>generations</th><th>chains</th><th>seed</th><th>status</th></tr>"
             + "".join(rows) + "</table>")

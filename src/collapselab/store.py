@@ -2,7 +2,9 @@
 
     runs/<name>/
       config.yaml        the resolved config (all defaults filled in)
-      manifest.json      status, completed generations, seeds, versions: the commit point
+      manifest.json      status (and a failed run's error), completed generations, seeds,
+                         versions, and ``files``: what the commits wrote, each file's size and
+                         CRC-32 (``metrics.jsonl``: its committed rows): the commit point
       metrics.jsonl      one JSON object per generation: "<metric>", "<metric>.sem", theory columns
       records/<first>-<last>.npz
                          the per-generation arrays of one commit, compressed and stacked across its
@@ -22,11 +24,14 @@ only ever sees whole files), appends the metrics rows, fsyncs what it wrote, the
 manifest. Files the manifest does not cover are removed when a writer resumes; generations that
 were staged but not committed are computed again, identically. A directory collapselab did not
 create is never removed, and a non-empty folder that is not a run is refused before anything is
-written.
+written. ``RunStore.verify`` checks the files against the manifest's listing; readers and resumes
+refuse a run that disagrees (``RunStore.check``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -34,11 +39,13 @@ import math
 import os
 import pickle
 import platform
+import re
 import shutil
 import socket
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +61,7 @@ SINGLE = "model"  # the producer name of a one-model run in a generation's recor
 COMMIT_EVERY_S = 1.0  # the longest a finished generation waits to be committed
 HOLD_BYTES = 256 * 2**20  # samples held for the next commit beyond this: commit now
 OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
+METRICS = "metrics.jsonl"
 
 
 def write_atomic(path: Path, data: bytes | Callable[[Any], Any], *, durable: bool = False) -> None:
@@ -70,9 +78,12 @@ def write_atomic(path: Path, data: bytes | Callable[[Any], Any], *, durable: boo
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # a full disk, a lost mount: say which file
-            raise cannot_write(path, exc) from exc
+        # said before the temporary file is removed: a short write is judged by the space left
+        error = cannot_write(path, exc) if isinstance(exc, OSError) else None
+        with contextlib.suppress(OSError):  # a read-only file system refuses even this
+            tmp.unlink(missing_ok=True)
+        if error is not None:  # a full disk, a lost mount: say which file (not its temporary)
+            raise error from exc
         raise
 
 
@@ -89,8 +100,24 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")  # NumPy's tofile, errno unset
+
+
 def cannot_write(path: Path, exc: OSError) -> RunError:
-    return RunError(f"cannot write {path}: {exc.strerror or exc}")
+    """``cannot write PATH: No space left on device``. NumPy reports a short write without its
+    cause ("32000 requested and 4592 written"): a file system with less room than was asked is
+    full, so it is said so."""
+    short = SHORT_WRITE.fullmatch(str(exc)) if exc.errno is None else None
+    if short is None:
+        return RunError(f"cannot write {path}: {exc.strerror or exc}")
+    asked, wrote = (int(n) for n in short.groups())
+    try:
+        full = shutil.disk_usage(path.parent).free < asked - wrote
+    except OSError:
+        full = False
+    cause = (os.strerror(errno.ENOSPC) if full
+             else "the write stopped short (a full disk or a quota reached?)")
+    return RunError(f"cannot write {path}: {cause} ({wrote} of {asked} bytes written)")
 
 
 def jsonable(value: Any) -> Any:
@@ -181,6 +208,81 @@ def unstack(arrays: dict[str, np.ndarray], gen: int) -> dict[str, np.ndarray]:
             if hits.size:
                 out[key] = value[hits[0]]
     return out
+
+
+# --- integrity -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Checksum:
+    """The size and CRC-32 of bytes as they go by: a check, at 1.5 GB/s, that a file holds what
+    was committed (it detects damage, not tampering)."""
+
+    bytes: int = 0
+    crc: int = 0
+
+    def update(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.bytes += len(data)
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """As the manifest lists it."""
+        return {"bytes": self.bytes, "crc32": f"{self.crc:08x}"}
+
+    @classmethod
+    def of_file(cls, path: Path) -> Checksum:
+        out = cls()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                out.update(chunk)
+        return out
+
+
+class Summed:
+    """A file being written whose bytes ``checksum`` sees on their way in."""
+
+    def __init__(self, f: Any, checksum: Checksum) -> None:
+        self.f, self.checksum = f, checksum
+
+    def write(self, data: bytes) -> int:
+        self.checksum.update(data)
+        return int(self.f.write(data))
+
+
+def malformed(manifest: Any) -> str | None:
+    """What makes a parsed manifest unusable; None if nothing does."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    for key in ("status", "completed_generations"):
+        if key not in manifest:
+            return f"no {key}"
+    done = manifest["completed_generations"]
+    if type(done) is not int or done < 0:
+        return f"completed_generations must be a whole number >= 0; got {done!r}"
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and type(e.get("bytes")) is int and isinstance(e.get("crc32"), str)
+            for e in files.values()):
+        return "files must map each file to its bytes and crc32"
+    return None
+
+
+def damaged(root: Path, problems: list[str]) -> str:
+    """The message refusing a damaged run: its problems, one per line if several."""
+    if len(problems) == 1:
+        return f"{root} is damaged: {problems[0]}"
+    return f"{root} is damaged:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def generation_of(line: bytes) -> int | None:
+    """The generation of a metrics line; None for a line that is not a metrics row."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    gen = row.get("generation") if isinstance(row, dict) else None
+    return gen if type(gen) is int else None
 
 
 # --- the lock ------------------------------------------------------------------------------------
@@ -289,7 +391,93 @@ class RunStore:
         path = self.root / "manifest.json"
         if not path.is_file():
             raise RunError(f"{self.root} is not a collapselab run directory (no manifest.json)")
-        return json.loads(path.read_text())
+        try:
+            manifest = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise RunError(f"{path} is not valid JSON ({exc}); the run cannot be read") from None
+        problem = malformed(manifest)
+        if problem:
+            raise RunError(f"{path} is malformed ({problem}); the run cannot be read")
+        return manifest  # type: ignore[no-any-return]
+
+    def check(self) -> None:
+        """Refuse (``RunError``) a run whose files disagree with its manifest (``verify``)."""
+        problems = self.verify()
+        if problems:
+            raise RunError(damaged(self.root, problems))
+
+    def verify(self) -> list[str]:
+        """What is wrong with the run's committed files, each naming the file (empty: nothing).
+        Every file the manifest lists must hold the size and CRC-32 committed; ``metrics.jsonl``
+        one row per committed generation, in order, then only rows of uncommitted generations
+        (a killed writer's, removed by the next) and perhaps a torn last line; no more
+        generations committed than ``config.yaml`` allows. A manifest without ``files`` (an
+        older collapselab's run) is checked for its rows and generations only."""
+        manifest = self.manifest()
+        done = manifest["completed_generations"]
+        listed = manifest.get("files")
+        problems = [problem for rel, entry in (listed or {}).items() if rel != METRICS
+                    for problem in [self._check_file(rel, entry)] if problem]
+        problems += self._check_metrics(done, (listed or {}).get(METRICS))
+        if not any(p.startswith("config.yaml ") for p in problems):
+            allowed = self.config().generations
+            if done > allowed:
+                problems.append(f"the manifest committed {done} generations; config.yaml has "
+                                f"generations: {allowed}")
+        return problems
+
+    def _check_file(self, rel: str, entry: dict[str, Any]) -> str | None:
+        try:
+            got = Checksum.of_file(self.root / rel)
+        except FileNotFoundError:
+            return f"{rel} is missing; the manifest committed it"
+        except OSError as exc:
+            return f"{rel} is unreadable ({exc.strerror or exc})"
+        if got.bytes != entry["bytes"]:
+            return f"{rel} holds {got.bytes} bytes; the manifest committed {entry['bytes']}"
+        if got.entry["crc32"] != entry["crc32"]:
+            return f"{rel} has crc32 {got.entry['crc32']}; the manifest committed {entry['crc32']}"
+        return None
+
+    def _check_metrics(self, done: int, committed: dict[str, Any] | None) -> list[str]:
+        path = self.root / METRICS
+        if not path.is_file():
+            return [f"{METRICS} is missing; the manifest committed {done} rows"] if done else []
+        data = path.read_bytes()
+        *lines, torn = data.split(b"\n")
+        gens = [generation_of(line) for line in lines]
+        if None in gens:
+            return [f"{METRICS} line {gens.index(None) + 1} is not a metrics row"]
+        held = sum(g < done for g in gens)  # type: ignore[operator]
+        if held != done:
+            return [f"{METRICS} holds {held} rows{' and a torn line' * bool(torn)}; the manifest "
+                    f"committed {done}"]
+        wrong = next((i for i, g in enumerate(gens[:done]) if g != i), None)
+        if wrong is not None:
+            return [f"{METRICS} line {wrong + 1} holds generation {gens[wrong]}; expected {wrong}"]
+        if committed is None:
+            return []
+        if committed.get("rows") != done:
+            return [f"the manifest lists {committed.get('rows')} rows of {METRICS} and commits "
+                    f"{done} generations"]
+        got = Checksum()
+        got.update(memoryview(data)[:sum(len(line) + 1 for line in lines[:done])])
+        if got.bytes != committed["bytes"]:
+            return [f"{METRICS} holds {got.bytes} bytes in its {done} rows; the manifest "
+                    f"committed {committed['bytes']}"]
+        if got.entry["crc32"] != committed["crc32"]:
+            return [f"{METRICS} has crc32 {got.entry['crc32']} over its {done} rows; the "
+                    f"manifest committed {committed['crc32']}"]
+        return []
+
+    def committed_metrics(self) -> Checksum:
+        """The size and CRC-32 of ``metrics.jsonl``'s committed rows (its first lines)."""
+        out = Checksum()
+        path = self.root / METRICS
+        if path.is_file():
+            lines = path.read_bytes().split(b"\n")[:self.completed()]
+            out.update(b"".join(line + b"\n" for line in lines))
+        return out
 
     def completed(self) -> int:
         return int(self.manifest()["completed_generations"]) if self.exists else 0
@@ -395,8 +583,11 @@ class RunStore:
 
     def _load(self, path: Path) -> dict[str, np.ndarray]:
         if path not in self._loaded:
-            with np.load(path, allow_pickle=False) as f:
-                self._loaded[path] = {k: f[k] for k in f.files}
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    self._loaded[path] = {k: f[k] for k in f.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise RunError(f"{path} is unreadable ({exc})") from None
         return self._loaded[path]
 
     def section(self, gen: int, kind: str, producer: str | None = None) -> dict[str, np.ndarray]:
@@ -447,7 +638,10 @@ class RunStore:
                 raise RunError(f"{self.root} exists and is not a collapselab run (it holds "
                                f"{shown}); choose another name or out_dir")
         made_root = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # read-only, no permission: name the folder, not an errno
+            raise cannot_write(Path(exc.filename or self.root), exc) from None
         try:
             with locked(self.root, takeover=takeover):
                 writer = RunWriter(self)
@@ -521,7 +715,10 @@ class RunWriter:
         self._manifest_data = store.manifest() if store.exists else None
         self._log: Any = None  # metrics.jsonl, open for appending while the writer lives
         self._unsynced: dict[Path, None] = {}  # written since the last durable commit
+        self._written: dict[str, dict[str, Any]] = {}  # files the next commit lists
+        self._dropped: list[Path] = []  # samples to delete once the manifest stops listing them
         self._rows = store.metrics() if store.exists else []
+        self._metrics = store.committed_metrics()  # of the committed rows
         self._staged: list[Staged] = []
         self._held = 0  # bytes of staged samples
         self._flushed_at = time.monotonic()
@@ -543,21 +740,36 @@ class RunWriter:
                 shutil.rmtree(folder)
 
     def _write(self, path: Path, data: bytes | Callable[[Any], Any]) -> None:
+        """Write a file of the next commit, which lists it with its size and CRC-32."""
         if not path.parent.exists():
             self.created.append(path.parent)
         if not path.exists():
             self.created.append(path)
-        write_atomic(path, data)
+        checksum = Checksum()
+        if isinstance(data, bytes):
+            checksum.update(data)
+            write_atomic(path, data)
+        else:
+            write_atomic(path, lambda f: data(Summed(f, checksum)))
+        self._written[path.relative_to(self.root).as_posix()] = checksum.entry
         self._unsynced[path] = None
+
+    def _files(self) -> dict[str, dict[str, Any]]:
+        """The files a commit lists: the committed ones, those written since, the rows."""
+        files = {**(self._manifest_data or {}).get("files", {}), **self._written,
+                 METRICS: {"rows": len(self._rows), **self._metrics.entry}}
+        self._written = {}
+        return files
 
     def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
         self._write(self.root / "config.yaml", config_yaml.encode())
         # durable with the first commit: nothing before it is worth an fsync
         if self.new_run:
             self._manifest(durable=False, status="running", completed=0, seeds=seeds,
-                           created=time.time())
+                           created=time.time(), files=self._files())
         else:
-            self._manifest(durable=False, status="running")
+            self._manifest_data.pop("error", None)  # type: ignore[union-attr]  (a failed run's)
+            self._manifest(durable=False, status="running", files=self._files())
 
     def stage(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
               samples: dict[str | None, np.ndarray], models: dict[str | None, Any],
@@ -597,7 +809,8 @@ class RunWriter:
         rows = [row for row, _ in written]
         self._append_rows(rows, "".join(line for _, line in written))
         self._staged, self._held = [], 0
-        self._manifest(completed=last + 1, durable=True, **({"status": status} if status else {}))
+        self._manifest(completed=last + 1, durable=True, files=self._files(),
+                       **({"status": status} if status else {}))
         self.store._chunks = None
         self._flushed_at = time.monotonic()
         return [dict(row) for row in rows]  # the observers' own: the log's rows stay as written
@@ -606,16 +819,17 @@ class RunWriter:
         """Append the rows (``text``: their JSON lines) in one write and hand them to the kernel;
         the manifest, written next, commits them. If the write fails, part of it may be on disk:
         the file is rewritten with only the committed rows before the next append."""
-        path = self.root / "metrics.jsonl"
-        if self._dirty:
-            write_atomic(path, "".join(json_line(r)[1] for r in self._rows).encode())
+        path = self.root / METRICS
+        if self._dirty:  # only the committed rows: the manifest's size of them
+            os.truncate(path, self._metrics.bytes)
             self._dirty = False
         if self._log is None:
             if not path.exists():
                 self.created.append(path)
-            self._log = open(path, "a")
+            self._log = open(path, "ab")
+        data = text.encode()
         try:
-            self._log.write(text)
+            self._log.write(data)
             self._log.flush()
         except BaseException as exc:  # a full disk, or Ctrl-C between two lines
             self._dirty = True
@@ -625,6 +839,7 @@ class RunWriter:
             raise
         self._unsynced[path] = None
         self._rows.extend(rows)
+        self._metrics.update(data)
 
     def close(self) -> None:
         if self._log is not None:
@@ -636,7 +851,7 @@ class RunWriter:
 
     def drop_samples(self, gen: int, producer: str | None = None, *, disk: bool = True) -> None:
         """Generation ``gen``'s samples are no longer wanted: drop them from the next commit and,
-        with ``disk``, from the run directory."""
+        with ``disk``, from the run directory (by ``delete_dropped``)."""
         for st in reversed(self._staged):  # the newest are the likeliest
             if st.gen == gen:
                 dropped = st.samples.pop(producer, None)
@@ -644,11 +859,23 @@ class RunWriter:
                 break
         if disk:
             path = self.store.path(gen, "samples", "npy", producer)
+            self._manifest_data["files"].pop(  # type: ignore[index]
+                path.relative_to(self.root).as_posix(), None)
+            self._dropped.append(path)
+
+    def delete_dropped(self) -> None:
+        """Delete the samples ``drop_samples`` dropped from disk, once the manifest no longer
+        lists them: a crash in between leaves a file unlisted, never a listed file missing."""
+        if not self._dropped:
+            return
+        self._manifest()
+        for path in self._dropped:
             path.unlink(missing_ok=True)
             try:
                 path.parent.rmdir()  # a generation with nothing left keeps no folder
             except OSError:
                 pass
+        self._dropped = []
 
     def finish(self, status: str, **extra: Any) -> None:
         if extra or (self._manifest_data or {}).get("status") != status:  # not said already
