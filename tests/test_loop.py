@@ -63,8 +63,9 @@ def test_commit_writes_numpys_mean_and_standard_error_and_keeps_the_chain_values
         def __call__(self, ctx):
             return values
 
-    ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
-                            real=None, heldout=None, source=None, rng=rng)
+    ctx = GenerationContext(gen=1, model=None, reference=None, train=None,
+                            synthetic=np.zeros((50, 4)), real=None, heldout=None, source=None,
+                            rng=rng)
     scalars, per_chain = measure([("m", Metric())], ctx)
     assert list(scalars) == ["ratio", "ratio.sem", "states", "states.sem", "alive", "alive.sem",
                              "pairs", "pairs.sem", "scalar"]  # the metric's order, kept
@@ -93,8 +94,9 @@ def test_non_finite_values_are_named_in_the_row(tmp_path):
         def __call__(self, ctx):
             return {"bad": np.array([1.0, np.nan]), "fine": np.ones(2), "inf": float("inf")}
 
-    ctx = GenerationContext(gen=1, model=None, reference=None, train=None, synthetic=None,
-                            real=None, heldout=None, source=None, rng=np.random.default_rng(0))
+    ctx = GenerationContext(gen=1, model=None, reference=None, train=None,
+                            synthetic=np.zeros((2, 4)), real=None, heldout=None, source=None,
+                            rng=np.random.default_rng(0))
     scalars, per_chain = measure([("m", Metric())], ctx)
     with RunStore(tmp_path / "r").writer() as writer:
         writer.start("{}", seeds={})

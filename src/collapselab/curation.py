@@ -25,6 +25,7 @@ green-list detector flags).
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -34,7 +35,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab import capabilities
+from collapselab import capabilities, protocol
+from collapselab.errors import RunError
 from collapselab.registry import filters
 
 log = logging.getLogger(__name__)
@@ -88,20 +90,22 @@ def curate(
     for name, fn in active:
         out = fn(data, ctx)
         if isinstance(out, Weights):
-            log_w = np.asarray(out.log_w, dtype=float)
-            if log_w.shape != (chains, m):
-                raise ValueError(f"{name}: log weights must have shape {(chains, m)}; "
-                                 f"got {log_w.shape}")
+            out.log_w = protocol.returned(f"{name}.__call__", out.log_w, (chains, m),
+                                          "a log weight per sample")
             weighted.append((name, out))
-            scores[name] = log_w
+            scores[name] = out.log_w
             continue
         mask, score, *extra = out if isinstance(out, tuple) else (out, None)
-        mask = np.asarray(mask, dtype=bool)
+        mask = np.asarray(mask)
+        if mask.dtype.kind != "b" or mask.shape != (chains, m):
+            raise RunError(f"{name}.__call__ returned a keep-mask of shape {mask.shape} and dtype "
+                           f"{mask.dtype}; a keep-mask is booleans of shape {(chains, m)}")
         report[f"kept.{name}"] = float(mask.mean())
         for more in extra:  # a filter's own measurements, e.g. a detector's AUC
             report |= {f"{k}.{name}": float(v) for k, v in more.items()}
         if score is not None:
-            scores[name] = np.asarray(score, dtype=float)
+            scores[name] = protocol.returned(f"{name}.__call__", score, (chains, m),
+                                             "a score per sample")
         keep &= mask
     if weighted:
         log_w = np.where(keep, sum(w.log_w for _, w in weighted), -np.inf)
@@ -197,7 +201,7 @@ class DensityBand:
         self.low, self.high, self.reference = low, high, reference
 
     def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
-        ll = np.asarray(_scorer(ctx, self.reference).score_samples(data))  # (C, m)
+        ll = protocol.scores(_scorer(ctx, self.reference), data)  # (C, m)
         lo, hi = np.quantile(ll, [self.low, self.high], axis=1, keepdims=True)
         return (ll >= lo) & (ll <= hi), ll
 
@@ -209,17 +213,25 @@ class PerplexityBand(DensityBand):
     (degenerate, repetitive) ones."""
 
 
-def load_callable(spec: str) -> Callable[..., Any]:
-    """``"package.module:function"`` -> the function."""
+def load_callable(spec: str, field: str = "fn",
+                  params: tuple[str, ...] = ("data", "ctx")) -> Callable[..., Any]:
+    """``"package.module:function"`` (the parameter ``field``) -> the function, checked (never
+    called) to be a Python function taking ``params``; a factory without them may be a class."""
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
-        raise ValueError(f"fn must look like 'package.module:function'; got {spec!r}")
+        raise ValueError(f"{field} must look like 'package.module:function'; got {spec!r}")
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"fn {spec!r} cannot be loaded: {exc}") from None
-    if not callable(fn):
-        raise ValueError(f"fn {spec!r} is not callable")
+        raise ValueError(f"{field} {spec!r} cannot be loaded: {exc}") from None
+    rule = f"{field} {spec!r} must be a Python function{' or class' * (not params)} taking " \
+           f"({', '.join(params)})"
+    if not (inspect.isfunction(fn) or inspect.isclass(fn) and not params):
+        raise ValueError(f"{rule}; got a {'class' if inspect.isclass(fn) else type(fn).__name__}")
+    try:
+        inspect.signature(fn).bind(*params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{rule}; got one that does not: {exc}") from None
     return fn
 
 
@@ -257,7 +269,7 @@ def _logp(model: Any, data: np.ndarray) -> np.ndarray:
             return np.asarray(model.log_prob_tokens(x), dtype=float)
         raise ValueError(f"{type(model).__name__} has no score_tokens: importance weights of "
                          "token blocks need every token's log-probability")
-    return np.asarray(model.score_samples(x), dtype=float)
+    return protocol.scores(model, x)
 
 
 def log_ratio(target: np.ndarray, model: np.ndarray, block_len: int, skip: int) -> np.ndarray:
@@ -308,12 +320,14 @@ class ImportanceResample:
             "drawn floor or ceil of size * weight times)"))] = "systematic",
     ) -> None:
         self.target, self.power, self.size, self.scheme = target, power, size, scheme
-        self._fn = load_callable(target) if target not in ("truth", "generation0") else None
+        self._fn = (load_callable(target, "target") if target not in ("truth", "generation0")
+                    else None)
 
     def log_target(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
         """log p_target: ``(chains, m)``, or per token ``(chains, m, L)`` for token blocks."""
         if self._fn is not None:
-            return np.asarray(self._fn(data, ctx), dtype=float)
+            return protocol.returned(self.target, self._fn(data, ctx), data.shape[:2],
+                                     "a target log-probability per sample")
         if self.target == "generation0":
             return _logp(ctx.reference, data)
         if capabilities.provides(ctx.source, capabilities.HasTrueDensity):
@@ -348,11 +362,10 @@ class Verifier:
 
     def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
         if self._fn is not None:
-            score = np.asarray(self._fn(data, ctx), dtype=float)
+            score = protocol.returned(self.fn, self._fn(data, ctx), data.shape[:2],
+                                      "a verifier's score per sample")
         else:
-            score = np.asarray(_scorer(ctx, self.model).score_samples(data), dtype=float)
-        if score.shape != data.shape[:2]:
-            raise ValueError(f"verifier scores must have shape {data.shape[:2]}; got {score.shape}")
+            score = protocol.scores(_scorer(ctx, self.model), data)
         k = max(1, math.ceil(self.top * data.shape[1]))
         rank = np.argsort(np.argsort(-score, axis=1, kind="stable"), axis=1)
         return rank < k, score
@@ -503,21 +516,23 @@ class DetectorResample:
         self.a, self.keep, self.detector = a, keep, detector
         self.classifier, self.real_blocks = classifier, real_blocks
         builtin = ("likelihood_ratio", "watermark", "classifier")
-        self._fn = load_callable(detector) if detector not in builtin else None
-        self._classifier = (ClassifierDetector(load_callable(classifier) if classifier else None,
-                                               real_blocks) if detector == "classifier" else None)
+        self._fn = load_callable(detector, "detector") if detector not in builtin else None
+        factory = load_callable(classifier, "classifier", ()) if classifier else None
+        self._classifier = (ClassifierDetector(factory, real_blocks)
+                            if detector == "classifier" else None)
         self.measured: dict[str, float] = {}
 
     def p_synthetic(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
         if self._fn is not None:
-            return np.asarray(self._fn(data, ctx), dtype=float)
+            return protocol.returned(self.detector, self._fn(data, ctx), data.shape[:2],
+                                     "a probability per sample")
         if self._classifier is not None:
             p, self.measured = self._classifier(data, ctx)
             return p
         if self.detector == "watermark":
             z = _watermark(ctx, None).z_scores(data)
             return 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
-        llr = ctx.model.score_samples(data) - ctx.reference.score_samples(data)  # per token
+        llr = protocol.scores(ctx.model, data) - protocol.scores(ctx.reference, data)  # per token
         return 1 / (1 + np.exp(-np.clip(llr * data.shape[-1], -50, 50)))
 
     def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from collapselab.errors import Interrupted, NumericalError, RunError
 from collapselab.metrics import declare
 from collapselab.metrics.alarm import generations_to_collapse
 from collapselab.metrics.base import GenerationContext
-from collapselab.protocol import clone
+from collapselab.protocol import NUMBERS, checked_samples, clone
 from collapselab.provenance import FRESH, Part, Plan, Pool
 from collapselab.store import SINGLE, RunStore, RunWriter
 
@@ -294,6 +294,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                     model = clone(producer.prototype).fit(train, rng=rng.fit)
                     with watermark.applied(marker):  # LM samplers add delta to green-list logits
                         produced = model.sample(m, rng.sample)  # (chains, m, ...)
+                produced = checked_samples(model, produced, chains, m, train.shape[2:])
                 check_finite(produced)
             except NUMERICAL as exc:  # a result of the experiment; anything else is an error
                 row[producer.key("degenerate")] = degenerate(exc)
@@ -538,8 +539,6 @@ def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 
 def check_finite(samples: np.ndarray) -> None:
-    if samples.shape[1] == 0:
-        raise NumericalError("no samples")
     if samples.dtype.kind == "f" and not np.isfinite(samples).all():
         raise NumericalError("non-finite samples")
 
@@ -548,12 +547,22 @@ def measure(metrics: list[tuple[str, Any]],
             ctx: GenerationContext) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run every metric: its values, and its per-chain values apart, which the commit writes into
     the row (``<key>`` and ``<key>.sem``, held in their places until then) and which are kept as
-    artifacts (integer and boolean ones as the metric gave them, any other as float64)."""
+    artifacts (integer and boolean ones as the metric gave them, any other as float64). A metric
+    returns a dict of numbers, each a scalar or one per chain; anything else is a ``RunError``
+    naming the metric, the key and the rule."""
     row: dict[str, Any] = {}
     per_chain: dict[str, np.ndarray] = {}
-    for _name, metric in metrics:
-        for key, value in metric(ctx).items():
+    for name, metric in metrics:
+        values = metric(ctx)
+        if not isinstance(values, dict):
+            raise RunError(f"{name}.__call__ returned a {type(values).__name__}; a metric returns "
+                           "a dict of named values")
+        for key, value in values.items():
             arr = np.asarray(value)
+            if arr.dtype.kind not in NUMBERS or arr.ndim and arr.shape[0] != ctx.chains:
+                got = repr(value) if arr.ndim == 0 else f"shape {arr.shape} and dtype {arr.dtype}"
+                raise RunError(f"{name}.__call__ returned {got} for {key!r}; a metric value is a "
+                               f"number, or numbers per chain: shape ({ctx.chains}, ...)")
             if arr.ndim:
                 per_chain[key] = arr
                 ctx.artifacts[f"chain.{key}"] = (

@@ -22,6 +22,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from collapselab import registry
+from collapselab.errors import RunError
+
+NUMBERS = "biuf"  # dtype kinds of samples, scores and metric values: bool, integers, floats
+
 
 class NotFittedError(RuntimeError):
     """``sample`` or ``score`` called before ``fit``."""
@@ -127,3 +132,45 @@ def check_data(
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf values")
     return arr
+
+
+# --- what the loop takes from a family, checked (shapes and dtypes: no pass over the values) ---
+
+
+def checked_samples(model: Any, samples: Any, chains: int, n: int,
+                    event: tuple[int, ...]) -> np.ndarray:
+    """What ``model.sample(n, ...)`` returned, checked to be numbers of shape ``(chains, n,
+    *event)`` (``event``: the training data's); else a ``RunError`` naming the family, the method
+    and the rule. Non-finite values pass: a degenerate generation is a result of the run."""
+    x = np.asarray(samples)
+    said = f"{registry.name_of(model)}.sample returned"
+    if x.dtype.kind not in NUMBERS:
+        raise RunError(f"{said} values of dtype {x.dtype}; samples are numbers")
+    if x.ndim < 2 or x.shape[0] != chains:
+        raise RunError(f"{said} shape {x.shape}; samples have shape (chains, n, ...) with "
+                       f"chains={chains}")
+    if x.shape[1] != n:
+        raise RunError(f"{said} {x.shape[1]} rows per chain; asked for {n}")
+    if x.shape[2:] != event:
+        raise RunError(f"{said} samples of shape {x.shape[2:]}; the training data's have shape "
+                       f"{event}")
+    return x
+
+
+def returned(method: str, value: Any, shape: tuple[int, ...], rule: str) -> np.ndarray:
+    """``value``, what ``method`` (``gmm.score_samples``) returned, as float64 numbers of ``shape``;
+    else a ``RunError`` naming the method and the ``rule`` ("one score per sample"). Non-finite
+    values pass."""
+    x = np.asarray(value)
+    if x.dtype.kind not in NUMBERS:
+        raise RunError(f"{method} returned values of dtype {x.dtype}; {rule} is a number")
+    if x.shape != shape:
+        raise RunError(f"{method} returned shape {x.shape}; {rule} is shape {shape}")
+    return x.astype(np.float64, copy=False)
+
+
+def scores(model: Any, data: np.ndarray) -> np.ndarray:
+    """``model.score_samples(data)``, checked: float64 ``(chains, n)`` for ``data`` ``(chains, n,
+    ...)``."""
+    return returned(f"{registry.name_of(model)}.score_samples", model.score_samples(data),
+                    np.shape(data)[:2], "one score per sample")

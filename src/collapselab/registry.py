@@ -261,6 +261,17 @@ metrics: Registry[Any] = Registry("metric", "metric")
 REGISTRIES = {reg.key: reg for reg in (families, sources, policies, filters, metrics)}
 
 
+def name_of(component: Any) -> str:
+    """How a config names ``component`` (an instance or a class), for messages: its registered
+    name, else its import path."""
+    cls = component if inspect.isclass(component) else type(component)
+    for reg in REGISTRIES.values():
+        for name, entry in reg._entries.items():
+            if entry is cls:
+                return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def load_entry_points() -> None:
     """Register (lazily: nothing is imported) every component installed distributions declare in
     the ``collapselab.components`` entry-point group. A malformed entry, or one that would shadow

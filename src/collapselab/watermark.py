@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from collapselab import protocol
+
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _K_PREV, _K_TOK = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD6E8FEB86659FD93)
 _TABLE_MAX_V = 8192  # a (V + 1, V) bool table: 67 MB at most
@@ -137,8 +139,8 @@ def measure(wm: Watermark, model: Any, produced: np.ndarray, real: np.ndarray,
     real = np.asarray(real)[:, : produced.shape[1]]
     with applied(None):
         plain = model.sample(min(plain_size, produced.shape[1]), rng)
-    ppl_marked = float(np.exp(-np.mean(model.score_samples(produced))))
-    ppl_plain = float(np.exp(-np.mean(model.score_samples(plain))))
+    ppl_marked = float(np.exp(-np.mean(protocol.scores(model, produced))))
+    ppl_plain = float(np.exp(-np.mean(protocol.scores(model, plain))))
     return {
         "watermark.tpr": float(wm.detect(produced, skip).mean()),
         "watermark.fpr": float(wm.detect(real, skip).mean()),

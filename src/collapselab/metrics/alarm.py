@@ -12,12 +12,14 @@ earlier generations and is exact after a resume.
   spawned off the metrics stream (the other metrics' draws are unchanged).
 
 The alarm fires when the lower confidence bound of the excess clears ``margin`` (a tolerance in
-nats: 0.01 is 1% in perplexity). ``generations_to_collapse(rows)`` reads the first generation it
-fired from a run's metric rows.
+nats: 0.01 is 1% in perplexity). Where a model's held-out scores are not all finite, the test and
+its values are undefined (NaN, written as null, with a warning), never "no collapse".
+``generations_to_collapse(rows)`` reads the first generation it fired from a run's metric rows.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -26,7 +28,10 @@ from pydantic import Field
 from scipy import stats
 
 from collapselab.metrics.base import GenerationContext
+from collapselab.protocol import scores
 from collapselab.registry import metrics
+
+log = logging.getLogger(__name__)
 
 
 @metrics.register("collapse_alarm")
@@ -61,13 +66,18 @@ class CollapseAlarm:
     def _reference_ll(self, ctx: GenerationContext, heldout: np.ndarray) -> np.ndarray:
         key = (id(ctx.reference), id(ctx.heldout))  # generation 0's scores: the same every generation
         if self._reference is None or self._reference[:2] != key:
-            self._reference = (*key, np.asarray(ctx.reference.score_samples(heldout), dtype=float))
+            self._reference = (*key, scores(ctx.reference, heldout))
         return self._reference[2]
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         heldout = ctx.heldout_chains()
-        excess = self._reference_ll(ctx, heldout) - np.asarray(
-            ctx.model.score_samples(heldout), dtype=float)  # (C, n) nats
+        excess = self._reference_ll(ctx, heldout) - scores(ctx.model, heldout)  # (C, n) nats
+        finite = np.isfinite(excess)
+        if not finite.all():
+            log.warning("generation %d: the collapse alarm is undefined: %d of %d held-out scores "
+                        "(this model's or generation 0's) are not finite", ctx.gen,
+                        finite.size - finite.sum(), finite.size)
+            return dict.fromkeys(self.describe, float("nan"))
         return excess_test(excess, self.alpha, self.margin, self.bootstrap, ctx.rng)
 
 
@@ -93,6 +103,6 @@ def excess_test(excess: np.ndarray, alpha: float, margin: float, bootstrap: int,
 def generations_to_collapse(rows: Iterable[dict[str, Any]], key: str = "alarm") -> int | None:
     """The first generation whose row has the alarm on (``None``: it never fired)."""
     for row in rows:
-        if row.get(key, 0) >= 1:
+        if (row.get(key) or 0) >= 1:  # null: undefined (non-finite scores), not fired
             return int(row["generation"])
     return None

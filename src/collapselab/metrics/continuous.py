@@ -12,10 +12,11 @@ import numpy as np
 from pydantic import Field
 from scipy import stats
 
-from collapselab import gaussians
+from collapselab import gaussians, registry
 from collapselab.capabilities import IsMixture, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
+from collapselab.protocol import returned
 from collapselab.registry import metrics
 
 CONTINUOUS = frozenset({"continuous"})
@@ -206,7 +207,9 @@ class HeldoutNLL:
     plots = (Plot.curve("heldout_nll", "real-data risk (held-out NLL)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        return {"heldout_nll": -ctx.model.score(ctx.heldout_chains())}
+        score = ctx.model.score(ctx.heldout_chains())  # (C,)
+        return {"heldout_nll": -returned(f"{registry.name_of(ctx.model)}.score", score,
+                                         (ctx.chains,), "one score per chain")}
 
 
 @metrics.register("marginal_variance")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
+from collapselab import protocol
 from collapselab.capabilities import HasTrueDensity, ScoresTokens
 from collapselab.errors import DataError
 from collapselab.metrics.base import GenerationContext
@@ -161,7 +162,7 @@ class Perplexity:
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         test = _first(ctx.heldout_chains(), self.max_blocks)
-        ll = np.asarray(ctx.model.score_samples(test), dtype=np.float64)  # (chains, m)
+        ll = protocol.scores(ctx.model, test)  # (chains, m)
         ctx.artifacts["ppl_test"] = np.exp(-ll)
         out: dict[str, Any] = {"ppl_test": perplexity(ll)}
         valid_fn = getattr(ctx.source, "valid", None)
@@ -171,7 +172,8 @@ class Perplexity:
             except DataError:
                 return out
             valid = np.broadcast_to(valid, (ctx.chains, *valid.shape[1:]))
-            out["ppl_valid"] = perplexity(ctx.model.score_samples(_first(valid, self.max_blocks)))
+            valid = _first(valid, self.max_blocks)
+            out["ppl_valid"] = perplexity(protocol.scores(ctx.model, valid))
         return out
 
 
@@ -198,7 +200,7 @@ class SyntheticPerplexity:
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         x = _first(ctx.synthetic, self.max_blocks)
-        ll = np.asarray(ctx.reference.score_samples(x), dtype=np.float64)  # (chains, m)
+        ll = protocol.scores(ctx.reference, x)  # (chains, m)
         per_block = np.exp(-ll)
         ctx.artifacts["synthetic_ppl"] = per_block
         q10, q50, q90 = np.quantile(per_block, [0.1, 0.5, 0.9], axis=1)
@@ -360,7 +362,7 @@ class TrueKL:
             kl = (src[None] - scores).mean(axis=-1)  # (chains, m)
         else:
             src = src_tok
-            kl = src.mean(axis=-1)[None] - np.asarray(ctx.model.score_samples(xc), np.float64)
+            kl = src.mean(axis=-1)[None] - protocol.scores(ctx.model, xc)
         ctx.artifacts["true_kl"] = kl
         entropy = float(-src.mean())
         return {

@@ -1,0 +1,71 @@
+"""Plugin components that break their protocol's contract, each in one way, named by import path
+(``tests.badplug:HalfRows``) by tests/test_component_checks.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from collapselab.models.gaussian import Gaussian
+
+
+class HalfRows(Gaussian):
+    """``sample(n)`` returns n // 2 rows per chain."""
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return super().sample(n // 2, rng)
+
+
+class ChainScores(Gaussian):
+    """``score_samples`` returns one score per chain, not per sample."""
+
+    def score_samples(self, data: np.ndarray) -> np.ndarray:
+        return super().score_samples(data).mean(axis=1)
+
+
+class NaNScores(Gaussian):
+    """``score_samples`` returns NaN for every sample."""
+
+    def score_samples(self, data: np.ndarray) -> np.ndarray:
+        return np.full(np.shape(data)[:2], np.nan)
+
+
+class Metric:
+    kinds = frozenset({"continuous"})
+    value: Any = None
+
+    def __call__(self, ctx: Any) -> dict[str, Any]:
+        return {"bad": self.value(ctx)}
+
+
+class SevenValues(Metric):
+    """7 values, whatever the number of chains."""
+
+    @staticmethod
+    def value(ctx: Any) -> Any:
+        return np.zeros(7)
+
+
+class NoChainAxis(Metric):
+    """Chain 0's samples: ``(m, dim)``, no chain axis."""
+
+    @staticmethod
+    def value(ctx: Any) -> Any:
+        return ctx.synthetic[0]
+
+
+class ObjectValues(Metric):
+    """One Python object per chain."""
+
+    @staticmethod
+    def value(ctx: Any) -> Any:
+        return np.array([None] * ctx.chains, dtype=object)
+
+
+class Word(Metric):
+    """A string."""
+
+    @staticmethod
+    def value(ctx: Any) -> Any:
+        return "high"
