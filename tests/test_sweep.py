@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,16 +104,61 @@ def test_shipped_sweeps_expand_and_validate():
                      "language_policies": 15}
 
 
-def test_ray_backend_writes_the_same_runs_as_the_local_pool(reference, tmp_path):
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray instance for the module (starting one takes seconds): 2 CPUs and one unit
+    of a custom resource, ``probe``."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'collapselab[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = run_sweep(sweep_at(tmp_path / "ray", backend="ray"))
-    finally:
-        ray.shutdown()
+    ray.init(num_cpus=2, resources={"probe": 1}, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_backend_writes_the_same_runs_as_the_local_pool(reference, tmp_path, ray_cluster):
+    result = run_sweep(sweep_at(tmp_path / "ray", backend="ray"))
     assert result.failed == {} and sorted(result.ran) == sorted(NAMES)
     for name in NAMES:  # deterministic from config + seed, whichever backend ran it
         assert metric_rows(tmp_path / "ray" / name) == metric_rows(reference / name), name
+
+
+def test_ray_tasks_get_the_resources_their_points_ask_for(tmp_path, ray_cluster):
+    base = {**SPEC["base"], "generations": 2}
+    sw = load_sweep(raw={"base": base, "backend": "ray", "out_dir": str(tmp_path),
+                         "resources": {"num_cpus": 1, "probe": 0.5},
+                         "points": [{"seed": 0}, {"seed": 1, "resources": {"probe": 1}}]})
+    assert [p.resources for p in sw.points] == [{"num_cpus": 1, "probe": 0.5},
+                                                {"num_cpus": 1, "probe": 1}]
+    result = run_sweep(sw)
+    assert result.failed == {} and sorted(result.ran) == ["seed-0", "seed-1"]
+    points = {e["name"]: e for e in json.loads((tmp_path / "sweep.json").read_text())["points"]}
+    assert points["seed-0"]["resources"] == {"CPU": 1.0, "probe": 0.5}  # what Ray gave the task
+    assert points["seed-1"]["resources"] == {"CPU": 1.0, "probe": 1.0}
+
+
+def test_a_point_no_ray_node_can_hold_is_refused_before_anything_runs(tmp_path, ray_cluster):
+    sw = load_sweep(raw={"base": SPEC["base"], "backend": "ray", "out_dir": str(tmp_path),
+                         "points": [{"seed": 0}, {"seed": 1, "resources": {"num_gpus": 1}},
+                                    {"seed": 2, "resources": {"probe": 2, "num_cpus": 4}}]})
+    with pytest.raises(RunError) as info:
+        run_sweep(sw)
+    lines = str(info.value).splitlines()
+    assert lines[0] == ("2 point(s) ask for more than any node of the Ray cluster has; nothing was "
+                        "dispatched (change their resources, or add such nodes: ray start "
+                        "--num-gpus / --resources):")
+    assert re.fullmatch(r"  - point seed-1 asks for \{num_cpus: 1, num_gpus: 1\}; the nodes offer: "
+                        r"\{CPU 2, memory [0-9.]+ GiB, probe 1\}", lines[1]), lines[1]
+    assert lines[2].startswith("  - point seed-2 asks for {num_cpus: 4, probe: 2}; "), lines[2]
+    assert not any((tmp_path / p.name).exists() for p in sw.points)
+
+
+def test_bad_resources_are_named_per_point(tmp_path):
+    raw = {"base": SPEC["base"], "out_dir": str(tmp_path), "resources": {"num_gpus": 1},
+           "points": [{"seed": 0, "resources": {"num_gpus": -1}}, {"seed": 1, "resources": 2}]}
+    with pytest.raises(ConfigError) as info:
+        load_sweep(raw=raw)
+    assert info.value.problems == [
+        "point seed-0: resources.num_gpus: Input should be greater than or equal to 0; got -1",
+        "point seed-1: resources: Input should be a valid dictionary; got 2"]
 
 
 def test_killed_sweep_resumes_without_recomputing_finished_runs(reference, tmp_path):

@@ -12,6 +12,7 @@ A sweep file::
     backend: local                      # local (process pool) | ray
     workers: null                       # local: processes (default: the machine's CPUs)
     address: null                       # ray: auto | ray://host:10001 | null (start a local Ray)
+    resources: {num_cpus: 1}            # ray: what each point's task asks of the cluster
     out_dir: sweeps/my_sweep            # the sweep directory (default: sweeps/<file stem>)
 
 The sweep directory holds ``sweep.yaml`` (the resolved sweep), ``sweep.json`` (the manifest: points,
@@ -20,6 +21,13 @@ overrides, status, attempts, timings) and one run directory per point, named fro
 finished, resumes interrupted ones and starts missing ones. A worker that dies mid-point leaves a
 stale run lock; the point is retried once (alone, so a second death is its own) and takes the lock
 over.
+
+On Ray each point is a task asking for ``resources``: the sweep's, updated by a point's own
+``resources:`` entry (``points: [{model.distributed: {nproc_per_node: 2}, resources: {num_gpus:
+2}}]``); ``num_cpus``, ``num_gpus``, ``memory`` (bytes), and custom resources by name (those of
+``ray start --resources``). A point that no node of the cluster can hold is refused before
+anything is dispatched, naming what it asks and what the nodes offer (Ray would keep it pending
+forever). The local pool runs one point per worker and ignores ``resources``.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +68,9 @@ MAX_POINTS = 10_000  # points one sweep may hold (each is validated, named and t
 FINISHED = ("complete", "stopped")  # a run that ended (stopped = degenerate, by its config)
 RETRIES = 1  # a point whose worker died is run once more
 COMPONENT_KEYS = ("name", "family", "source")  # `policy.name` is named `policy` in run names
+RESOURCES = "resources"  # a point's own entry: what its Ray task asks for, not an override
+RAY_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}  # option -> node resource
+Resources = dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
 
 
 class SweepSpec(BaseModel):
@@ -83,6 +94,10 @@ class SweepSpec(BaseModel):
         "or null to start a local Ray instance"))
     out_dir: str | None = Field(None, description=(
         "the sweep directory; default: sweeps/<sweep file stem>"))
+    resources: Resources = Field(default_factory=lambda: {"num_cpus": 1}, description=(
+        "ray only: what each point's task asks of the cluster: num_cpus, num_gpus, memory "
+        "(bytes) and custom resources by name, e.g. {num_gpus: 1, num_cpus: 2}; a point's own "
+        "`resources:` entry updates it"))
 
 
 SWEEP_FIELDS = set(SweepSpec.model_fields)
@@ -95,6 +110,7 @@ class Point:
     name: str
     overrides: dict[str, Any]
     config: ExperimentConfig
+    resources: dict[str, float] = field(default_factory=dict)  # what its Ray task asks for
 
 
 @dataclass
@@ -186,16 +202,23 @@ def expand(spec: SweepSpec, root: Path) -> list[Point]:
                         f"{MAX_POINTS:,} (split it into several sweeps)")
     if problems:
         raise ConfigError(problems)
-    combos = combinations(spec)
+    combos = [dict(c) for c in combinations(spec)]
+    asks = [c.pop(RESOURCES, None) for c in combos]  # not part of the experiment, nor the name
     names = point_names(combos)
     points = []
-    for name, combo in zip(names, combos, strict=True):
+    for name, combo, ask in zip(names, combos, asks, strict=True):
+        try:
+            resources = {**spec.resources, **_RESOURCES.validate_python(ask or {})}
+        except pydantic.ValidationError as exc:
+            problems += [f"point {name}: {RESOURCES}{'.' * bool(err['loc'])}{_describe_sweep(err)}"
+                         for err in exc.errors()]  # fmt: skip
+            continue
         raw = copy.deepcopy(spec.base)
         for key, value in combo.items():
             set_dotted(raw, key, value)
         raw["name"], raw["out_dir"] = name, str(root)
         try:
-            points.append(Point(name, combo, validate(raw)))
+            points.append(Point(name, combo, validate(raw), resources))
         except ConfigError as exc:
             problems += [f"point {name}: {p}" for p in exc.problems]
         except pydantic.ValidationError as exc:  # a section field config.validate lets through
@@ -203,6 +226,9 @@ def expand(spec: SweepSpec, root: Path) -> list[Point]:
     if problems:
         raise ConfigError(problems)
     return points
+
+
+_RESOURCES = pydantic.TypeAdapter(Resources)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -560,8 +586,13 @@ def run_ray(points: list[Point], workers: int | None, address: str | None,
             raise RunError(f"cannot start or reach {where}: {exc} (on the head node, `ray status` "
                            "checks the cluster; ray://host:10001 needs the client port open)"
                            ) from None
-    task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_point)
-    refs = {task.remote(_payload(p)): p for p in points}
+    unplaceable = _unplaceable(points, ray.nodes())
+    if unplaceable:  # Ray would keep them pending forever
+        raise RunError(f"{len(unplaceable)} point(s) ask for more than any node of the Ray cluster "
+                       "has; nothing was dispatched (change their resources, or add such nodes: "
+                       "ray start --num-gpus / --resources):\n" + "\n".join(unplaceable))
+    task = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_point_ray)
+    refs = {task.options(**ray_options(p.resources)).remote(_payload(p)): p for p in points}
     pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
@@ -572,6 +603,52 @@ def run_ray(points: list[Point], workers: int | None, address: str | None,
             except ray.exceptions.RayError as exc:  # the worker died twice, or the node went away
                 result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
             on_result(p, result)
+
+
+def _run_point_ray(config: dict[str, Any]) -> dict[str, Any]:
+    """``run_point`` in a Ray task, with the resources Ray gave it."""
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    return {**run_point(config), "resources": dict(sorted(assigned.items()))}
+
+
+def ray_options(resources: dict[str, float]) -> dict[str, Any]:
+    """A point's ``resources`` as ``ray.remote(...).options`` keywords."""
+    out: dict[str, Any] = {k: v for k, v in resources.items() if k in RAY_NAMES}
+    if "memory" in out:
+        out["memory"] = int(out["memory"])
+    custom = {k: v for k, v in resources.items() if k not in RAY_NAMES}
+    return out | ({"resources": custom} if custom else {})
+
+
+def _needs(resources: dict[str, float]) -> dict[str, float]:
+    """What a task asks of one node, in the node's names (``CPU``, ``GPU``, ``memory``, custom)."""
+    need = {RAY_NAMES.get(k, k): v for k, v in {"num_cpus": 1, **resources}.items()}
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def _unplaceable(points: list[Point], nodes: list[dict[str, Any]]) -> list[str]:
+    """``point <name>: ...`` for each point no live node can hold."""
+    offers = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    shown = "; ".join(_offer(o) for o in offers[:3]) + ("; ..." if len(offers) > 3 else "")
+    out = []
+    for p in points:
+        need = _needs(p.resources)
+        if not any(all(o.get(k, 0) >= v for k, v in need.items()) for o in offers):
+            asked = ", ".join(f"{k}: {v:g}" for k, v in {"num_cpus": 1, **p.resources}.items())
+            out.append(f"  - point {p.name} asks for {{{asked}}}; the nodes offer: {shown or 'nothing'}")
+    return out
+
+
+def _offer(resources: dict[str, float]) -> str:
+    """One node's resources, as a user reads them (no per-node ids, memory in GiB)."""
+    parts = []
+    for k, v in sorted(resources.items(), key=lambda kv: (kv[0] not in ("CPU", "GPU"), kv[0])):
+        if k.startswith("node:") or k.startswith("accelerator_type:") or k == "object_store_memory":
+            continue
+        parts.append(f"{k} {v / 2**30:.1f} GiB" if k == "memory" else f"{k} {v:g}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def _payload(p: Point) -> dict[str, Any]:
@@ -706,6 +783,8 @@ def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) 
             entry.update({k: res.get(k) for k in ("status", "started", "finished", "wall_s",
                                                   "host", "pid", "resumed_from", "completed")})
             entry["error"] = res.get("error")
+            if RESOURCES in res:  # what Ray gave the point's task
+                entry[RESOURCES] = res[RESOURCES]
             entry["worker_deaths"] = entry.get("worker_deaths", 0) + res.get("worker_deaths", 0)
             result.statuses[p.name] = res["status"]
             if res["status"] == "interrupted":  # by Ctrl-C: not done, resumed by a rerun
