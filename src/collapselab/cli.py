@@ -51,16 +51,31 @@ def user_errors() -> Iterator[None]:
     """Input problems end in one clear message and exit code 2 (a traceback only with --debug)."""
     try:
         yield
-    except (CollapselabError, OSError) as exc:
+    except (CollapselabError, OSError, MemoryError) as exc:
         if state["debug"]:
             raise
         # soft_wrap: the message as one line per line of it (a terminal wraps it; a log or a
         # grep keeps it whole)
-        console.print(f"[bold red]error:[/] {_escape(str(exc))}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {_escape(_message(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as exc:
         console.print(f"[yellow]{_escape(str(exc) or 'interrupted')}")
         raise typer.Exit(130) from None
+
+
+def _message(exc: BaseException) -> str:
+    """What the user reads: an OSError as its path and its cause in words ("runs/x: Read-only
+    file system", not "[Errno 30] Read-only file system: 'runs/x'"); a MemoryError as what ran
+    out and what to lower."""
+    if isinstance(exc, MemoryError):
+        what = str(exc) or "an allocation failed"
+        return (f"out of memory: {what[0].lower()}{what[1:]}; lower chains, data.size or "
+                "synthetic_size (the resource check, on unless --no-resource-check, estimates "
+                "a run's memory before it starts)")
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {exc.strerror}"
+    return str(exc)
 
 
 def _config_file(path: Path) -> Path:

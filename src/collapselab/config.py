@@ -91,8 +91,9 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description=(
-        "run name: the run directory is <out_dir>/<name>"))] = "experiment"
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200, description=(
+        "run name: the run directory is <out_dir>/<name> (at most 200 characters: a file "
+        "name holds 255 bytes)"))] = "experiment"
     generations: Annotated[int, Field(ge=1, le=1_000_000, description=(
         "model fits: generation 0 trains on real data, each later one on composed data"))] = 10
     seed: Annotated[int, Field(ge=0, description="root seed of every random stream")] = 0

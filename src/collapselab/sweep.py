@@ -59,7 +59,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab.config import ExperimentConfig, apply_override, read_yaml, validate
 from collapselab.errors import ConfigError, Interrupted, RunError
-from collapselab.store import RunStore, jsonable, lock_state, locked, write_atomic
+from collapselab.store import (
+    RunStore,
+    cannot_write,
+    jsonable,
+    lock_state,
+    locked,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -754,7 +761,10 @@ def run_sweep(sweep: Sweep, progress: Callable[[int, int], None] | None = None) 
     """Run every point not yet finished; returns what ran, what was skipped and what failed."""
     spec = sweep.spec
     checked = check_configs(sweep)  # before anything is written or dispatched, for any backend
-    sweep.root.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, no permission: name the folder, not an errno
+        raise cannot_write(Path(exc.filename or sweep.root), exc) from None
     with sweep_lock(sweep.root):
         check_configs(sweep, checked)  # a driver may have begun runs since; we hold the lock now
         manifest = _load_manifest(sweep)
