@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from collapselab.cli import app
+from collapselab.metrics.alarm import generations_to_collapse
 from collapselab.store import RunStore
 
 CONFIG = """\
@@ -137,3 +138,10 @@ def test_non_finite_scores_make_the_alarm_undefined_not_no_collapse(tmp_path, ca
     assert [r.getMessage() for r in caplog.records if r.name == "collapselab.metrics.alarm"] == [
         f"generation {g}: the collapse alarm is undefined: 4000 of 4000 held-out scores (this "
         "model's or generation 0's) are not finite" for g in (0, 1)]
+
+
+def test_an_undefined_alarm_read_back_as_null_is_not_a_collapse():  # as a resume reads it
+    rows = [{"generation": 0, "alarm": None}, {"generation": 1, "alarm": 0.0},
+            {"generation": 2, "alarm": 1.0}]
+    assert generations_to_collapse(rows) == 2
+    assert generations_to_collapse(rows[:2]) is None

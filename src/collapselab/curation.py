@@ -90,8 +90,8 @@ def curate(
     for name, fn in active:
         out = fn(data, ctx)
         if isinstance(out, Weights):
-            out.log_w = protocol.returned(f"{name}.__call__", out.log_w, (chains, m),
-                                          "a log weight per sample")
+            out.log_w = protocol.returned(out.log_w, (chains, m), "a log weight per sample",
+                                          name, "__call__")
             weighted.append((name, out))
             scores[name] = out.log_w
             continue
@@ -104,8 +104,8 @@ def curate(
         for more in extra:  # a filter's own measurements, e.g. a detector's AUC
             report |= {f"{k}.{name}": float(v) for k, v in more.items()}
         if score is not None:
-            scores[name] = protocol.returned(f"{name}.__call__", score, (chains, m),
-                                             "a score per sample")
+            scores[name] = protocol.returned(score, (chains, m), "a score per sample", name,
+                                             "__call__")
         keep &= mask
     if weighted:
         log_w = np.where(keep, sum(w.log_w for _, w in weighted), -np.inf)
@@ -326,8 +326,8 @@ class ImportanceResample:
     def log_target(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
         """log p_target: ``(chains, m)``, or per token ``(chains, m, L)`` for token blocks."""
         if self._fn is not None:
-            return protocol.returned(self.target, self._fn(data, ctx), data.shape[:2],
-                                     "a target log-probability per sample")
+            return protocol.returned(self._fn(data, ctx), data.shape[:2],
+                                     "a target log-probability per sample", self.target)
         if self.target == "generation0":
             return _logp(ctx.reference, data)
         if capabilities.provides(ctx.source, capabilities.HasTrueDensity):
@@ -362,8 +362,8 @@ class Verifier:
 
     def __call__(self, data: np.ndarray, ctx: CurationContext) -> tuple[np.ndarray, np.ndarray]:
         if self._fn is not None:
-            score = protocol.returned(self.fn, self._fn(data, ctx), data.shape[:2],
-                                      "a verifier's score per sample")
+            score = protocol.returned(self._fn(data, ctx), data.shape[:2],
+                                      "a verifier's score per sample", self.fn)
         else:
             score = protocol.scores(_scorer(ctx, self.model), data)
         k = max(1, math.ceil(self.top * data.shape[1]))
@@ -524,8 +524,8 @@ class DetectorResample:
 
     def p_synthetic(self, data: np.ndarray, ctx: CurationContext) -> np.ndarray:
         if self._fn is not None:
-            return protocol.returned(self.detector, self._fn(data, ctx), data.shape[:2],
-                                     "a probability per sample")
+            return protocol.returned(self._fn(data, ctx), data.shape[:2],
+                                     "a probability per sample", self.detector)
         if self._classifier is not None:
             p, self.measured = self._classifier(data, ctx)
             return p

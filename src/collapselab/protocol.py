@@ -143,34 +143,37 @@ def checked_samples(model: Any, samples: Any, chains: int, n: int,
     *event)`` (``event``: the training data's); else a ``RunError`` naming the family, the method
     and the rule. Non-finite values pass: a degenerate generation is a result of the run."""
     x = np.asarray(samples)
-    said = f"{registry.name_of(model)}.sample returned"
     if x.dtype.kind not in NUMBERS:
-        raise RunError(f"{said} values of dtype {x.dtype}; samples are numbers")
-    if x.ndim < 2 or x.shape[0] != chains:
-        raise RunError(f"{said} shape {x.shape}; samples have shape (chains, n, ...) with "
-                       f"chains={chains}")
-    if x.shape[1] != n:
-        raise RunError(f"{said} {x.shape[1]} rows per chain; asked for {n}")
-    if x.shape[2:] != event:
-        raise RunError(f"{said} samples of shape {x.shape[2:]}; the training data's have shape "
-                       f"{event}")
-    return x
+        problem = f"values of dtype {x.dtype}; samples are numbers"
+    elif x.ndim < 2 or x.shape[0] != chains:
+        problem = f"shape {x.shape}; samples have shape (chains, n, ...) with chains={chains}"
+    elif x.shape[1] != n:
+        problem = f"{x.shape[1]} rows per chain; asked for {n}"
+    elif x.shape[2:] != event:
+        problem = f"samples of shape {x.shape[2:]}; the training data's have shape {event}"
+    else:
+        return x
+    raise RunError(f"{registry.name_of(model)}.sample returned {problem}")
 
 
-def returned(method: str, value: Any, shape: tuple[int, ...], rule: str) -> np.ndarray:
-    """``value``, what ``method`` (``gmm.score_samples``) returned, as float64 numbers of ``shape``;
-    else a ``RunError`` naming the method and the ``rule`` ("one score per sample"). Non-finite
-    values pass."""
+def returned(value: Any, shape: tuple[int, ...], rule: str, by: Any,
+             method: str = "") -> np.ndarray:
+    """``value``, what ``by.method`` returned, as float64 numbers of ``shape``; else a ``RunError``
+    naming them and the ``rule`` ("one score per sample"). ``by``: a component (named as the config
+    names it) or a name; ``method`` may be empty (``by`` a function). Non-finite values pass."""
     x = np.asarray(value)
     if x.dtype.kind not in NUMBERS:
-        raise RunError(f"{method} returned values of dtype {x.dtype}; {rule} is a number")
-    if x.shape != shape:
-        raise RunError(f"{method} returned shape {x.shape}; {rule} is shape {shape}")
-    return x.astype(np.float64, copy=False)
+        problem = f"values of dtype {x.dtype}; {rule} is a number"
+    elif x.shape != shape:
+        problem = f"shape {x.shape}; {rule} is shape {shape}"
+    else:
+        return x.astype(np.float64, copy=False)
+    name = by if isinstance(by, str) else registry.name_of(by)
+    raise RunError(f"{name}{'.' * bool(method)}{method} returned {problem}")
 
 
 def scores(model: Any, data: np.ndarray) -> np.ndarray:
     """``model.score_samples(data)``, checked: float64 ``(chains, n)`` for ``data`` ``(chains, n,
     ...)``."""
-    return returned(f"{registry.name_of(model)}.score_samples", model.score_samples(data),
-                    np.shape(data)[:2], "one score per sample")
+    return returned(model.score_samples(data), np.shape(data)[:2], "one score per sample", model,
+                    "score_samples")

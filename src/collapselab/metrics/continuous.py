@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 from scipy import stats
 
-from collapselab import gaussians, registry
+from collapselab import gaussians
 from collapselab.capabilities import IsMixture, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
@@ -208,8 +208,8 @@ class HeldoutNLL:
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         score = ctx.model.score(ctx.heldout_chains())  # (C,)
-        return {"heldout_nll": -returned(f"{registry.name_of(ctx.model)}.score", score,
-                                         (ctx.chains,), "one score per chain")}
+        return {"heldout_nll": -returned(score, (ctx.chains,), "one score per chain", ctx.model,
+                                         "score")}
 
 
 @metrics.register("marginal_variance")
