@@ -54,13 +54,13 @@ def examples() -> list[tuple[str, str]]:
 
 
 def test_the_readme_has_examples_to_run():
-    assert [cmd.split()[:2] for cmd, _ in examples()] == [["collapselab", "validate"]]
+    assert ["collapselab", "validate"] in [cmd.split()[:2] for cmd, _ in examples()]
 
 
 @pytest.mark.parametrize("command,expected", examples(), ids=lambda v: v[:60])
 def test_an_example_prints_what_the_readme_shows(tmp_path, command, expected):
     """Run where the repository's configs/ is at hand (relative paths as in the README), in a
-    folder of its own: an error example (exit 2) writes nothing."""
+    folder of its own: an error example exits 2 and writes nothing."""
     argv = shlex.split(command)
     assert argv[0] == "collapselab"
     (tmp_path / "configs").symlink_to(ROOT / "configs")
@@ -69,8 +69,11 @@ def test_an_example_prints_what_the_readme_shows(tmp_path, command, expected):
                             env=env, capture_output=True, text=True, timeout=300)
     printed = result.stdout + result.stderr
     assert printed == expected, f"README:\n{expected}\ntool:\n{printed}"
-    assert result.returncode == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["configs"]
+    if expected.startswith("error:"):
+        assert result.returncode == 2
+        assert [p.name for p in tmp_path.iterdir()] == ["configs"]
+    else:
+        assert result.returncode == 0
 
 
 def test_the_annotated_config_is_the_file_it_names():
