@@ -46,13 +46,15 @@ else
 fi
 cd "$work/collapselab"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-for cmd in "${quick[@]}"; do
-  echo "+ $cmd" >&2
-  bash -euo pipefail -c "$cmd" </dev/null
-done
+step() {  # run one README line; say how long it took
+  local start=$SECONDS
+  echo "+ $1" >&2
+  bash -euo pipefail -c "$1" </dev/null
+  echo "  ($((SECONDS - start)) s)" >&2
+}
+for cmd in "${quick[@]}"; do step "$cmd"; done
 export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
-for cmd in "${usage[@]}"; do
-  echo "+ $cmd" >&2
-  bash -euo pipefail -c "$cmd" </dev/null
-done
-echo "README Quick start demo and Usage block: all ${#usage[@]} commands ran" >&2
+usage_start=$SECONDS
+for cmd in "${usage[@]}"; do step "$cmd"; done
+echo "README Quick start demo and Usage block: all ${#usage[@]} Usage commands ran" \
+  "(Usage block $((SECONDS - usage_start)) s, in all ${SECONDS} s)" >&2
