@@ -297,6 +297,9 @@ def export(model: HFCausalLM, chain: int, folder: Path) -> Path:
         net.resize_token_embeddings(model.vocab_size_, mean_resizing=False)
     net.config.use_cache = True
     net.save_pretrained(folder, safe_serialization=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("quantization_config", None)  # a GGUF base's: these weights are plain float32
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(folder, model.vocab_size_, model.bos_id_)
     return folder
 
@@ -381,10 +384,14 @@ def main(argv: list[str]) -> int:
         reply.flush()
 
     try:
-        from vllm import LLM
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
 
         llm = LLM(model=start["model"], dtype=start["dtype"], max_model_len=start["max_model_len"],
                   generation_config="vllm", seed=0, enforce_eager=True)  # fmt: skip
+        # one token first: some refusals (an attention kernel for the head size) come only then
+        llm.generate([TokensPrompt(prompt_token_ids=[0])], SamplingParams(max_tokens=1),
+                     use_tqdm=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001  (why vLLM cannot serve the model: the parent says it)
         import traceback
 
@@ -408,11 +415,13 @@ def main(argv: list[str]) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost cause's message (vLLM wraps its engine's start-up errors)."""
+    """The innermost cause's message on one line (vLLM wraps its engine's start-up errors)."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"
+    lines = [ln.strip() for ln in str(exc).strip().splitlines()
+             if ln.strip() and not ln.strip().startswith("For further information")]  # fmt: skip
+    text = " ".join(lines)
+    return f"{type(exc).__name__}: {text[:600]}{' ...' if len(text) > 600 else ''}"
 
 
 if __name__ == "__main__":
