@@ -40,6 +40,9 @@ FULL: dict[str, Any] = {
                    "beam_new_tokens": 64},
     "demo": {},
     "report": {"gens": 2000, "chains": 1000},
+    "ddp": {"steps": 20},
+    "engines": {"prompt_tokens": 64, "sample_blocks": 64, "sample_new_tokens": 64,
+                "beam_blocks": 16, "beam_new_tokens": 64},
 }  # fmt: skip
 
 QUICK: dict[str, Any] = {
@@ -55,13 +58,17 @@ QUICK: dict[str, Any] = {
                    "beam_new_tokens": 8},
     "demo": {},
     "report": {"gens": 2000, "chains": 100},
+    "ddp": {"steps": 6},
+    "engines": {"prompt_tokens": 32, "sample_blocks": 16, "sample_new_tokens": 32,
+                "beam_blocks": 4, "beam_new_tokens": 16},
 }  # fmt: skip
 
 
 # workload name -> "module:function" (imported only when run: torch is slow to import)
 WORKLOADS = {"chains": "chains:run", "gmm": "gmm:run", "ngram": "ngram:run",
              "gpt_train": "gpt:training", "gpt_sample": "gpt:sampling_bench", "demo": "demo:run",
-             "report": "report:run"}
+             "report": "report:run", "ddp": "distributed:run",
+             "engines": "engines:run"}
 
 Workload = Callable[[dict[str, Any], int], tuple[list[Row], dict[str, Any]]]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from typer.testing import CliRunner
 from collapselab.cli import app
 from collapselab.config import validate
 from collapselab.errors import ConfigError
-from collapselab.models.distributed import Ranks, failure, Distributed
+from collapselab.models.distributed import Distributed, Ranks, failure
 from collapselab.models.gpt import GPT
 from collapselab.store import RunStore
 from tests.models import dying_lm
@@ -76,8 +78,13 @@ def test_two_gpt_processes_train_what_one_does(gpt_runs):
 
 
 def test_a_killed_worker_fails_the_generation_and_resume_ends_as_an_uninterrupted_run(gpt_runs):
-    tmp = gpt_runs
-    cfg = config(tmp, "killed", {**GPT_MODEL, "distributed": TWO})
+    kill_and_resume(gpt_runs, {**GPT_MODEL, "distributed": TWO}, gpt_runs / "runs" / "two")
+
+
+def kill_and_resume(tmp: Path, model: dict, want: Path) -> None:
+    """Generation 1's worker of rank 1 SIGKILLs itself mid-fit; then ``--resume`` ends as the
+    uninterrupted run ``want`` did."""
+    cfg = config(tmp, "killed", model)
     root = tmp / "runs" / "killed"
     dying_lm.Dying.fits, dying_lm.Dying.kill_at_fit = 0, 2  # generation 1's worker of rank 1
     try:
@@ -93,22 +100,15 @@ def test_a_killed_worker_fails_the_generation_and_resume_ends_as_an_uninterrupte
     run = RunStore(root)
     assert run.completed() == 1 and len(rows(root)) == 1  # generation 0 kept, nothing of 1
     assert not list(root.glob("gen_001"))
-    assert not list(Path(tempfile_dir()).glob("collapselab-fit-killed-*"))  # scratch removed
+    assert not list(Path(tempfile.gettempdir()).glob("collapselab-fit-killed-*"))  # scratch gone
 
     result = cli("run", str(cfg), "--resume")
     assert result.exit_code == 0, result.output
-    want = tmp / "runs" / "two"
     assert rows(root) == rows(want)
     for gen in (0, 1):
         np.testing.assert_array_equal(RunStore(root).samples(gen), RunStore(want).samples(gen))
     a, b = weights(root), weights(want)
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
-
-
-def tempfile_dir() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
 
 
 # ---------------------------------------------------------------- hf
@@ -129,14 +129,26 @@ def tiny_llama(tmp_path_factory) -> str:
     return str(path)
 
 
+def hf_model(path: str) -> dict:
+    return {"family": "hf", "name_or_path": path, "vocab_size": 40, "epochs": 2, "batch_size": 16,
+            "lr": 1e-2, "device": "cpu", "valid_fraction": 0.2}
+
+
 def test_two_hf_processes_train_what_one_does(tmp_path, tiny_llama):
-    model = {"family": "hf", "name_or_path": tiny_llama, "vocab_size": 40, "epochs": 2,
-             "batch_size": 16, "lr": 1e-2, "device": "cpu", "valid_fraction": 0.2}
+    model = hf_model(tiny_llama)
     for name, m in (("one", model), ("two", {**model, "distributed": TWO})):
         result = cli("run", str(config(tmp_path, name, m, generations=1)))
         assert result.exit_code == 0, result.output
     one, two = rows(tmp_path / "runs" / "one"), rows(tmp_path / "runs" / "two")
     assert_close_ppl(two[0], one[0])
+
+
+@pytest.mark.slow
+def test_a_killed_hf_worker_then_resume_ends_as_an_uninterrupted_run(tmp_path, tiny_llama):
+    model = {**hf_model(tiny_llama), "family": "tests.models.dying_lm:DyingHF", "distributed": TWO}
+    result = cli("run", str(config(tmp_path, "two", model)))
+    assert result.exit_code == 0, result.output
+    kill_and_resume(tmp_path, model, tmp_path / "runs" / "two")
 
 
 def test_fsdp_shards_and_trains_what_one_process_does():
@@ -179,7 +191,7 @@ def test_bad_distributed_settings_name_the_field_and_the_value(distributed, prob
     with pytest.raises(ConfigError) as info:
         validate(experiment({**GPT_MODEL, "family": "gpt", "distributed": distributed}))
     assert len(info.value.problems) == 1
-    assert __import__("re").fullmatch(problem, info.value.problems[0]), info.value.problems
+    assert re.fullmatch(problem, info.value.problems[0]), info.value.problems
 
 
 def test_a_python_error_in_a_worker_is_named_with_its_rank_and_message():

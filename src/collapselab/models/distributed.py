@@ -40,7 +40,7 @@ from collapselab import workarea
 from collapselab.errors import NumericalError, RunError
 
 if TYPE_CHECKING:
-    from collapselab.models.torch_lm import Trained, TorchLM
+    from collapselab.models.torch_lm import TorchLM, Trained
 
 RESULT = "fitted.pt"
 
