@@ -19,6 +19,11 @@ decoding alike, so a padded embedding table never leaks unused ids into the synt
 Training (best epoch on held-out blocks), scoring and decoding are the torch LM base's
 (:mod:`collapselab.models.torch_lm`, shared with ``gpt``); this module loads the pretrained model.
 
+``generation_engine: vllm`` hands the decoding (``sample``, ``complete``) to vLLM's offline ``LLM``
+in a child process (:mod:`collapselab.models.vllm_engine`: the fitted weights exported as float32
+safetensors, one seed per block from the sample stream, ``LLM.beam_search`` for beams); the child
+exits before the next fit.
+
 Weights are loaded in ``fit`` (constructing the family, e.g. to validate a config, reads nothing)
 and cached per process, so ten generations read (and, for GGUF, dequantise) the base once.
 """
@@ -36,8 +41,8 @@ import numpy as np
 import pydantic
 import torch
 
-from collapselab.errors import ConfigError
 from collapselab import watermark
+from collapselab.errors import ConfigError
 from collapselab.models import decoding, distributed, sampling, vllm_engine
 from collapselab.models.distributed import DistributedOption
 from collapselab.models.torch_lm import (

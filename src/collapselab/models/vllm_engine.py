@@ -35,6 +35,7 @@ A child that dies or misses its deadline is a ``RunError`` with the tail of its 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -135,7 +136,12 @@ class Engine:
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         paths = [p or os.getcwd() for p in sys.path]  # the child imports us as this process does
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        start = {"model": str(folder / "model"), "dtype": dtype, "max_model_len": max_model_len}
+        start: dict[str, Any] = {"model": str(folder / "model"), "dtype": dtype,
+                                 "max_model_len": max_model_len,
+                                 "enforce_eager": device != "cuda"}  # CUDA graphs on a GPU
+        if device == "cuda":  # the loop's process keeps a CUDA context (and the fit's cache) beside it
+            start["gpu_memory_utilization"] = float(
+                os.environ.get("COLLAPSELAB_VLLM_GPU_MEMORY", 0.8))
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in close())
         tic = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -243,6 +249,9 @@ def close() -> None:
             eng.close()
         finally:
             stack.close()
+
+
+atexit.register(lambda: close())  # the child and its scratch folder go with this process
 
 
 def engine(model: HFCausalLM, chain: int, need_len: int) -> Engine:
@@ -387,8 +396,10 @@ def main(argv: list[str]) -> int:
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
+        gpu = {k: start[k] for k in ("gpu_memory_utilization",) if k in start}
         llm = LLM(model=start["model"], dtype=start["dtype"], max_model_len=start["max_model_len"],
-                  generation_config="vllm", seed=0, enforce_eager=True)  # fmt: skip
+                  generation_config="vllm", seed=0, enforce_eager=start["enforce_eager"],
+                  **gpu)  # fmt: skip
         # one token first: some refusals (an attention kernel for the head size) come only then
         llm.generate([TokensPrompt(prompt_token_ids=[0])], SamplingParams(max_tokens=1),
                      use_tqdm=False)  # fmt: skip
