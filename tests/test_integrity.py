@@ -187,6 +187,18 @@ def test_a_damaged_run_is_refused_naming_the_file_and_the_problem(run, damage, h
     assert refused(config, root, how) == squash(message)
 
 
+@pytest.mark.parametrize("args", [["theory", "{run}"], ["samples", "{run}"],
+                                  ["provenance", "{run}", "-g", "1"],
+                                  ["compare", "{run}", "{clean}"], ["compare", "{clean}", "{run}"]])
+def test_every_reading_command_refuses_a_damaged_run(run, clean, args):
+    config, root = run
+    message = chunk_deleted(root)
+    before = files(root)
+    result = cli(*[a.format(run=root, clean=clean / "runs" / "r") for a in args])
+    assert result.exit_code == 2 and squash(result.output) == squash(f"error: {message}")
+    assert files(root) == before
+
+
 def test_a_clean_run_verifies_and_reads(run):
     config, root = run
     result = cli("verify", root)
@@ -271,6 +283,8 @@ def test_verify_checks_every_run_of_a_sweep(tmp_path):
     result = cli("verify", tmp_path / "sweep")
     assert result.exit_code == 2
     assert squash(result.output) == squash(f"{a}: ok error: {message}")
+    result = cli("report", tmp_path / "sweep")
+    assert result.exit_code == 2 and squash(result.output) == squash(f"error: {message}")
 
 
 # --- a run that fails -----------------------------------------------------------------------------
