@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from collapselab.models.gaussian import Gaussian
+from collapselab.policies import Replace
+from collapselab.sources.distributions import Normal
 
 
 class HalfRows(Gaussian):
@@ -29,6 +31,20 @@ class NaNScores(Gaussian):
 
     def score_samples(self, data: np.ndarray) -> np.ndarray:
         return np.full(np.shape(data)[:2], np.nan)
+
+
+class Flat(Normal):
+    """``real`` returns one number per chain: no sample axis."""
+
+    def real(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray:
+        return super().real(n, chains, rng)[:, 0, 0]
+
+
+class Rows(Replace):
+    """``plan`` returns row indices, not a ``Plan``."""
+
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Any:
+        return list(range(size))
 
 
 class Metric:

@@ -4,9 +4,10 @@ component returns is checked at the loop's boundary (issue 22, point 4).
 From the command line: ``os:system`` as a family is refused by ``validate`` and ``run`` without
 being called (the file its ``command`` would create never appears); a class that is not a
 component (``collections:OrderedDict``) is refused naming the rule; a family whose ``sample``
-returns half the rows, whose ``score_samples`` has the wrong shape, or a metric whose values are
-not one per chain or not numbers, stops the run with exit 2 and one message naming the component,
-the method and the rule (tests/badplug.py holds them). All-NaN scores make the collapse alarm
+returns half the rows, whose ``score_samples`` has the wrong shape, a metric whose values are not
+one per chain or not numbers, a source without a sample axis or a policy without a plan stops the
+run with exit 2 and one message naming the component, the method and the rule (tests/badplug.py
+holds them). All-NaN scores make the collapse alarm
 undefined (null, with a warning), never "no collapse". Nothing of the user's changes.
 """
 
@@ -109,6 +110,26 @@ def test_scores_of_the_wrong_shape_stop_the_run(tmp_path):
     assert output == squash(
         "error: tests.badplug:ChainScores.score_samples returned shape (20,); one score per "
         "sample is shape (20, 200)")
+
+
+def test_a_source_whose_data_has_no_sample_axis_stops_the_run(tmp_path):
+    output = refused(tmp_path, "run", "data.source=tests.badplug:Flat")
+    assert output == squash(
+        "error: tests.badplug:Flat.real returned shape (20,) and dtype float64; data are numbers "
+        "of shape (1 or 20 chains, 50, ...)")
+
+
+def test_a_policy_that_returns_no_plan_stops_the_run_in_generation_1(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    result = CliRunner().invoke(app, ["run", str(config), f"out_dir={tmp_path / 'runs'}",
+                                      "policy.name=tests.badplug:Rows", "--no-report"])
+    assert result.exit_code == 2, result.output
+    assert squash(result.output) == squash(
+        "error: tests.badplug:Rows.plan returned a list; a policy returns a "
+        "collapselab.provenance.Plan")
+    assert config.read_text() == CONFIG
+    assert len(RunStore(tmp_path / "runs" / "bad").metrics()) == 1  # generation 0 was kept
 
 
 @pytest.mark.parametrize("metric,got", [

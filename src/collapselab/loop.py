@@ -31,6 +31,7 @@ from collapselab.metrics.alarm import generations_to_collapse
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import NUMBERS, checked_samples, clone
 from collapselab.provenance import FRESH, Part, Plan, Pool
+from collapselab.sources.base import checked
 from collapselab.store import SINGLE, RunStore, RunWriter
 
 log = logging.getLogger(__name__)
@@ -273,8 +274,10 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
     cfg, chains = exp.config, exp.config.chains
     m = cfg.synthetic_size or cfg.data.size
     real_rng, heldout_rng = setup_rngs(cfg.seed)
-    real = Pool.real(exp.source.real(cfg.data.size, chains, real_rng))  # (chains or 1, size, ...)
-    heldout = exp.source.heldout(heldout_rng)  # (1, n_heldout, ...) never trained on
+    real = exp.source.real(cfg.data.size, chains, real_rng)  # (chains or 1, size, ...)
+    real = Pool.real(checked(exp.source, "real", real, chains, cfg.data.size))
+    heldout = checked(exp.source, "heldout", exp.source.heldout(heldout_rng),
+                      chains)  # (1, n_heldout, ...) never trained on
     state = History.restore(exp, store)
     if state.stopped:
         return "stopped"  # a crash came between the stop and the manifest saying so
@@ -353,8 +356,12 @@ def compose(exp: Experiment, real: Pool, history: list[Pool],
     pools = [real, *history]
     plan = (exp.policy.plan([q.n for q in pools], cfg.data.size, cfg.chains, rng)
             if history else Plan((Part((0,)),)))
+    if not isinstance(plan, Plan):
+        raise RunError(f"{registry.name_of(exp.policy)}.plan returned a {type(plan).__name__}; "
+                       "a policy returns a collapselab.provenance.Plan")
     if plan.fresh:  # new real rows, drawn once, after the plan's own draws
-        pools.append(Pool.real(exp.source.fresh(plan.fresh, cfg.chains, rng), FRESH))
+        fresh = exp.source.fresh(plan.fresh, cfg.chains, rng)
+        pools.append(Pool.real(checked(exp.source, "fresh", fresh, cfg.chains, plan.fresh), FRESH))
     parts = provenance.takes(plan, pools)
     return provenance.data_of(parts, cfg.chains), parts
 

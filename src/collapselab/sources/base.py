@@ -21,6 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from collapselab import registry
+from collapselab.errors import RunError
+from collapselab.protocol import NUMBERS
+
 
 @runtime_checkable
 class Source(Protocol):
@@ -31,6 +35,19 @@ class Source(Protocol):
     def fresh(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray: ...
 
     def heldout(self, rng: np.random.Generator) -> np.ndarray: ...
+
+
+def checked(source: Any, method: str, data: Any, chains: int, n: int | None = None) -> np.ndarray:
+    """What ``source.method`` returned, checked (shape and dtype): numbers of shape ``(chains or 1,
+    n, ...)`` (any ``n`` when None); else a ``RunError`` naming the source, the method and the
+    rule."""
+    x = np.asarray(data)
+    if (x.dtype.kind in NUMBERS and x.ndim >= 2 and x.shape[0] in (1, chains)
+            and n in (None, x.shape[1])):
+        return x
+    raise RunError(f"{registry.name_of(source)}.{method} returned shape {x.shape} and dtype "
+                   f"{x.dtype}; data are numbers of shape (1 or {chains} chains, "
+                   f"{'n' if n is None else n}, ...)")
 
 
 def tile_chains(data: np.ndarray, chains: int) -> np.ndarray:
