@@ -298,7 +298,8 @@ class PrecisionRecall:
         max_samples: Annotated[int, Field(ge=2, description=(
             "samples per side (random subsets): cost grows with its square"))] = 1000,
         max_chains: Annotated[int | None, Field(ge=1, description=(
-            "measure only the first chains (None: all)"))] = 32,
+            "measure only the first chains (None: all); fewer than the run's: the row holds their "
+            "mean and standard error, no per-chain values"))] = 32,
     ) -> None:
         self.k, self.max_samples, self.max_chains = k, max_samples, max_chains
 
@@ -316,8 +317,14 @@ class PrecisionRecall:
                           ctx.rng)
         on_real = self.prdc(held, real, radii)
         names = ("precision", "recall", "density", "coverage")
-        return {**dict(zip(names, out, strict=True)),
-                **{f"{n}_real": v for n, v in zip(names, on_real, strict=True)}}
+        if chains == ctx.chains:
+            measured = dict(zip(names, out, strict=True))  # per chain: the row's mean and sem
+        else:  # the first chains only: their mean and its standard error, as the row would hold
+            measured = {n: float(v) for n, v in zip(names, out.mean(axis=1), strict=True)}
+            if chains > 1:
+                sem = out.std(axis=1, ddof=1) / np.sqrt(chains)
+                measured |= {f"{n}.sem": float(v) for n, v in zip(names, sem, strict=True)}
+        return {**measured, **{f"{n}_real": v for n, v in zip(names, on_real, strict=True)}}
 
     def prdc(self, real: np.ndarray, fake: np.ndarray,
              r_real: np.ndarray | None = None) -> tuple[float, float, float, float]:
