@@ -717,7 +717,7 @@ class RunWriter:
         self._unsynced: dict[Path, None] = {}  # written since the last durable commit
         self._written: dict[str, dict[str, Any]] = {}  # files the next commit lists
         self._dropped: list[Path] = []  # samples to delete once the manifest stops listing them
-        self._rows = store.metrics() if store.exists else []
+        self._rows = store.completed()  # committed rows of metrics.jsonl (one a generation)
         self._metrics = store.committed_metrics()  # of the committed rows
         self._staged: list[Staged] = []
         self._held = 0  # bytes of staged samples
@@ -757,7 +757,7 @@ class RunWriter:
     def _files(self) -> dict[str, dict[str, Any]]:
         """The files a commit lists: the committed ones, those written since, the rows."""
         files = {**(self._manifest_data or {}).get("files", {}), **self._written,
-                 METRICS: {"rows": len(self._rows), **self._metrics.entry}}
+                 METRICS: {"rows": self._rows, **self._metrics.entry}}
         self._written = {}
         return files
 
@@ -838,7 +838,7 @@ class RunWriter:
                 raise cannot_write(path, exc) from exc
             raise
         self._unsynced[path] = None
-        self._rows.extend(rows)
+        self._rows += len(rows)
         self._metrics.update(data)
 
     def close(self) -> None:
