@@ -1,0 +1,172 @@
+"""Gaussian, accumulate and accumulate_subsample (derivation below)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.special import digamma, gammaln
+
+from collapselab.theory.base import Prediction, register
+
+# Accumulate: generation t fits the pool P_t of N_t = M_0 + t m rows (the real data and every earlier
+# synthetic set). Write μ_t, Q_t for the pool's mean and scatter Σ(x - μ_t)(x - μ_t)ᵀ; the fit is
+# μ_t and Σ_t = Q_t / (N_t - ddof). Adding m draws Y ~ N(μ_t, Σ_t) with mean ȳ:
+#     μ_{t+1} - μ_t = (m / N_{t+1}) (ȳ - μ_t),
+#     Q_{t+1} = Q_t + SS_Y + (N_t m / N_{t+1}) (ȳ - μ_t)(ȳ - μ_t)ᵀ = Q_t^{1/2} (I + G_t / c_t) Q_t^{1/2},
+# c_t = N_t - ddof, G_t = W + a_t z zᵀ (W ~ Wishart(I, m - 1), z ~ N(0, I), a_t = N_t / N_{t+1}),
+# independent of the past. So E Q_{t+1} = E Q_t (1 + m (N_{t+1} - 1) / (N_{t+1} c_t)) (the mean
+# variance ratio: a product), E (tr Q)² and E tr Q² evolve linearly (its sd), the mean is a martingale
+# with E |μ_{t+1} - μ_t|² = m E tr Σ_t / N_{t+1}², and in 1-D E sqrt(Q_t) is a product of
+# E sqrt(1 + (χ²_{m-1} + a_t χ²_1) / c_t), one quadrature each (the W2 risk's E σ_t).
+#
+# Accumulate, then subsample B rows without replacement (B_t = min(B, N_t); generation 0: the real
+# data): given the pool, a subset's unbiased variance and mean are unbiased for the pool's, with
+# Var(subset mean) = (1 - B_t/N_t) S²_P / B_t, so the pool's E Q and E |μ_P - μ|² again follow a
+# linear recursion, and with them the mean variance ratio and marginal variance, exactly. Their
+# per-chain sd and E σ_t (W2) depend on the subset's law and are not drawn.
+
+
+def _laplace_sqrt(laplace: Callable[[float], float]) -> float:
+    """E sqrt(X) = (1 / 2√π) ∫ (1 - E e^{-sX}) s^{-3/2} ds, here with s = u² (a smooth integrand)."""
+    from scipy.integrate import quad
+
+    value, _ = quad(lambda u: 2.0 * (1.0 - laplace(u * u)) / (u * u) if u > 0 else 0.0,
+                    0.0, np.inf, epsabs=1e-13, epsrel=1e-11, limit=200)
+    return value / (2.0 * np.sqrt(np.pi))
+
+
+def accumulate_sizes(config: Any) -> tuple[int, int]:
+    """(M_0, m): real rows and synthetic rows added per generation."""
+    return config.data.size, config.synthetic_size or config.data.size
+
+
+def gaussian_accumulate(
+    generations: int, m0: int, m: int, dim: int, variance: str, sigma2: float = 1.0
+) -> dict[str, Prediction]:
+    """Single Gaussian refitted to the real data plus every earlier synthetic set (``accumulate``)."""
+    ddof = 0 if variance == "mle" else 1
+    pool = m0 + m * np.arange(generations, dtype=float)  # N_t
+    c = pool - ddof
+    a = pool / (pool + m)  # N_t / N_{t+1}
+    w1, w2 = (m - 1) + a, (m - 1) + a**2  # E tr G / D and the weights' sum of squares
+    # E tr Q_t / (D σ²): Q_0 ~ Wishart(σ² I, M_0 - 1), then × (1 + w1 / c) a generation
+    scatter = (m0 - 1) * np.concatenate([[1.0], np.cumprod(1 + w1 / c)[:-1]])
+    ratio = scatter / c
+    k = m0 - 1.0
+    u, v = k**2 * dim**2 + 2 * k * dim, k * dim**2 + k * (k + 1) * dim  # E (tr Q)², E tr Q² / σ⁴
+    second = np.empty(generations)
+    for t in range(generations):
+        second[t] = u / (c[t] * dim) ** 2
+        u, v = (u * (1 + 2 * w1[t] / c[t] + w1[t] ** 2 / c[t] ** 2) + 2 * w2[t] * v / c[t] ** 2,
+                v * (1 + 2 * w1[t] / c[t]) + ((w1[t] ** 2 - w2[t]) * v + w2[t] * (u + 2 * v)) / c[t] ** 2)
+    # E D_t² per coordinate: σ²/M_0, then + m E σ_t² / N_{t+1}² a generation
+    drift2 = sigma2 * (1.0 / m0 + np.concatenate([[0.0], np.cumsum(m * ratio / (pool + m) ** 2)[:-1]]))
+    limit = ("; with m = M_0, E σ_i² <= σ² bounds it for ever: E(μ_t-μ)² <= (π²/6)σ²/M_0"
+             if m == m0 else "")
+    out = {
+        "variance_ratio": Prediction(
+            ratio, np.sqrt(np.maximum(second - ratio**2, 0)),
+            "accumulate (N_t = M_0 + t m rows): E tr Σ_t / tr Σ = (M_0-1)/(N_t-ddof) "
+            "Π_{i<t} (1 + m(N_{i+1}-1)/(N_{i+1}(N_i-ddof))), exact; sd from the linear recursion of "
+            "E(tr Q)², E tr Q²"),
+        "marginal_variance": Prediction(
+            drift2 + sigma2 * ratio, None,
+            "accumulate: Var(X^{t}) = E(μ_t-μ)² + E σ_t², E(μ_t-μ)² = σ²/M_0 + Σ_{i<t} m E σ_i² / "
+            "N_{i+1}² (the pooled mean is a martingale), exact" + limit),
+    }
+    if dim == 1:
+        # E σ_t = E sqrt(Q_t / c_t), Q_t = Q_0 Π (1 + R_i) with independent factors
+        root = np.sqrt(sigma2 * 2.0) * np.exp(gammaln(m0 / 2) - gammaln((m0 - 1) / 2))  # E sqrt(Q_0)
+        roots = np.empty(generations)
+        for t in range(generations):
+            roots[t] = root
+            ct, at = c[t], a[t]
+            root *= _laplace_sqrt(lambda s, ct=ct, at=at: np.exp(
+                -s - (m - 1) / 2 * np.log1p(2 * s / ct) - 0.5 * np.log1p(2 * at * s / ct)))
+        sd_mean = roots / np.sqrt(c)
+        sigma = np.sqrt(sigma2)
+        if m0 > 3:
+            out["kl"] = gaussian_accumulate_kl(pool, m, ddof, m0)
+        out["w2_sq"] = Prediction(
+            drift2 + sigma2 * ratio - 2 * sigma * sd_mean + sigma2, None,
+            "accumulate: E W2² = E(μ_t-μ)² + E σ_t² - 2σ E σ_t + σ², exact; E σ_t = "
+            "E sqrt(Q_0/c_t) Π E sqrt(1 + (χ²_{m-1} + (N_i/N_{i+1}) χ²_1)/(N_i-ddof)), each factor "
+            "one quadrature of its Laplace transform")
+    return out
+
+
+def gaussian_accumulate_kl(pool: np.ndarray, m: int, ddof: int, m0: int) -> Prediction:
+    """E KL(truth‖model) under accumulate, 1-D: ½[E log Q_t - log c_t - log σ² + c_t (σ² E Q_t⁻¹ +
+    E D_t²/Q_t) - 1]. With X_t = 1 + (U + a_t Z²)/c_t (Z the normal that also moves the mean):
+    E Q⁻¹ and E log Q step by E X⁻¹ and E log X; D_{t+1} = D_t + b_t sqrt(Q_t) Z with
+    b_t² = m/(N_{t+1}² c_t), so E D²/Q steps to E[D²/Q] E X⁻¹ + b_t² E[Z²/X]. Each expectation is one
+    integral of X's Laplace transform: E X⁻¹ = ∫ E e^{-sX} ds, E log X = ∫ (e^{-s} - E e^{-sX})/s ds,
+    E Z²/X = ∫ e^{-s} L_U(s/c) (1 + 2as/c)^{-3/2} ds. Units of σ² (the KL is scale-free)."""
+    from scipy.integrate import quad
+
+    def integral(f: Callable[[float], float]) -> float:
+        return float(quad(f, 0.0, np.inf, epsabs=1e-13, epsrel=1e-11, limit=200)[0])
+
+    k = m0 - 1.0
+    inv, log, ratio = 1.0 / (k - 2), digamma(k / 2) + np.log(2.0), 1.0 / (m0 * (k - 2))
+    out = np.empty(len(pool))
+    for t, n in enumerate(pool):
+        c, a = n - ddof, n / (n + m)
+        out[t] = 0.5 * (log - np.log(c) + c * (inv + ratio) - 1)
+
+        def lu(s: float, c: float = c) -> float:
+            return float(np.exp(-(m - 1) / 2 * np.log1p(2 * s / c)))
+
+        e_inv = integral(lambda s, c=c, a=a: np.exp(-s) * lu(s) / np.sqrt(1 + 2 * a * s / c))
+        e_log = integral(lambda s, c=c, a=a: np.exp(-s) * (1 - lu(s) / np.sqrt(1 + 2 * a * s / c)) / s
+                         if s > 0 else 0.0)
+        e_z2 = integral(lambda s, c=c, a=a: np.exp(-s) * lu(s) * (1 + 2 * a * s / c) ** -1.5)
+        inv, log = inv * e_inv, log + e_log
+        ratio = ratio * e_inv + m / ((n + m) ** 2 * c) * e_z2
+    return Prediction(out, None, "accumulate: E KL = ½[E log σ_t²/σ² + σ² E σ_t⁻² + E(μ_t-μ)²/σ_t² - 1], "
+                      "exact: each factor's moment one integral of its Laplace transform")
+
+
+def gaussian_accumulate_subsample(
+    generations: int, m0: int, m: int, budget: int, variance: str, sigma2: float = 1.0
+) -> dict[str, Prediction]:
+    """Accumulate, then fit on B rows drawn without replacement from the pool; means only."""
+    ddof = 0 if variance == "mle" else 1
+    scatter, drift = (m0 - 1.0) * sigma2, sigma2 / m0  # E Q_P / D, E (μ_P - μ)² per coordinate
+    ratio, spread = np.empty(generations), np.empty(generations)
+    for t in range(generations):
+        n = m0 + t * m
+        b = n if t == 0 else min(budget, n)  # generation 0 fits the real data
+        pool_var = scatter / (n - 1)  # E S²_P
+        fitted = (b - 1) / (b - ddof) * pool_var  # E σ_t²
+        subset = (1 - b / n) * pool_var / b  # E (μ_t - μ_P)²
+        ratio[t], spread[t] = fitted / sigma2, drift + subset + fitted
+        step = subset + fitted / m  # E (ȳ - μ_P)²
+        scatter += (m - 1) * fitted + n * m / (n + m) * step
+        drift += (m / (n + m)) ** 2 * step
+    text = ("accumulate_subsample (B of N_t = M_0 + t m rows without replacement): the pool's "
+            "E Q and E(μ_P-μ)² by an exact linear recursion; ")
+    return {
+        "variance_ratio": Prediction(
+            ratio, None, text + "E σ_t² = (B-1)/(B-ddof) E Q_P/(N_t-1)"),
+        "marginal_variance": Prediction(
+            spread, None, text + "Var(X^{t}) = E(μ_P-μ)² + (1-B/N_t) E S²_P/B + E σ_t²"),
+    }
+
+
+@register("gaussian", "normal", "accumulate")
+def _gaussian_normal_accumulate(config: Any, source: Any) -> dict[str, Prediction]:
+    m0, m = accumulate_sizes(config)
+    return gaussian_accumulate(config.generations, m0, m, source.dim,
+                               config.model.params.get("variance", "mle"), float(source.std) ** 2)
+
+
+@register("gaussian", "normal", "accumulate_subsample")
+def _gaussian_normal_accumulate_subsample(config: Any, source: Any) -> dict[str, Prediction]:
+    m0, m = accumulate_sizes(config)
+    budget = config.policy.params.get("budget") or config.data.size
+    return gaussian_accumulate_subsample(config.generations, m0, m, int(budget),
+                                         config.model.params.get("variance", "mle"),
+                                         float(source.std) ** 2)
