@@ -19,9 +19,9 @@ GENS = 30
 
 @pytest.fixture
 def small_bounds(monkeypatch):
-    monkeypatch.setattr(report, "MAX_POINTS", 10)
-    monkeypatch.setattr(report, "MAX_SHOWN", 4)
-    monkeypatch.setattr(report, "MAX_ORIGINS", 5)
+    monkeypatch.setattr(report.figures, "MAX_POINTS", 10)
+    monkeypatch.setattr(report.view, "MAX_SHOWN", 4)
+    monkeypatch.setattr(report.figures, "MAX_ORIGINS", 5)
 
 
 def _run(run_config, name, gens):

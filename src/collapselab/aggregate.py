@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from collapselab import capabilities
-from collapselab.report import Figure, _png, figures_html, html_page, metric_keys
+from collapselab.report import Figure, figures_html, html_page, metric_keys
+from collapselab.report.draw import png_bytes
 from collapselab.store import RunStore, write_atomic
 from collapselab.sweep import read_manifest
 
@@ -163,7 +164,7 @@ def band_figure(metric: str, stats: Any) -> Figure:
     n = ", ".join(str(int(v)) for v in sorted(n_seeds))
     caption = (f"{metric}: mean across seeds with a 95% t-interval band "
                f"(mean ± t(0.975, n−1)·s/√n; n = {n} seeds per group; no band where n = 1)")
-    return Figure(f"band-{metric}", caption, _png(fig))
+    return Figure(f"band-{metric}", caption, png_bytes(fig))
 
 
 # --- costs -------------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ def compare_figure(table: Any, label_a: str, label_b: str) -> bytes:
     fig.suptitle(f"{label_b} − {label_a} per generation (band: ±1.96 SE of the difference)",
                  fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_compare(run_a: str | Path, run_b: str | Path, out: str | Path | None = None,

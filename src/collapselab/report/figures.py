@@ -1,0 +1,348 @@
+"""The report's figures: curves against generation (declared charts), distributions by
+generation (histograms, image grids, samples against the truth) and training-set composition.
+Each function draws from :class:`~collapselab.report.view.RunView` s only and returns a
+:class:`~collapselab.report.draw.Figure` (or None where the runs recorded nothing to draw)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from collapselab.metrics.declare import Plot
+from collapselab.report.draw import Figure, png_bytes
+from collapselab.report.view import (
+    Declared,
+    RunView,
+    Shares,
+    column,
+    frame_metric_keys,
+    informative,
+    shown_note,
+    thin,
+    thinned_note,
+)
+
+MAX_POINTS = 500  # generations drawn per curve; more are thinned evenly (tables keep them all)
+MAX_ORIGINS = 10  # bands in a composition plot; more origins are grouped into generation ranges
+
+
+@dataclass
+class Chart:
+    """One chart of the page: a declared plot and the keys of it the runs recorded."""
+
+    plot: Plot
+    keys: list[str]
+    left_out: list[str]  # keys of the plot that are constant or empty
+
+
+def charts(runs: list[tuple[str, Any]], declared: Declared) -> list[Chart]:
+    """Every metric key of ``runs`` in one chart: the declared curve plots that match it (the
+    first wins), else a chart of its own; keys constant or empty everywhere are left out."""
+    keys: dict[str, None] = {}
+    for _, frame in runs:
+        keys.update(dict.fromkeys(frame_metric_keys(frame)))
+    out: list[Chart] = []
+    placed: set[str] = set()
+    for plot in declared.of_kind("curves"):
+        mine = [k for k in keys if k not in placed and plot.matches(k)]
+        if not mine:
+            continue
+        placed.update(mine)
+        shown = [k for k in mine if informative(k, runs)]
+        out.append(Chart(plot, shown, [k for k in mine if k not in shown]))
+    for k in keys:
+        if k not in placed:
+            shown = [k] if informative(k, runs) else []
+            out.append(Chart(Plot.curve(k), shown, [] if shown else [k]))
+    return out
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def _draw_series(ax: Any, frame: Any, key: str, color: Any, label: str, idx: np.ndarray,
+                 reference: bool) -> None:
+    """One metric of one run: the chain mean with its ±1.96 SE band, the theory dashed with its
+    band, the real data's value dotted (``reference``)."""
+    part = frame.iloc[idx]
+    gens, y = column(part, "generation"), column(frame, key)[idx]
+    ax.plot(gens, y, color=color, label=label, lw=1.6)
+    sem = column(part, f"{key}.sem")
+    if np.isfinite(sem).any():
+        ax.fill_between(gens, y - 1.96 * sem, y + 1.96 * sem, color=color, alpha=0.18, lw=0)
+    theory = column(part, f"{key}.theory")
+    if np.isfinite(theory).any():
+        ax.plot(gens, theory, color=color, ls="--", lw=1.2, label=f"{label}: theory")
+        se = column(part, f"{key}.theory_se")
+        if np.isfinite(se).any():
+            ax.fill_between(gens, theory - 1.96 * se, theory + 1.96 * se, color=color,
+                            alpha=0.08, hatch="///", lw=0)
+    real = column(frame, f"{key}_real")
+    if reference and np.isfinite(real).any():
+        ax.axhline(np.nanmean(real), color=color, ls=":", lw=1, label=f"{label}: real data")
+
+
+def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+        ax.set_yscale("log")
+
+
+def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
+                 name: str | None = None) -> Figure:
+    """A declared plot against generation. One key: a line per run. Several keys (a group):
+    one panel per run, a line per key, sharing the y axis."""
+    import matplotlib.pyplot as plt
+
+    keys = chart.keys
+    runs = [(lab, f) for lab, f in runs if any(k in f.columns for k in keys)]
+    drawn = total = 0
+    for _, frame in runs:
+        drawn = max(drawn, thin(len(frame), MAX_POINTS).size)
+        total = max(total, len(frame))
+    if len(keys) == 1:
+        (key,) = keys
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        axes = [ax] * len(runs)
+        colors = [[f"C{i % 10}"] for i in range(len(runs))]
+    else:
+        width = 6.4 if len(runs) == 1 else min(4.2 * len(runs), 13)
+        fig, grid = plt.subplots(1, len(runs), figsize=(width, 3.6),
+                                 sharey=True, squeeze=False)
+        axes = list(grid[0])
+        cmap = plt.get_cmap("viridis")
+        colors = [[cmap(j / max(len(keys) - 1, 1)) for j in range(len(keys))]] * len(runs)
+    values = []
+    for (label, frame), ax, cols in zip(runs, axes, colors, strict=True):
+        idx = thin(len(frame), MAX_POINTS)
+        for key, color in zip(keys, cols * len(keys), strict=False):
+            if key not in frame.columns:
+                continue
+            values.append(column(frame, key))
+            _draw_series(ax, frame, key, color, label if len(keys) == 1 else key, idx,
+                         reference=True)
+        if len(keys) > 1:
+            ax.set_title(label, fontsize=9)
+    for ax in dict.fromkeys(axes):
+        _log_scale(ax, values)
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    axes[0].set_ylabel(keys[0] if len(keys) == 1 else "value")
+    if len(keys) == 1:
+        axes[0].set_title(chart.plot.title)
+    else:
+        fig.suptitle(chart.plot.title, fontsize=10)
+    caption = chart.plot.title + thinned_note(drawn, total)
+    lines = declared.lines(keys)
+    if chart.left_out:
+        lines.append("constant or empty, in the tables only: " + ", ".join(chart.left_out))
+    return Figure(name or (f"metric-{keys[0]}" if len(keys) == 1 else
+                           f"chart-{slug(chart.plot.title)}"), caption, png_bytes(fig), lines)
+
+
+def distribution_figure(view: RunView) -> Figure | None:
+    """Generation 0 against the last kept generation, against the truth where it is known."""
+    import matplotlib.pyplot as plt
+
+    store, label = view.store, view.label
+    last = view.completed - 1
+    if last < 0 or not store.has_samples(last) or not store.has_samples(0):
+        return None
+    first, final = store.samples(0), store.samples(last)
+    cfg = view.config
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    if first.ndim == 3 and first.shape[-1] == 1 and first.dtype.kind == "f":  # 1-D continuous
+        x0, x1 = first[..., 0].ravel(), final[..., 0].ravel()
+        lo, hi = np.percentile(np.concatenate([x0, x1]), [0.5, 99.5])
+        bins = np.linspace(min(lo, -4), max(hi, 4), 80)
+        ax.hist(x0, bins=bins, density=True, alpha=0.5, label="generation 0")
+        ax.hist(x1, bins=bins, density=True, alpha=0.5, label=f"generation {last}")
+        pdf = truth_density(cfg, bins)
+        if pdf is not None:
+            ax.plot(bins, pdf, "k-", lw=1, label="real distribution")
+        ax.set_xlabel("x (all chains pooled)")
+    elif first.ndim == 3 and first.dtype.kind == "f":  # multivariate: first two coordinates
+        ax.scatter(*first[0, :, :2].T, s=4, alpha=0.4, label="generation 0 (chain 0)")
+        ax.scatter(*final[0, :, :2].T, s=4, alpha=0.4, label=f"generation {last} (chain 0)")
+        ax.set_aspect("equal", adjustable="datalim")
+    elif first.ndim == 2 and first.dtype.kind in "iu":  # categorical states
+        k = int(max(first.max(), final.max())) + 1
+        for data, name, off in ((first, "generation 0", -0.2), (final, f"generation {last}", 0.2)):
+            freq = np.bincount(data.ravel(), minlength=k) / data.size
+            ax.bar(np.arange(k) + off, freq, width=0.4, label=name)
+        ax.set_xlabel("state")
+        ax.set_yscale("log")
+    else:
+        plt.close(fig)
+        return None
+    ax.set_title(f"{label}: samples, generation 0 vs {last}")
+    ax.legend(fontsize=7)
+    return Figure(f"dist-{store.root.name}", f"{label}: distribution", png_bytes(fig))
+
+
+def artifact_histogram(view: RunView, key: str, title: str) -> Figure | None:
+    """Histograms of a per-sample artifact (log x-axis) at the generations the page shows, e.g.
+    the paper's perplexity-of-generated-text plots."""
+    import matplotlib.pyplot as plt
+
+    store, label = view.store, view.label
+    gens = [g for g in view.shown if key in view.artifacts(g)]
+    if not gens:
+        return None
+    values = [np.asarray(view.artifacts(g)[key], dtype=float).ravel() for g in gens]
+    finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values])
+    if finite.size == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bins = np.geomspace(finite.min(), finite.max(), 60)
+    for g, v, i in zip(gens, values, range(len(gens)), strict=True):
+        ax.hist(v, bins=bins, density=True, histtype="step", lw=1.4,
+                color=plt.cm.viridis(i / max(len(gens) - 1, 1)), label=f"generation {g}")
+    ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_title(f"{label}: {title}")
+    ax.legend(fontsize=6, ncol=2)
+    return Figure(f"hist-{key}-{store.root.name}", title + shown_note(view, len(gens)),
+                  png_bytes(fig))
+
+
+def sample_grid_figure(view: RunView, key: str | None = None, count: int = 12) -> Figure | None:
+    """Image runs: one row per shown generation of its first samples (chain 0), from the
+    declared grid artifact ``key`` or else the stored samples."""
+    import matplotlib.pyplot as plt
+
+    store, label = view.store, view.label
+    grids: dict[int, np.ndarray] = {}
+    for g in view.shown:
+        art = view.artifacts(g).get(key) if key else None
+        if art is not None and art.ndim == 3:
+            grids[g] = art[:count]
+        elif store.has_samples(g):
+            samples = store.samples(g)
+            if samples.ndim == 4:
+                grids[g] = samples[0, :count]
+    if not grids:
+        return None
+    gens = sorted(grids)
+    cols = max(len(grids[g]) for g in gens)
+    fig, axes = plt.subplots(len(gens), cols, figsize=(0.6 * cols + 0.8, 0.6 * len(gens) + 0.4),
+                             squeeze=False)
+    for row, g in zip(axes, gens, strict=True):
+        for j, ax in enumerate(row):
+            if j < len(grids[g]):
+                ax.imshow(grids[g][j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"gen {g}", rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"{label}: first samples of each generation (chain 0)", fontsize=8)
+    return Figure(f"grid-{store.root.name}", f"{label}: samples by generation", png_bytes(fig))
+
+
+def truth_density(cfg: Any, x: np.ndarray) -> np.ndarray | None:
+    """The density at ``x`` of the first coordinate of a source whose ``truth`` is a Gaussian
+    mixture (``weights``, ``means``, ``covs``), or None: the source is built from the run's config
+    (cheap: sources load their data on first use)."""
+    from collapselab import registry
+
+    try:
+        truth = registry.sources.build(cfg.data.source, cfg.data.params).truth
+        w, mu, cov = (np.asarray(truth[k], dtype=float) for k in ("weights", "means", "covs"))
+        sd = np.sqrt(cov[:, 0, 0])
+        z = (x[:, None] - mu[None, :, 0]) / sd[None]
+        return (w[None] * np.exp(-0.5 * z**2) / (sd[None] * np.sqrt(2 * np.pi))).sum(axis=1)
+    except Exception:  # no truth, another kind of truth, a source not installed here
+        return None
+
+
+def composition_figures(view: RunView) -> list[Figure]:
+    """Stacked shares per consumer: each generation's training set by origin (real, gen_XXX and,
+    in a multi-producer run, the producer), from the ``[<consumer>/]composition.*`` shares
+    recorded."""
+    label, store = view.label, view.store
+    consumers = sorted({k.partition("composition.")[0] for k in view.shares.keys})
+    out = [composition_figure(view.frame, view.shares, prefix,
+                              f"{label} {prefix.rstrip('/')}".strip(),
+                              f"{store.root.name}-{prefix.rstrip('/')}") for prefix in consumers]
+    return [f for f in out if f is not None]
+
+
+GEN_ORIGIN = re.compile(r"gen_(\d+)(?:/(.+))?$")
+
+
+def origin_groups(origins: list[str], limit: int | None = None) -> list[tuple[str, list[int]]]:
+    """Bands of a composition plot: ``(label, indices into origins)``. Up to ``limit`` origins,
+    one band each; beyond, the ``gen_XXX[/producer]`` origins of each producer are grouped into
+    contiguous generation ranges (``gen_000–099``), the others (real data) keep their own."""
+    limit = MAX_ORIGINS if limit is None else limit
+    if len(origins) <= limit:
+        return [(o, [i]) for i, o in enumerate(origins)]
+    others = [(o, [i]) for i, o in enumerate(origins) if not GEN_ORIGIN.match(o)]
+    by_producer: dict[str, list[tuple[int, int]]] = {}
+    for i, o in enumerate(origins):
+        m = GEN_ORIGIN.match(o)
+        if m:
+            by_producer.setdefault(m.group(2) or "", []).append((int(m.group(1)), i))
+    per = max(1, (limit - len(others)) // max(len(by_producer), 1))
+    groups = list(others)
+    for producer, members in by_producer.items():
+        members.sort()
+        gens = np.array([g for g, _ in members])
+        edges = np.linspace(gens[0], gens[-1] + 1, per + 1)
+        band = np.clip(np.searchsorted(edges, gens, side="right") - 1, 0, per - 1)
+        for b in np.unique(band):
+            inside = [members[j] for j in np.flatnonzero(band == b)]
+            lo, hi = inside[0][0], inside[-1][0]
+            name = f"gen_{lo:03d}" + (f"–{hi:03d}" if hi > lo else "")
+            groups.append((name + (f"/{producer}" if producer else ""), [i for _, i in inside]))
+    return groups
+
+
+def composition_figure(frame: Any, shares: Shares, prefix: str, label: str,
+                       name: str) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    real = f"{prefix}composition.real"
+    mine = [i for i, k in enumerate(shares.keys) if k.startswith(f"{prefix}composition.")]
+    mine.sort(key=lambda i: (shares.keys[i] != real, shares.keys[i]))
+    if len(mine) < 2:  # real data only: nothing to stack
+        return None
+    origins = [shares.keys[i].removeprefix(f"{prefix}composition.") for i in mine]
+    groups = origin_groups(origins)
+    band = np.full(len(shares.keys), -1)  # key code -> band
+    for b, (_, members) in enumerate(groups):
+        band[[mine[j] for j in members]] = b
+    idx = thin(len(frame), MAX_POINTS)
+    position = np.full(len(frame), -1)  # frame row -> row drawn
+    position[idx] = np.arange(idx.size)
+    take = (band[shares.codes] >= 0) & (position[shares.rows] >= 0)
+    stacked = np.zeros((idx.size, len(groups)))  # (generations drawn, bands)
+    np.add.at(stacked, (position[shares.rows[take]], band[shares.codes[take]]),
+              np.nan_to_num(shares.values[take]))
+    gens = column(frame.iloc[idx], "generation")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bottom = np.zeros(idx.size)
+    cmap = plt.get_cmap("viridis")
+    for i, (origin, _) in enumerate(groups):
+        share = stacked[:, i]
+        color = "0.35" if origin == "real" else cmap(i / max(len(groups) - 1, 1))
+        if idx.size <= 60:  # few generations: one bar each
+            ax.bar(gens, share, bottom=bottom, color=color, width=0.8, label=origin)
+        else:  # many: one filled band per origin (a bar per generation costs a patch each)
+            ax.fill_between(gens, bottom, bottom + share, step="mid", color=color, lw=0,
+                            label=origin)
+        bottom = bottom + share
+    ax.set_xlabel("generation")
+    ax.set_ylabel("share of the training set")
+    ax.set_title(f"{label}: training-set composition by origin")
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    grouped = (f" ({len(origins)} origins in {len(groups)} bands)" if len(groups) < len(origins)
+               else "")
+    return Figure(f"composition-{name}", f"{label}: composition" + grouped
+                  + thinned_note(idx.size, len(frame)), png_bytes(fig))
+
+
