@@ -150,3 +150,90 @@ def test_a_run_is_logged_live_to_a_real_mlflow_server(mlflow_server, tmp_path):
     client, runs = the_run(mlflow_server, "live")
     assert len(runs) == 1
     check_logged(client, runs[0], RunStore(tmp_path / "runs" / "g"))
+
+
+# --- Weights & Biases, offline: the run read back from its .wandb file -----------------------
+
+def wandb_records(path: Path):
+    """The records of a ``.wandb`` file (W&B's run log: a LevelDB-style log of 32 KiB blocks,
+    each record a ``wandb_internal_pb2.Record``, split FIRST/MIDDLE/LAST across blocks)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block = path.read_bytes(), 32768
+    assert struct.unpack("<4sHB", data[:7]) == (b":W&B", 0xBEE1, 0)  # its header
+    pos, part = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        part += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = pb.Record()
+            record.ParseFromString(part)
+            part = b""
+            yield record
+
+
+def test_a_wandb_offline_run_holds_the_config_and_every_generations_metrics(tmp_path):
+    import json
+
+    pytest.importorskip("wandb", reason="wandb not installed (pip install -e '.[track]')")
+    run = collapselab.run(GAUSS, out_dir=str(tmp_path / "runs"), progress=False,
+                          **{"tracking.backend": "wandb", "tracking.dir": str(tmp_path / "wb"),
+                             "tracking.project": "collapse-tests"})
+    (found,) = (tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb")
+    records = list(wandb_records(found))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    (started,) = [r.run for r in records if r.HasField("run")]
+    assert started.project == "collapse-tests" and started.display_name == "g"
+    config = {i.key: json.loads(i.value_json) for i in started.config.update}
+    assert {k: config[k] for k in run.config.model_dump(mode="json")} == run.config.model_dump(
+        mode="json")
+    assert config["collapselab"]["run_dir"] == str(run.root.resolve())
+
+    history = {int(r.history.step.num): {i.key: json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.HasField("history")}
+    rows = RunStore(run.root).metrics()
+    assert sorted(history) == [r["generation"] for r in rows] == [0, 1, 2]
+    for row in rows:
+        logged = history[row["generation"]]
+        for key in ("variance_ratio", "w2", "variance_ratio.theory", "variance_ratio.sem"):
+            assert logged[key] == pytest.approx(row[key]), key
+    summary = {i.key: json.loads(i.value_json) for r in records if r.HasField("summary")
+               for i in r.summary.update if i.key}
+    assert summary["collapselab.status"] == "complete"
+    assert "artifact" in kinds and records[-1].exit.exit_code == 0
+
+
+@pytest.mark.parametrize("override,message", [
+    ("tracking.project=x", r"tracking.project: a wandb field; tracking.backend is 'mlflow'; got 'x'"),
+    ("tracking.mode=offline", r"tracking.mode: a wandb field; tracking.backend is 'mlflow'; "
+                              r"got 'offline'"),
+])
+def test_wandb_fields_are_refused_for_mlflow_naming_the_field(tmp_path, override, message):
+    from collapselab.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(gauss_yaml(tmp_path), ["tracking.backend=mlflow", override])
+
+
+def test_a_wandb_project_name_is_checked(tmp_path):
+    from collapselab.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"tracking.project: String should match pattern .*; "
+                                          r"got 'a/b'"):
+        load_config(gauss_yaml(tmp_path), ["tracking.backend=wandb", "tracking.project=a/b"])
+
+
+def gauss_yaml(folder: Path) -> Path:
+    import yaml
+
+    path = folder / "g.yaml"
+    path.write_text(yaml.safe_dump(GAUSS))
+    return path

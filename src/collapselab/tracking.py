@@ -1,26 +1,32 @@
-"""Runs where labs track experiments: a config's ``tracking:`` block logs the run to MLflow.
+"""Runs where labs track experiments: a config's ``tracking:`` block logs the run to MLflow
+(``backend: mlflow``) or to Weights & Biases (``backend: wandb``).
 
-- the resolved config as params (dotted keys: ``model.family``, ``policy.real_fraction``);
+- the resolved config (MLflow: params with dotted keys, ``model.family``; W&B: the run's config);
 - every committed generation's metrics with ``step = generation`` (live: the tracker is a loop
   observer, told of each commit);
 - at the end, the report and the run directory as artifacts, and the run's status.
 
-A resumed run continues the tracker's run of the same directory (tag ``collapselab.run_dir``).
-A point of a sweep is one tracker run tagged ``collapselab.sweep`` (the sweep directory) and
-with its swept values as ``collapselab.point.<key>`` tags.
+A resumed run continues the tracker's run of the same directory (MLflow: tag
+``collapselab.run_dir``; W&B: a run id made from the directory's path). A point of a sweep is one
+tracker run tagged ``collapselab.sweep`` (the sweep directory) and with its swept values as
+``collapselab.point.<key>`` tags (W&B: in the run's config under ``collapselab``, grouped by sweep).
+
+W&B runs offline unless told otherwise (``mode: offline``: files under ``<dir>/wandb/``, uploaded
+later by ``wandb sync``); ``mode: online`` (the default where ``uri`` names a server) logs live.
 
 The run directory stays the record: a tracker that is down or refuses a call costs one warning
-and is then left alone; the run goes on. HTTP calls are made without retries and with a short
-timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless set);
-a ``file:`` URI turns on MLflow 3's file store (``MLFLOW_ALLOW_FILE_STORE=true`` unless set).
+and is then left alone; the run goes on. MLflow's HTTP calls are made without retries and with a
+short timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless
+set); a ``file:`` URI turns on MLflow 3's file store (``MLFLOW_ALLOW_FILE_STORE=true`` unless set).
 
     with tracking.session(cfg) as track:               # nothing to do without cfg.tracking
         store = loop.run(cfg, observers=track.observers)
         track.report(write_report([store.root]))       # else the report is written at the end
 """
-
 from __future__ import annotations
 
+import abc
+import hashlib
 import json
 import logging
 import math
@@ -82,8 +88,44 @@ def sweep_tags(run_dir: Path) -> dict[str, str]:
     return tags
 
 
-class MLflowTracker:
+class Tracker(abc.ABC):
+    """What both trackers share: a failure costs one warning, then the tracker is left alone."""
+
+    name = "tracker"
+    where = ""
+    alive = True
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if not self.alive:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001  (any failure of the tracker: warn once, go on)
+            self.alive = False
+            log.warning("tracking: %s at %s failed (%s: %s); the run goes on without it "
+                        "(its directory is the record)", self.name, self.where,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0][:300] if str(exc) else "")
+
+    def committed(self, rows: list[dict[str, Any]]) -> None:
+        self._call(self._log_rows, rows)
+
+    def end(self, store: RunStore | None, report: Path | None, status: str) -> None:
+        self._call(self._end, store, report, status)
+
+    @abc.abstractmethod
+    def _log_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Log committed metrics rows, step = generation."""
+
+    @abc.abstractmethod
+    def _end(self, store: RunStore | None, report: Path | None, status: str) -> None:
+        """Log the report and the run directory, and the run's status."""
+
+
+class MLflowTracker(Tracker):
     """One MLflow run for one run directory (see the module docstring)."""
+
+    name = "MLflow"
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         spec = cfg.tracking
@@ -124,20 +166,6 @@ class MLflowTracker:
             self.client.log_batch(self.run_id, params=params[i:i + 100])
         self.client.log_batch(self.run_id, tags=[RunTag("collapselab.status", "running")])
 
-    def _call(self, fn: Any, *args: Any) -> None:
-        if not self.alive:
-            return
-        try:
-            fn(*args)
-        except Exception as exc:  # noqa: BLE001  (any failure of the tracker: warn once, go on)
-            self.alive = False
-            log.warning("tracking: MLflow at %s failed (%s: %s); the run goes on without it "
-                        "(its directory is the record)", self.where, type(exc).__name__,
-                        str(exc).splitlines()[0][:300] if str(exc) else "")
-
-    def committed(self, rows: list[dict[str, Any]]) -> None:
-        self._call(self._log_rows, rows)
-
     def _log_rows(self, rows: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric
 
@@ -146,9 +174,6 @@ class MLflowTracker:
                    for row in rows for key, value in metrics_of(row).items()]
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + BATCH])
-
-    def end(self, store: RunStore | None, report: Path | None, status: str) -> None:
-        self._call(self._end, store, report, status)
 
     def _end(self, store: RunStore | None, report: Path | None, status: str) -> None:
         if self.spec.artifacts:
@@ -161,12 +186,70 @@ class MLflowTracker:
                                                  "interrupted": "KILLED"}.get(status, "FAILED"))
 
 
+class WandbTracker(Tracker):
+    """One Weights & Biases run for one run directory (see the module docstring): offline by
+    default, its files under ``<dir>/wandb/``."""
+
+    name = "W&B"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        spec = cfg.tracking
+        assert spec is not None
+        self.cfg, self.spec = cfg, spec
+        self.mode = spec.mode or ("online" if spec.uri else "offline")
+        self.where = (spec.uri or os.environ.get("WANDB_BASE_URL") or "W&B's cloud"
+                      if self.mode == "online" else str(Path(spec.dir or os.environ.get(
+                          "WANDB_DIR") or ".") / "wandb"))
+        self.run: Any = None
+        os.environ.setdefault("WANDB_SILENT", "true")  # its own lines would interleave ours
+        self._call(self._start)
+
+    def _start(self) -> None:
+        import wandb
+
+        run_dir = self.cfg.run_dir.resolve()
+        tags = sweep_tags(self.cfg.run_dir)
+        config = {**self.cfg.model_dump(mode="json"),
+                  "collapselab": {"run_dir": str(run_dir), **tags}}
+        settings = {"silent": True, "console": "off", "x_disable_stats": True}
+        if self.spec.uri:
+            settings["base_url"] = self.spec.uri
+        if self.spec.dir:
+            Path(self.spec.dir).mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=self.spec.project or self.spec.experiment, entity=self.spec.entity,
+            dir=self.spec.dir, mode=self.mode, name=self.cfg.name, config=config,
+            id=hashlib.sha1(str(run_dir).encode()).hexdigest()[:16],  # a resume continues it
+            group=tags.get("collapselab.sweep_name"), resume="allow", reinit="create_new",
+            settings=wandb.Settings(**settings))
+        self.run.summary["collapselab.status"] = "running"
+
+    def _log_rows(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.run.log(metrics_of(row), step=int(row["generation"]))
+
+    def _end(self, store: RunStore | None, report: Path | None, status: str) -> None:
+        import wandb
+
+        if self.spec.artifacts:
+            artifact = wandb.Artifact(f"run-{self.cfg.name}", type="collapselab-run")
+            if report is not None and Path(report).is_file():
+                artifact.add_file(str(report))
+            if store is not None and store.root.is_dir():
+                artifact.add_dir(str(store.root), name="run")
+            self.run.log_artifact(artifact)
+        self.run.summary["collapselab.status"] = status
+        self.run.finish(exit_code=0 if status in ("complete", "stopped") else 1)
+
+
 class Session:
     """The trackers of one run: ``observers`` for the loop, ``report(path)`` to log the report."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
-        self.trackers = [MLflowTracker(cfg)] if cfg.tracking is not None else []
+        backends = {"mlflow": MLflowTracker, "wandb": WandbTracker}
+        self.trackers: list[Tracker] = ([backends[cfg.tracking.backend](cfg)]
+                                        if cfg.tracking is not None else [])
         self.report_path: Path | None = None
 
     @property

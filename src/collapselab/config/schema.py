@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
+import pydantic_core
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,13 +64,36 @@ class TrackingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["mlflow"] = Field(description="experiment tracker: mlflow")
+    backend: Literal["mlflow", "wandb"] = Field(description=(
+        "experiment tracker: mlflow, or wandb (Weights & Biases)"))
     uri: str | None = Field(None, description=(
-        "tracking URI (http://host:5000, file:./mlruns, sqlite:///mlflow.db); null: the "
-        "tracker's default (MLFLOW_TRACKING_URI, else ./mlruns)"))
-    experiment: str = Field("collapselab", min_length=1, description="experiment name")
+        "mlflow: tracking URI (sqlite:///mlflow.db, http://host:5000, file:./mlruns); null: "
+        "MLFLOW_TRACKING_URI, else ./mlruns. wandb: the server's URL (https://api.wandb.ai or "
+        "your own); null: WANDB_BASE_URL, else W&B's cloud"))
+    experiment: str = Field("collapselab", min_length=1, description=(
+        "mlflow: experiment name; wandb: the project where `project` is not set"))
     artifacts: bool = Field(True, description=(
         "also upload the report and the run directory (config, metrics, records, samples)"))
+    project: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/\\#?%:]+$",
+                                description="wandb: project (null: `experiment`)")
+    entity: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/\\#?%:]+$",
+                               description="wandb: entity (team or user; null: your default)")
+    mode: Literal["offline", "online"] | None = Field(None, description=(
+        "wandb: offline writes the run under `dir` only (`wandb sync` uploads it later); online "
+        "logs to the server (needs an API key: wandb login or WANDB_API_KEY); null: online "
+        "where `uri` names a server, else offline"))
+    dir: str | None = Field(None, min_length=1, description=(
+        "wandb: the folder wandb writes its run files under (<dir>/wandb/); null: WANDB_DIR, "
+        "else the working directory"))
+
+    @pydantic.field_validator("project", "entity", "mode", "dir")
+    @classmethod
+    def _wandb_only(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        backend = info.data.get("backend")
+        if value is not None and backend != "wandb":
+            raise pydantic_core.PydanticCustomError(
+                "wandb_only", "a wandb field; tracking.backend is {backend}", {"backend": repr(backend)})
+        return value
 
 
 class ExperimentConfig(BaseModel):
