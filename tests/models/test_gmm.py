@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from collapselab.models.gmm import GMM
+from collapselab.models.gmm import GMM, em
 from tests.conftest import ROOT
 
 
@@ -72,3 +73,46 @@ def test_paper_setup_full_scale(run_config):
     """The paper's own setting: N=1000, 2000 generations (about 1 min of CPU)."""
     rows = run_config(ROOT / "configs/gmm/paper_replace.yaml").metrics()
     assert rows[-1]["component_std"] < 0.25 * rows[0]["component_std"]
+
+
+def start(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Initial parameters per chain: equal weights, k random points, the data's covariance."""
+    chains, n, dim = x.shape
+    weights = np.full((chains, k), 1 / k)
+    means = x[np.arange(chains)[:, None], rng.choice(n, size=(chains, k))]
+    covs = np.stack([np.cov(c.T).reshape(dim, dim) for c in x])[:, None].repeat(k, axis=1)
+    return weights, means, covs
+
+
+@pytest.mark.parametrize("shape, offset, scale", [((3, 300, 2), 0.0, 1.0), ((2, 200, 3), 0.0, 1.0),
+                                                  ((2, 300, 2), 50.0, 1e-3)])  # fmt: skip
+def test_em_equals_sklearn_from_the_same_start(shape, offset, scale):
+    """The batched moment-form EM takes scikit-learn's steps: from the same initial parameters,
+    the same iterations, log-likelihood and parameters (to rounding), also on data far from the
+    origin at a small scale (the moment form's cancellation)."""
+    rng = np.random.default_rng(8)
+    x = offset + scale * two_clusters(rng, shape[0])[:, :: 800 // shape[1], :1].repeat(shape[2], 2)
+    x += scale * 0.3 * rng.standard_normal(x.shape)
+    k = shape[2]
+    weights, means, covs = start(x, k, rng)
+    kw = dict(max_iter=100, tol=1e-3, reg_covar=1e-6)
+    w, m, c, iters, lower = em(x, weights, means, covs, **kw)
+    for chain in range(len(x)):
+        ref = GaussianMixture(k, weights_init=weights[chain], means_init=means[chain],
+                              precisions_init=np.linalg.inv(covs[chain]), **kw).fit(x[chain])
+        assert iters[chain] == ref.n_iter_
+        np.testing.assert_allclose(lower[chain], ref.lower_bound_, rtol=1e-9)
+        np.testing.assert_allclose(w[chain], ref.weights_, rtol=1e-7)
+        np.testing.assert_allclose(m[chain], ref.means_, rtol=1e-9)
+        np.testing.assert_allclose(c[chain], ref.covariances_, rtol=1e-6, atol=1e-12 * scale)
+
+
+def test_batched_chains_equal_chains_alone():
+    x = two_clusters(np.random.default_rng(9), chains=4)
+    init = start(x, 2, np.random.default_rng(10))
+    kw = dict(max_iter=100, tol=1e-6, reg_covar=1e-6)
+    batched = em(x, *init, **kw)
+    for chain in range(len(x)):
+        alone = em(x[chain : chain + 1], *(a[chain : chain + 1] for a in init), **kw)
+        for a, b in zip(batched, alone, strict=True):
+            np.testing.assert_allclose(a[chain], b[0], rtol=1e-12)

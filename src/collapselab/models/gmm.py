@@ -1,9 +1,12 @@
 """Gaussian mixture fitted by EM, sampled by collapselab.
 
 Two engines fit the same model: ``sklearn`` (``GaussianMixture``, one chain at a time: the
-reference) and ``numpy`` (the same EM — k-means++-style seeding, then EM to the same tolerance on the
-mean log-likelihood — batched over all chains in one array program: the default, several times
-faster for one chain and far faster for many).
+reference) and ``numpy`` (the default: the same EM — k-means++-style seeding, Lloyd's k-means, then
+scikit-learn's E-step/M-step loop to the same tolerance on the mean log-likelihood — batched over
+all chains in one array program). Each EM step is two batched matrix products with the points'
+features ``[1, y, vec(y y^T)]`` (``features``): the M-step's counts, sums and second moments of every
+component, and the E-step's Mahalanobis distances; from the same start it takes scikit-learn's
+steps to rounding (``tests/models/test_gmm.py``).
 
 scikit-learn's ``sample()`` rebuilds its RNG from ``random_state`` on every call, so two calls repeat
 their draws; inside a generational loop that silently correlates generations. We therefore only use
@@ -17,7 +20,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
 from collapselab.errors import NumericalError
@@ -57,15 +59,17 @@ class GMM(Model):
     @classmethod
     def working_bytes(cls, params: dict[str, Any], *, chains: int, rows: int, sample_bytes: int,
                       heldout: int) -> int:
-        """Memory besides the data: (C, K, D, D) covariances a few times over and the (C, N, K)
-        responsibilities of EM."""
+        """Memory besides the data: EM's (C, 1 + D + D^2, N) point features (``features``), its
+        (C, K, N) responsibilities a few times over and the (C, K, D, D) covariances."""
         dim, k = sample_bytes // 8, params["n_components"]
-        return 4 * chains * k * dim * dim * 8 + 2 * chains * rows * k * 8
+        return (chains * rows * (1 + dim + dim * dim) * 8 + 3 * chains * rows * k * 8
+                + 4 * chains * k * dim * dim * 8)  # fmt: skip
 
     def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GMM:
         x = check_data(data, min_samples=self.n_components)  # (C, N, D)
         if self.engine == "numpy" and self.covariance_type == "full":
-            self.weights_, self.means_, self.covariances_, self.n_iter_ = batched_em(
+            (self.weights_, self.means_, self.covariances_, self.n_iter_,
+             self.lower_bound_) = batched_em(
                 np.asarray(x, dtype=float), self.n_components, rng, max_iter=self.max_iter,
                 tol=self.tol, reg_covar=self.reg_covar)
             return self
@@ -112,74 +116,159 @@ def _full_covariances(fit: GaussianMixture, dim: int) -> np.ndarray:
 
 def batched_em(
     x: np.ndarray, k: int, rng: np.random.Generator, *, max_iter: int, tol: float, reg_covar: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Full-covariance EM for every chain at once. ``x (C, N, D)`` -> weights, means, covs, iters.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Full-covariance EM for every chain at once: ``x (C, N, D)`` -> weights ``(C, K)``, means
+    ``(C, K, D)``, covariances ``(C, K, D, D)``, iterations ``(C,)``, final mean log-likelihood
+    ``(C,)`` (scikit-learn's ``lower_bound_``).
 
     Seeding as scikit-learn's ``init_params="kmeans"``: k-means++ centres (first uniform, the
-    next ones proportional to squared distance), Lloyd's k-means to convergence, its hard labels as
-    the first responsibilities. Chains stop updating once their mean
-    log-likelihood improves by less than ``tol`` (scikit-learn's criterion).
+    next ones proportional to squared distance), Lloyd's k-means (scikit-learn's stopping rule),
+    its hard labels as the first responsibilities; then scikit-learn's EM loop (:func:`em`).
     """
+    shift = x.mean(axis=1, keepdims=True)  # (C, 1, D)
+    feats = features(x - shift)
+    centres = kmeans_pp(x, k, rng) - shift
+    labels = lloyd(feats, centres, tol=1e-4 * x.var(axis=1).mean(axis=1))  # KMeans' tol=1e-4
+    first = m_step(feats, one_hot(labels, k), x.shape[2], reg_covar)
+    weights, means, covs, iters, lower = _em(feats, *first, max_iter=max_iter, tol=tol,
+                                             reg_covar=reg_covar)  # fmt: skip
+    return weights, means + shift, covs, iters, lower
+
+
+def em(
+    x: np.ndarray, weights: np.ndarray, means: np.ndarray, covs: np.ndarray, *, max_iter: int,
+    tol: float, reg_covar: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's EM loop for every chain at once, from initial parameters; returns as
+    :func:`batched_em`."""
+    shift = x.mean(axis=1, keepdims=True)
+    weights, means, covs, iters, lower = _em(features(x - shift), weights, means - shift, covs,
+                                             max_iter=max_iter, tol=tol, reg_covar=reg_covar)  # fmt: skip
+    return weights, means + shift, covs, iters, lower
+
+
+def _em(
+    feats: np.ndarray, weights: np.ndarray, means: np.ndarray, covs: np.ndarray, *, max_iter: int,
+    tol: float, reg_covar: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """E-step, M-step, until the mean log-likelihood (of the parameters before the M-step)
+    changes by less than ``tol``; a chain that stopped keeps its parameters while others go on."""
+    chains, dim = means.shape[0], means.shape[2]
+    lower = np.full(chains, -np.inf)
+    active = np.ones(chains, dtype=bool)
+    iters = np.zeros(chains, dtype=int)
+    for _ in range(max_iter):
+        resp, new_lower = e_step(feats, weights, means, covs)
+        new = m_step(feats, resp, dim, reg_covar)
+        weights, means, covs = (np.where(active.reshape(-1, *[1] * (a.ndim - 1)), a, b)
+                                for a, b in zip(new, (weights, means, covs), strict=True))  # fmt: skip
+        change = np.abs(new_lower - lower)
+        lower = np.where(active, new_lower, lower)
+        iters += active
+        active &= ~(change < tol)
+        if not active.any():
+            break
+    return weights, means, covs, iters, lower
+
+
+def features(y: np.ndarray) -> np.ndarray:
+    """``[1, y, vec(y y^T)]`` of every point ``y (C, N, D)``, points last: ``(C, 1 + D + D^2, N)``.
+
+    Every statistic EM needs is one matrix product with these: ``resp @ F^T`` gives the counts,
+    sums and second moments of all components (the M-step), ``A @ F`` the Mahalanobis distances
+    (the E-step). Points last keeps reductions over the few components fast. ``y`` is centred
+    on the chain mean, which keeps the moment form's cancellation small.
+    """
+    chains, n, dim = y.shape
+    yt = y.transpose(0, 2, 1)  # (C, D, N)
+    outer = (yt[:, :, None] * yt[:, None]).reshape(chains, dim * dim, n)
+    return np.concatenate([np.ones((chains, 1, n)), yt, outer], axis=1)
+
+
+def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    """``(C, N)`` labels -> ``(C, K, N)`` hard responsibilities."""
+    return (labels[:, None, :] == np.arange(k)[:, None]).astype(float)
+
+
+def m_step(
+    feats: np.ndarray, resp: np.ndarray, dim: int, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's ``_m_step`` (full covariances) from responsibilities ``(C, K, N)`` of
+    ``dim``-dimensional points: weights, means, covariances (plus ``reg_covar`` on the diagonal)."""
+    moments = resp @ feats.transpose(0, 2, 1)  # (C, K, F): counts, sums, second moments
+    nk = moments[..., 0] + 10 * np.finfo(float).eps  # (C, K)
+    means = moments[..., 1 : 1 + dim] / nk[..., None]
+    second = moments[..., 1 + dim :].reshape(*nk.shape, dim, dim) / nk[..., None, None]
+    covs = second - means[..., :, None] * means[..., None, :]
+    covs += reg_covar * np.eye(dim)
+    return nk / nk.sum(axis=-1, keepdims=True), means, covs
+
+
+def e_step(
+    feats: np.ndarray, weights: np.ndarray, means: np.ndarray, covs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities ``(C, K, N)`` and mean log-likelihood ``(C,)`` of the points in
+    ``feats``. Raises ``LinAlgError`` for a covariance that is not positive definite."""
+    chains, dim = means.shape[0], means.shape[2]
+    chol = np.linalg.cholesky(covs)  # (C, K, D, D)
+    prec = np.linalg.inv(covs)
+    pm = (prec @ means[..., None])[..., 0]  # (C, K, D)
+    # (y - m)^T P (y - m) = m^T P m - 2 (P m) . y + vec(P) . vec(y y^T)
+    coef = np.concatenate([(pm * means).sum(-1, keepdims=True), -2 * pm,
+                           prec.reshape(chains, -1, dim * dim)], axis=-1)  # fmt: skip
+    logdet = 2 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)  # (C, K)
+    log_prob = -0.5 * (coef @ feats)  # (C, K, N)
+    log_prob += (np.log(weights) - 0.5 * (logdet + dim * np.log(2 * np.pi)))[..., None]
+    top = log_prob.max(axis=1, keepdims=True)  # log-sum-exp over components
+    resp = np.exp(log_prob - top)
+    total = resp.sum(axis=1, keepdims=True)
+    resp /= total
+    return resp, (np.log(total) + top).mean(axis=(1, 2))
+
+
+def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ centres ``(C, K, D)``: the first uniform, the next proportional to the squared
+    distance to the nearest centre so far."""
     chains, n, dim = x.shape
     rows = np.arange(chains)
     centres = np.empty((chains, k, dim))
     centres[:, 0] = x[rows, rng.integers(n, size=chains)]
-    d2 = ((x - centres[:, :1]) ** 2).sum(-1)  # (C, N) squared distance to the nearest centre
+    d2 = ((x - centres[:, :1]) ** 2).sum(-1)  # (C, N)
     for j in range(1, k):
         cdf = np.cumsum(d2, axis=1)
         pick = (rng.random((chains, 1)) * cdf[:, -1:] > cdf).sum(axis=1).clip(max=n - 1)
         centres[:, j] = x[rows, pick]
         d2 = np.minimum(d2, ((x - centres[:, j : j + 1]) ** 2).sum(-1))
-    nearest = lloyd(x, centres)
-    resp = np.eye(k)[nearest]  # (C, N, K) hard responsibilities
-    eye = reg_covar * np.eye(dim)
-    lower = np.full(chains, -np.inf)
-    active = np.ones(chains, dtype=bool)
-    iters = np.zeros(chains, dtype=int)
-    weights = means = covs = None
-    for _ in range(max_iter + 1):
-        # M-step from the current responsibilities
-        nk = resp.sum(axis=1) + 10 * np.finfo(float).eps  # (C, K)
-        new_means = np.einsum("cnk,cnd->ckd", resp, x) / nk[..., None]
-        diff = x[:, :, None, :] - new_means[:, None]  # (C, N, K, D)
-        new_covs = np.einsum("cnk,cnki,cnkj->ckij", resp, diff, diff) / nk[..., None, None] + eye
-        new_weights = nk / n
-        if weights is None:
-            weights, means, covs = new_weights, new_means, new_covs
-        else:  # converged chains keep their parameters
-            weights = np.where(active[:, None], new_weights, weights)
-            means = np.where(active[:, None, None], new_means, means)
-            covs = np.where(active[:, None, None, None], new_covs, covs)
-        # E-step: log responsibilities and the mean log-likelihood
-        chol = np.linalg.cholesky(covs)
-        z = np.einsum("ckij,cnkj->cnki", np.linalg.inv(chol), x[:, :, None, :] - means[:, None])
-        logdet = 2 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
-        log_prob = -0.5 * ((z**2).sum(-1) + logdet[:, None] + dim * np.log(2 * np.pi))
-        log_prob += np.log(weights)[:, None]
-        norm = logsumexp(log_prob, axis=-1)  # (C, N)
-        new_lower = norm.mean(axis=1)
-        done = active & (np.abs(new_lower - lower) < tol)
-        iters += active
+    return centres
+
+
+def lloyd(feats: np.ndarray, centres: np.ndarray, tol: np.ndarray, max_iter: int = 300) -> np.ndarray:
+    """Batched Lloyd's k-means of the points in ``feats`` (see :func:`features`) from ``centres
+    (C, K, D)``: the labels ``(C, N)`` of the final centres.
+
+    A chain stops, as in scikit-learn's ``KMeans``, once no label changes or its centres move by
+    at most ``tol (C,)`` in total squared distance.
+    """
+    k, dim = centres.shape[1:]
+    lin = feats[:, : 1 + dim]  # (C, 1 + D, N): [1, y]
+
+    def nearest(centres: np.ndarray) -> np.ndarray:  # argmin_k |y - c_k|^2 = |c_k|^2 - 2 c_k.y
+        coef = np.concatenate([(centres**2).sum(-1, keepdims=True), -2 * centres], axis=-1)
+        return (coef @ lin).argmin(axis=1)  # (C, N)
+
+    labels = nearest(centres)
+    active = np.ones(len(centres), dtype=bool)
+    for _ in range(max_iter):
+        sums = one_hot(labels, k) @ lin.transpose(0, 2, 1)  # (C, K, 1 + D): counts, sums
+        counts = sums[..., :1]
+        # an emptied cluster keeps its centre (scikit-learn relocates it; rare for k = 2)
+        new = np.where(counts > 0, sums[..., 1:] / np.maximum(counts, 1), centres)
+        shift = ((new - centres) ** 2).sum(axis=(1, 2))
+        centres = np.where(active[:, None, None], new, centres)
+        new_labels = nearest(centres)
+        done = (shift <= tol) | (new_labels == labels).all(axis=1)
+        labels = np.where(active[:, None], new_labels, labels)
         active &= ~done
-        lower = np.where(done | active, new_lower, lower)
         if not active.any():
             break
-        resp = np.where(active[:, None, None], np.exp(log_prob - norm[..., None]), resp)
-    return weights, means, covs, iters
-
-
-def lloyd(x: np.ndarray, centres: np.ndarray, max_iter: int = 300) -> np.ndarray:
-    """Batched Lloyd's k-means from ``centres (C, K, D)``: the final labels ``(C, N)``."""
-    k = centres.shape[1]
-    labels = None
-    for _ in range(max_iter):
-        new = ((x[:, :, None, :] - centres[:, None]) ** 2).sum(-1).argmin(-1)  # (C, N)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-        onehot = np.eye(k)[labels]  # (C, N, K)
-        counts = onehot.sum(axis=1)  # (C, K)
-        sums = np.einsum("cnk,cnd->ckd", onehot, x)
-        # an emptied cluster keeps its centre (scikit-learn relocates it; rare for k = 2)
-        centres = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], centres)
     return labels
