@@ -118,13 +118,11 @@ def run(config: str | Path | Mapping[str, Any] | ExperimentConfig, /, *, resume:
     ``progress``: ``None`` a bar in a notebook or terminal, ``False`` none, ``True`` always, or
     a callable ``(done, total)``.
     """
-    from collapselab import tracking
-    from collapselab.loop import run as run_loop
+    from collapselab.recipe import run_experiment
 
     cfg = experiment(config, **overrides)
-    with tracking.session(cfg) as track, progress_bar(cfg.name, progress) as update:
-        store = run_loop(cfg, resume=resume, takeover=takeover, progress=update,
-                         observers=track.observers)
+    with progress_bar(cfg.name, progress) as update:
+        store, _ = run_experiment(cfg, resume=resume, takeover=takeover, progress=update)
     return Run(store.root)
 
 

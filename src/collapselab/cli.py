@@ -135,15 +135,16 @@ def progress_bar(label: str) -> Iterator[callable]:  # type: ignore[valid-type]
         yield update
 
 
-def _run_one(cfg, resume: bool, takeover: bool, observers=()) -> Path:  # type: ignore[no-untyped-def]
-    from collapselab.loop import run as run_experiment
+def _run_one(cfg, resume: bool, takeover: bool, **recipe) -> tuple[Path, Path | None]:  # type: ignore[no-untyped-def]
+    """The run recipe (``collapselab.recipe``) under a progress bar; says how the run ended."""
+    from collapselab.recipe import run_experiment
 
     with progress_bar(cfg.name) as update:
-        store = run_experiment(cfg, resume=resume, takeover=takeover, progress=update,
-                               observers=observers)
+        store, report = run_experiment(cfg, resume=resume, takeover=takeover, progress=update,
+                                       **recipe)
     status = store.manifest()["status"]
     console.print(f"{cfg.name}: {status}, {store.completed()} generations in {store.root}")
-    return store.root
+    return store.root, report
 
 
 @app.command()
@@ -161,18 +162,9 @@ def run(
     with user_errors():
         cfg = load_config(_config_file(config), overrides or [])
         _check_run_dir(cfg)
-        if resource_check:
-            from collapselab.resources import check
-
-            check(cfg)
-        from collapselab import tracking
-
-        with tracking.session(cfg, write_report=report) as track:  # no tracking: does nothing
-            root = _run_one(cfg, resume, takeover, track.observers)
-            if report:
-                from collapselab.report import write_report
-
-                console.print(f"report: {track.report(write_report([root]))}")
+        _, path = _run_one(cfg, resume, takeover, check_resources=resource_check, report=report)
+        if path is not None:
+            console.print(f"report: {path}")
 
 
 def demo_configs() -> list[Path]:
@@ -206,11 +198,8 @@ def demo(
                 roots.append(store.root)
                 continue
             # a killed demo leaves its lock behind: --resume takes it over (only if its process
-            # is gone; a live writer is always refused)
-            from collapselab import tracking
-
-            with tracking.session(cfg) as track:  # tracking.backend=...: one tracker run each
-                roots.append(_run_one(cfg, resume, resume, track.observers))
+            # is gone; a live writer is always refused); tracking.backend=...: a tracker run each
+            roots.append(_run_one(cfg, resume, resume)[0])
         console.print(f"report: {write_report(roots, out_dir / 'report.html')}")
 
 

@@ -70,7 +70,7 @@ def metrics_of(row: dict[str, Any]) -> dict[str, float]:
 
 def sweep_tags(run_dir: Path) -> dict[str, str]:
     """``collapselab.sweep`` and the point's swept values, where ``run_dir`` is a sweep's point."""
-    from collapselab.sweep import is_sweep_dir, read_manifest
+    from collapselab.sweep_spec import is_sweep_dir, read_manifest
 
     root = run_dir.parent
     if not is_sweep_dir(root):

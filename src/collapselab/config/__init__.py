@@ -30,13 +30,13 @@ from collapselab.config.schema import (
     Spec,
     TrackingSpec,
 )
-from collapselab.config.validation import COMPONENTS, Setup, validate
+from collapselab.config.validation import COMPONENTS, SECTION_FIELDS, Setup, validate
 from collapselab.errors import ConfigError
 
 __all__ = [
     "COMPONENTS", "MAX_CONFIG_BYTES", "MAX_YAML_NODES", "ConfigError", "DataSpec",
     "ExperimentConfig", "ModelSpec", "NamedSpec", "PolicySpec", "ProducerSpec", "RefusedYAML",
-    "Setup", "Spec", "StrictLoader", "TrackingSpec", "apply_override", "load_config",
+    "SECTION_FIELDS", "Setup", "Spec", "StrictLoader", "TrackingSpec", "apply_override", "load_config",
     "parse_yaml", "read_yaml", "validate",
 ]
 
