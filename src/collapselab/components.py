@@ -8,7 +8,15 @@ from __future__ import annotations
 
 # light modules: NumPy/SciPy/scikit-learn only; importing them registers their components
 from collapselab import curation, policies, registry  # noqa: F401
-from collapselab.metrics import alarm, continuous, discrete, diversity, regression, states  # noqa: F401
+from collapselab.metrics import (  # noqa: F401
+    alarm,
+    continuous,
+    discrete,
+    diversity,
+    forgetting,
+    regression,
+    states,
+)
 from collapselab.metrics import images as image_metrics  # noqa: F401  (+ sources.images)
 from collapselab.metrics import text as text_metrics  # noqa: F401
 from collapselab.models import categorical, gaussian, gmm, kde, linreg, ngram  # noqa: F401

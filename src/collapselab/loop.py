@@ -595,10 +595,13 @@ def reported(predictions: dict[str, theory.Prediction],
 def theory_columns(predictions: dict[str, theory.Prediction],
                    chains: int) -> dict[str, list[float]]:
     """The rows' theory columns, one value per generation: ``<metric>.theory`` (the chain mean's
-    expectation) and ``<metric>.theory_se`` (its standard error over ``chains``) where known."""
+    expectation) and ``<metric>.theory_se`` (its standard error over ``chains``) where known;
+    ``<metric>.theory_bound`` (1 upper, -1 lower) where the theory is a bound."""
     out = {}
     for key, pred in predictions.items():
         out[f"{key}.theory"] = np.asarray(pred.mean, dtype=float).tolist()
         if pred.sd is not None:
             out[f"{key}.theory_se"] = (np.asarray(pred.sd, dtype=float) / np.sqrt(chains)).tolist()
+        if pred.bound is not None:  # the theory bounds the expectation: 1 upper, -1 lower
+            out[f"{key}.theory_bound"] = [1.0 if pred.bound == "upper" else -1.0] * len(pred.mean)
     return out

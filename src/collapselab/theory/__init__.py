@@ -12,7 +12,9 @@ formula here is exact unless its ``source`` text says it is an approximation.
 One module per model family or policy group, each with its derivation:
 :mod:`~collapselab.theory.gaussian` (replace), :mod:`~collapselab.theory.accumulate` (accumulate,
 accumulate_subsample), :mod:`~collapselab.theory.categorical` (Wright-Fisher),
-:mod:`~collapselab.theory.kde`, :mod:`~collapselab.theory.linreg`.
+:mod:`~collapselab.theory.categorical_policies` (accumulate, real_fraction, fresh; forgetting times),
+:mod:`~collapselab.theory.mixing` (real_fraction, fresh), :mod:`~collapselab.theory.kde`,
+:mod:`~collapselab.theory.linreg`.
 :func:`agreement` turns a run's rows into the measured-vs-theory table (z against the standard
 error; ``collapselab theory RUN`` prints it).
 """
@@ -33,6 +35,12 @@ from collapselab.theory.categorical import (
     categorical_replace,
     wright_fisher_absent,
 )
+from collapselab.theory.categorical_policies import (
+    branching_loss_generation,
+    categorical_policy,
+    expected_loss_generation,
+    immigration_absent,
+)
 from collapselab.theory.gaussian import (
     chi2_moment,
     drift_scale_moments,
@@ -41,12 +49,15 @@ from collapselab.theory.gaussian import (
 )
 from collapselab.theory.kde import kde_replace
 from collapselab.theory.linreg import inverse_wishart_trace_moments, linreg_prediction
+from collapselab.theory.mixing import gaussian_mixing, mixing_fixed_point, mixing_moments
 
 __all__ = [
     "PASS_Z", "PRESENCE_STATES", "WF_MAX_PAIRS", "WF_MAX_SIZE", "Agreement", "Prediction",
-    "Predictor", "accumulate_sizes", "agreement", "binomial_pmf", "categorical_replace",
+    "Predictor", "accumulate_sizes", "agreement", "binomial_pmf", "branching_loss_generation",
+    "categorical_policy", "categorical_replace", "expected_loss_generation", "immigration_absent",
     "chi2_moment", "drift_scale_moments", "fit_sizes", "gaussian_accumulate",
     "gaussian_accumulate_kl", "gaussian_accumulate_subsample", "gaussian_replace",
     "gaussian_w2_replace", "inverse_wishart_trace_moments", "kde_replace", "linreg_prediction",
-    "predict", "register", "run_agreement", "wright_fisher_absent",
+    "gaussian_mixing", "mixing_fixed_point", "mixing_moments", "predict", "register",
+    "run_agreement", "wright_fisher_absent",
 ]

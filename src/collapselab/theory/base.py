@@ -14,6 +14,11 @@ class Prediction:
     mean: np.ndarray  # (G,) expected chain mean
     sd: np.ndarray | None  # (G,) sd of a single chain, None where unknown
     source: str  # where the formula comes from, shown in the report
+    bound: str | None = None  # "upper" / "lower": mean bounds the expectation (no sd); None: exact
+
+    def __post_init__(self) -> None:
+        if self.bound not in (None, "upper", "lower"):
+            raise ValueError(f"Prediction.bound must be 'upper', 'lower' or None; got {self.bound!r}")
 
     def band(self, chains: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray] | None:
         if self.sd is None:

@@ -6,6 +6,7 @@ a chain (with p_k + p_l), which gives the pairwise terms of the support size's v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,17 +57,18 @@ def wright_fisher_absent(p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def categorical_replace(p: np.ndarray, sizes: np.ndarray) -> dict[str, Prediction]:
-    """Expected support size and lost states of a categorical refitted by counts (``replace``)."""
+def presence_predictions(p: np.ndarray, absent_of: Callable[[np.ndarray], np.ndarray], source: str,
+                         limit: Callable[[int], str] | None = None) -> dict[str, Prediction]:
+    """Support size, lost states and each state's presence from ``absent_of(q) -> (G, len(q))``,
+    the chance that a state of probability q is missing from the training set. A set of states is
+    missing together exactly when their merged state (probability Σ q) is: the pairs give the
+    support size's exact sd. ``limit(state)``: text on where present_k settles."""
     p = np.asarray(p, dtype=float)
     live = np.flatnonzero(p > 0)  # states with p = 0 are never present
-    source = ("P(state k present at t) from the two-allele Wright-Fisher chain started at "
-              "Binomial(M_0, p_k)")
     i, j = np.triu_indices(len(live), k=1)
     paired = len(i) <= WF_MAX_PAIRS
     # the states' chains and, for the sd, the merged pairs' (p_k + p_l), run as one batch
-    chains = wright_fisher_absent(
-        np.concatenate([p[live], p[live][i] + p[live][j]]) if paired else p[live], sizes)
+    chains = absent_of(np.concatenate([p[live], p[live][i] + p[live][j]]) if paired else p[live])
     absent, both = chains[:, :len(live)], chains[:, len(live):]  # (G, K'), (G, pairs)
     present = 1 - absent
     sd = None
@@ -83,8 +85,17 @@ def categorical_replace(p: np.ndarray, sizes: np.ndarray) -> dict[str, Predictio
     for k, state in enumerate(live[:PRESENCE_STATES]):
         out[f"present_{state}"] = Prediction(
             present[:, k], np.sqrt(present[:, k] * absent[:, k]),
-            f"{source}; → p_{state} = {p[state]:.4g}, its absorption probability")
+            source + (limit(state) if limit else ""))
     return out
+
+
+def categorical_replace(p: np.ndarray, sizes: np.ndarray) -> dict[str, Prediction]:
+    """Expected support size and lost states of a categorical refitted by counts (``replace``)."""
+    p = np.asarray(p, dtype=float)
+    return presence_predictions(
+        p, lambda q: wright_fisher_absent(q, sizes),
+        "P(state k present at t) from the two-allele Wright-Fisher chain started at Binomial(M_0, p_k)",
+        lambda state: f"; → p_{state} = {p[state]:.4g}, its absorption probability")
 
 
 @register("categorical", "categorical", "replace")
