@@ -398,7 +398,7 @@ def theory(
         table = Table(Column("metric", no_wrap=True), "generation", "measured", "theory", "se",
                       "z", f"|z| < {th.PASS_Z:g}", title=f"{run_dir.name}: theory vs simulation")
         for a in found:
-            table.add_row(a.metric, str(a.generation), f"{a.measured:.5g}", f"{a.theory:.5g}",
+            table.add_row(a.metric, str(a.generation), f"{a.measured:.5g}", a.theory_text,
                           f"{a.se:.3g}" + (" (chains)" if a.se_from == "chains" else ""),
                           f"{a.z:+.2f}", "pass" if a.passed else "FAIL")
         out = Console(width=max(Console().width, 100))
