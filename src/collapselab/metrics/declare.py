@@ -10,7 +10,9 @@ A metric class may carry three class attributes; keys are metric keys or ``fnmat
   artifact (:meth:`Plot.histogram`), a table of generated text (:meth:`Plot.text`), an image
   grid (:meth:`Plot.grid`) or values at some generations as a table (:meth:`Plot.table`); the
   same as dicts (``{"kind": "curves", "keys": (...), "title": ...}``, ``"artifact"`` for the
-  per-generation kinds) are read too. Keys no plot names get a chart of their own.
+  per-generation kinds) are read too. Keys no plot names get a chart of their own;
+- ``bounds``: ``{key: (low, high)}`` — the values the key can take (None: open on that side),
+  e.g. ``(0, None)`` for a variance ratio: bands the report draws around it are clipped there.
 
 A metric without declarations (a plugin's) is drawn one chart per key, described as undeclared.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Kind = Literal["curves", "histogram", "text", "grid", "table"]
 WORSE_ARROW = {"higher": "↑ worse", "lower": "↓ worse"}
@@ -95,7 +97,10 @@ class Plot:
         return self.kind == "curves" and any(fnmatch.fnmatchcase(key, p) for p in self.keys)
 
 
-def lookup(table: dict[str, str], key: str) -> str | None:
+T = TypeVar("T")
+
+
+def lookup(table: dict[str, T], key: str) -> T | None:
     """The entry of ``table`` whose key or pattern matches ``key`` (exact keys first)."""
     if key in table:
         return table[key]
@@ -110,3 +115,11 @@ def declarations(metric: Any) -> tuple[dict[str, str], dict[str, str], tuple[Plo
     plots = (Plot.of(p) for p in getattr(metric, "plots", ()) or ())
     return (dict(getattr(metric, "describe", {}) or {}), dict(getattr(metric, "worse", {}) or {}),
             tuple(p for p in plots if p is not None))
+
+
+Bounds = tuple[float | None, float | None]
+
+
+def declared_bounds(metric: Any) -> dict[str, Bounds]:
+    """The ``bounds`` a metric class declares (empty where it declares none)."""
+    return {k: (lo, hi) for k, (lo, hi) in dict(getattr(metric, "bounds", {}) or {}).items()}

@@ -12,7 +12,20 @@ from typing import Any
 import numpy as np
 
 from collapselab.metrics.declare import Plot
-from collapselab.report.draw import Figure, png_bytes
+from collapselab.report.draw import (
+    COLUMN,
+    FULL,
+    PALETTE,
+    REAL,
+    ROW,
+    Figure,
+    figure,
+    legend_below,
+    ordered,
+    series_style,
+    styled,
+    ylabel,
+)
 from collapselab.report.view import (
     Declared,
     RunView,
@@ -64,26 +77,33 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
-def _draw_series(ax: Any, frame: Any, key: str, color: Any, label: str, idx: np.ndarray,
-                 reference: bool) -> None:
+def _draw_series(ax: Any, frame: Any, key: str, style: dict[str, Any], idx: np.ndarray,
+                 declared: Declared) -> tuple[Any, bool, bool]:
     """One metric of one run: the chain mean with its ±1.96 SE band, the theory dashed with its
-    band, the real data's value dotted (``reference``)."""
+    band, the real data's value dotted; bands clipped to the key's declared range. Returns the
+    mean's line and whether a theory and a real-data line were drawn."""
     part = frame.iloc[idx]
     gens, y = column(part, "generation"), column(frame, key)[idx]
-    ax.plot(gens, y, color=color, label=label, lw=1.6)
+    (line,) = ax.plot(gens, y, **style)
+    color = style["color"]
     sem = column(part, f"{key}.sem")
     if np.isfinite(sem).any():
-        ax.fill_between(gens, y - 1.96 * sem, y + 1.96 * sem, color=color, alpha=0.18, lw=0)
+        ax.fill_between(gens, declared.clip(key, y - 1.96 * sem),
+                        declared.clip(key, y + 1.96 * sem), color=color, alpha=0.18, lw=0)
     theory = column(part, f"{key}.theory")
-    if np.isfinite(theory).any():
-        ax.plot(gens, theory, color=color, ls="--", lw=1.2, label=f"{label}: theory")
+    has_theory = bool(np.isfinite(theory).any())
+    if has_theory:
+        ax.plot(gens, theory, color=color, ls="--", lw=1.1)
         se = column(part, f"{key}.theory_se")
         if np.isfinite(se).any():
-            ax.fill_between(gens, theory - 1.96 * se, theory + 1.96 * se, color=color,
-                            alpha=0.08, hatch="///", lw=0)
+            ax.fill_between(gens, declared.clip(key, theory - 1.96 * se),
+                            declared.clip(key, theory + 1.96 * se), color=color, alpha=0.08,
+                            lw=0)
     real = column(frame, f"{key}_real")
-    if reference and np.isfinite(real).any():
-        ax.axhline(np.nanmean(real), color=color, ls=":", lw=1, label=f"{label}: real data")
+    has_real = bool(np.isfinite(real).any())
+    if has_real:
+        ax.axhline(np.nanmean(real), color=color, ls=":", lw=1.1)
+    return line, has_theory, has_real
 
 
 def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
@@ -92,11 +112,40 @@ def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
         ax.set_yscale("log")
 
 
-def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
-                 name: str | None = None) -> Figure:
-    """A declared plot against generation. One key: a line per run. Several keys (a group):
-    one panel per run, a line per key, sharing the y axis."""
+def style_keys(theory: bool, real: bool) -> tuple[list[Any], list[str]]:
+    """Legend entries for what a line's style means (grey: it holds for every colour)."""
+    from matplotlib.lines import Line2D
+
+    entries = [("-", "mean over chains, ±1.96 SE band"), ("--", "theory (exact)"),
+               (":", "real data")]
+    shown = [e for e, on in zip(entries, (True, theory, real), strict=True) if on]
+    return ([Line2D([], [], color="0.35", ls=ls, lw=1.2) for ls, _ in shown],
+            [text for _, text in shown])
+
+
+def panels(count: int, height: float = ROW, **kwargs: Any) -> tuple[Any, list[Any]]:
+    """A figure of ``count`` panels: one at a column's width, several as small multiples at the
+    page's full width, at most three a row."""
     import matplotlib.pyplot as plt
+
+    cols = min(count, 3)
+    rows = -(-count // cols)
+    width = COLUMN if count == 1 else FULL
+    fig, grid = plt.subplots(rows, cols, figsize=(width, height * rows + 0.5), squeeze=False,
+                             **kwargs)
+    axes = list(grid.ravel())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+@styled
+def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
+                 name: str | None = None, paper: bool = False) -> Figure:
+    """A declared plot against generation. One key: a line per run, one colour each. Several
+    keys (a group): small multiples, one panel per run, a colour per key, sharing the y axis.
+    The y axis is named by the plot's declared title; the legend sits under the axes."""
+    from matplotlib.ticker import MaxNLocator
 
     keys = chart.keys
     runs = [(lab, f) for lab, f in runs if any(k in f.columns for k in keys)]
@@ -104,48 +153,42 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
     for _, frame in runs:
         drawn = max(drawn, thin(len(frame), MAX_POINTS).size)
         total = max(total, len(frame))
-    if len(keys) == 1:
-        (key,) = keys
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        axes = [ax] * len(runs)
-        colors = [[f"C{i % 10}"] for i in range(len(runs))]
-    else:
-        width = 6.4 if len(runs) == 1 else min(4.2 * len(runs), 13)
-        fig, grid = plt.subplots(1, len(runs), figsize=(width, 3.6),
-                                 sharey=True, squeeze=False)
-        axes = list(grid[0])
-        cmap = plt.get_cmap("viridis")
-        colors = [[cmap(j / max(len(keys) - 1, 1)) for j in range(len(keys))]] * len(runs)
+    single = len(keys) == 1
+    fig, axes = panels(1 if single else len(runs), sharex=True, sharey=True)
+    legend: dict[str, Any] = {}
+    theory = real = False
     values = []
-    for (label, frame), ax, cols in zip(runs, axes, colors, strict=True):
+    for i, (label, frame) in enumerate(runs):
+        ax = axes[0 if single else i]
         idx = thin(len(frame), MAX_POINTS)
-        for key, color in zip(keys, cols * len(keys), strict=False):
+        for j, key in enumerate(keys):
             if key not in frame.columns:
                 continue
             values.append(column(frame, key))
-            _draw_series(ax, frame, key, color, label if len(keys) == 1 else key, idx,
-                         reference=True)
-        if len(keys) > 1:
-            ax.set_title(label, fontsize=9)
-    for ax in dict.fromkeys(axes):
+            line, t, r = _draw_series(ax, frame, key, series_style(i if single else j), idx,
+                                      declared)
+            legend.setdefault(label if single else key, line)
+            theory, real = theory or t, real or r
+        if not single:
+            ax.set_title(label)
+    for ax in axes:
         _log_scale(ax, values)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("generation")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-    axes[0].set_ylabel(keys[0] if len(keys) == 1 else "value")
-    if len(keys) == 1:
-        axes[0].set_title(chart.plot.title)
-    else:
-        fig.suptitle(chart.plot.title, fontsize=10)
+    axes[0].set_ylabel(ylabel(chart.plot.title))
+    handles, labels = style_keys(theory, real)
+    legend_below(fig, [*legend.values(), *handles], [*legend, *labels])
     caption = chart.plot.title + thinned_note(drawn, total)
     lines = declared.lines(keys)
     if chart.left_out:
         lines.append("constant or empty, in the tables only: " + ", ".join(chart.left_out))
-    return Figure(name or (f"metric-{keys[0]}" if len(keys) == 1 else
-                           f"chart-{slug(chart.plot.title)}"), caption, png_bytes(fig), lines)
+    return figure(fig, name or (f"metric-{keys[0]}" if single else
+                                f"chart-{slug(chart.plot.title)}"),
+                  caption, lines, wide=len(axes) > 1, paper=paper)
 
 
-def distribution_figure(view: RunView) -> Figure | None:
+@styled
+def distribution_figure(view: RunView, paper: bool = False) -> Figure | None:
     """Generation 0 against the last kept generation, against the truth where it is known."""
     import matplotlib.pyplot as plt
 
@@ -155,39 +198,51 @@ def distribution_figure(view: RunView) -> Figure | None:
         return None
     first, final = store.samples(0), store.samples(last)
     cfg = view.config
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.5))
+    early, late = PALETTE[0], PALETTE[1]
     if first.ndim == 3 and first.shape[-1] == 1 and first.dtype.kind == "f":  # 1-D continuous
         x0, x1 = first[..., 0].ravel(), final[..., 0].ravel()
         lo, hi = np.percentile(np.concatenate([x0, x1]), [0.5, 99.5])
         bins = np.linspace(min(lo, -4), max(hi, 4), 80)
-        ax.hist(x0, bins=bins, density=True, alpha=0.5, label="generation 0")
-        ax.hist(x1, bins=bins, density=True, alpha=0.5, label=f"generation {last}")
+        ax.hist(x0, bins=bins, density=True, histtype="step", lw=1.2, color=early,
+                label="generation 0")
+        ax.hist(x1, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=late,
+                label=f"generation {last}")
         pdf = truth_density(cfg, bins)
         if pdf is not None:
-            ax.plot(bins, pdf, "k-", lw=1, label="real distribution")
+            ax.plot(bins, pdf, color="k", lw=1, ls="--", label="real distribution")
         ax.set_xlabel("x (all chains pooled)")
+        ax.set_ylabel("density")
     elif first.ndim == 3 and first.dtype.kind == "f":  # multivariate: first two coordinates
-        ax.scatter(*first[0, :, :2].T, s=4, alpha=0.4, label="generation 0 (chain 0)")
-        ax.scatter(*final[0, :, :2].T, s=4, alpha=0.4, label=f"generation {last} (chain 0)")
+        ax.scatter(*first[0, :, :2].T, s=3, alpha=0.5, color=early,
+                   label="generation 0 (chain 0)")
+        ax.scatter(*final[0, :, :2].T, s=3, alpha=0.5, color=late, marker="s",
+                   label=f"generation {last} (chain 0)")
         ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
     elif first.ndim == 2 and first.dtype.kind in "iu":  # categorical states
         k = int(max(first.max(), final.max())) + 1
-        for data, name, off in ((first, "generation 0", -0.2), (final, f"generation {last}", 0.2)):
+        for data, name, off, color in ((first, "generation 0", -0.2, early),
+                                       (final, f"generation {last}", 0.2, late)):
             freq = np.bincount(data.ravel(), minlength=k) / data.size
-            ax.bar(np.arange(k) + off, freq, width=0.4, label=name)
+            ax.bar(np.arange(k) + off, freq, width=0.4, color=color, label=name)
         ax.set_xlabel("state")
+        ax.set_ylabel("share of samples")
         ax.set_yscale("log")
     else:
         plt.close(fig)
         return None
-    ax.set_title(f"{label}: samples, generation 0 vs {last}")
-    ax.legend(fontsize=7)
-    return Figure(f"dist-{store.root.name}", f"{label}: distribution", png_bytes(fig))
+    legend_below(fig, *ax.get_legend_handles_labels())
+    return figure(fig, f"dist-{store.root.name}",
+                  f"{label}: samples, generation 0 against generation {last}", paper=paper)
 
 
-def artifact_histogram(view: RunView, key: str, title: str) -> Figure | None:
+@styled
+def artifact_histogram(view: RunView, key: str, title: str, paper: bool = False
+                       ) -> Figure | None:
     """Histograms of a per-sample artifact (log x-axis) at the generations the page shows, e.g.
-    the paper's perplexity-of-generated-text plots."""
+    the paper's perplexity-of-generated-text plots; generations dark to light."""
     import matplotlib.pyplot as plt
 
     store, label = view.store, view.label
@@ -198,19 +253,20 @@ def artifact_histogram(view: RunView, key: str, title: str) -> Figure | None:
     finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values])
     if finite.size == 0:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.7))
     bins = np.geomspace(finite.min(), finite.max(), 60)
-    for g, v, i in zip(gens, values, range(len(gens)), strict=True):
-        ax.hist(v, bins=bins, density=True, histtype="step", lw=1.4,
-                color=plt.cm.viridis(i / max(len(gens) - 1, 1)), label=f"generation {g}")
+    for i, (g, v) in enumerate(zip(gens, values, strict=True)):
+        ax.hist(v, bins=bins, density=True, histtype="step", lw=1.2, color=ordered(i, len(gens)),
+                label=f"generation {g}")
     ax.set_xscale("log")
     ax.set_xlabel(key)
-    ax.set_title(f"{label}: {title}")
-    ax.legend(fontsize=6, ncol=2)
-    return Figure(f"hist-{key}-{store.root.name}", title + shown_note(view, len(gens)),
-                  png_bytes(fig))
+    ax.set_ylabel("density")
+    legend_below(fig, *ax.get_legend_handles_labels())
+    return figure(fig, f"hist-{key}-{store.root.name}",
+                  f"{label}: {title}" + shown_note(view, len(gens)), paper=paper)
 
 
+@styled
 def sample_grid_figure(view: RunView, key: str | None = None, count: int = 12) -> Figure | None:
     """Image runs: one row per shown generation of its first samples (chain 0), from the
     declared grid artifact ``key`` or else the stored samples."""
@@ -230,17 +286,19 @@ def sample_grid_figure(view: RunView, key: str | None = None, count: int = 12) -
         return None
     gens = sorted(grids)
     cols = max(len(grids[g]) for g in gens)
-    fig, axes = plt.subplots(len(gens), cols, figsize=(0.6 * cols + 0.8, 0.6 * len(gens) + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(gens), cols, figsize=(0.5 * cols + 0.6, 0.5 * len(gens) + 0.2),
+                             squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
     for row, g in zip(axes, gens, strict=True):
         for j, ax in enumerate(row):
             if j < len(grids[g]):
                 ax.imshow(grids[g][j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(f"gen {g}", rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(f"{label}: first samples of each generation (chain 0)", fontsize=8)
-    return Figure(f"grid-{store.root.name}", f"{label}: samples by generation", png_bytes(fig))
+            ax.grid(False)
+            ax.spines[:].set_visible(False)
+        row[0].set_ylabel(f"gen {g}", rotation=0, ha="right", va="center")
+    return figure(fig, f"grid-{store.root.name}",
+                  f"{label}: samples by generation (the first of chain 0)")
 
 
 def truth_density(cfg: Any, x: np.ndarray) -> np.ndarray | None:
@@ -302,6 +360,7 @@ def origin_groups(origins: list[str], limit: int | None = None) -> list[tuple[st
     return groups
 
 
+@styled
 def composition_figure(frame: Any, shares: Shares, prefix: str, label: str,
                        name: str) -> Figure | None:
     import matplotlib.pyplot as plt
@@ -324,12 +383,11 @@ def composition_figure(frame: Any, shares: Shares, prefix: str, label: str,
     np.add.at(stacked, (position[shares.rows[take]], band[shares.codes[take]]),
               np.nan_to_num(shares.values[take]))
     gens = column(frame.iloc[idx], "generation")
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.7))
     bottom = np.zeros(idx.size)
-    cmap = plt.get_cmap("viridis")
     for i, (origin, _) in enumerate(groups):
         share = stacked[:, i]
-        color = "0.35" if origin == "real" else cmap(i / max(len(groups) - 1, 1))
+        color = REAL if origin == "real" else ordered(i, len(groups))
         if idx.size <= 60:  # few generations: one bar each
             ax.bar(gens, share, bottom=bottom, color=color, width=0.8, label=origin)
         else:  # many: one filled band per origin (a bar per generation costs a patch each)
@@ -338,11 +396,12 @@ def composition_figure(frame: Any, shares: Shares, prefix: str, label: str,
         bottom = bottom + share
     ax.set_xlabel("generation")
     ax.set_ylabel("share of the training set")
-    ax.set_title(f"{label}: training-set composition by origin")
-    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylim(0, 1)
+    ax.grid(False)
+    legend_below(fig, *ax.get_legend_handles_labels())
     grouped = (f" ({len(origins)} origins in {len(groups)} bands)" if len(groups) < len(origins)
                else "")
-    return Figure(f"composition-{name}", f"{label}: composition" + grouped
-                  + thinned_note(idx.size, len(frame)), png_bytes(fig))
+    return figure(fig, f"composition-{name}", f"{label}: composition" + grouped
+                  + thinned_note(idx.size, len(frame)))
 
 

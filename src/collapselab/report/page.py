@@ -159,7 +159,8 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 table:not(.text) { display: block; overflow-x: auto; max-width: 100%; }  /* wide: scroll inside */
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 .grid { display: flex; flex-wrap: wrap; gap: 1.2em; }
-figure { margin: 0; max-width: 680px; } figure img { max-width: 100%; }
+figure { margin: 0; max-width: 100%; } figure img { max-width: 100%; }
+figure { width: 490px; } figure.wide { width: 1015px; flex-basis: 100%; }  /* 150 dpi */
 figcaption { font-size: 0.85em; color: #333; }
 figcaption ul { margin: 0.3em 0; padding-left: 1.2em; color: #555; font-size: 0.95em; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
@@ -187,7 +188,8 @@ def figures_html(figures: list[Figure]) -> str:
     for f in figures:
         lines = ("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in f.lines) + "</ul>"
                  if f.lines else "")
-        out.append(f'<figure><img alt="{esc(f.title)}" id="{esc(f.name)}" '
+        wide = ' class="wide"' if f.wide else ""
+        out.append(f'<figure{wide}><img alt="{esc(f.title)}" id="{esc(f.name)}" '
                    f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}"/>'
                    f"<figcaption>{esc(f.title)}{lines}</figcaption></figure>")
     return "\n".join(out)

@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from collapselab.metrics.declare import WORSE_ARROW, Plot, declarations, lookup
+from collapselab.metrics.declare import (
+    WORSE_ARROW,
+    Bounds,
+    Plot,
+    declarations,
+    declared_bounds,
+    lookup,
+)
 from collapselab.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -191,12 +198,13 @@ def thinned_note(drawn: int, total: int) -> str:
 
 @dataclass
 class Declared:
-    """What the metrics of some runs declare: descriptions, the direction that is worse, and
-    plots (in the order of the configs' metrics; duplicates once)."""
+    """What the metrics of some runs declare: descriptions, the direction that is worse, plots
+    (in the order of the configs' metrics; duplicates once) and the range of each value."""
 
     describe: dict[str, str] = field(default_factory=dict)
     worse: dict[str, str] = field(default_factory=dict)
     plots: list[Plot] = field(default_factory=list)
+    bounds: dict[str, Bounds] = field(default_factory=dict)
 
     @classmethod
     def of(cls, configs: list[Any]) -> Declared:
@@ -217,12 +225,23 @@ class Declared:
                     out.describe.setdefault(k, v)
                 for k, v in worse.items():
                     out.worse.setdefault(k, v)
+                for k, b in declared_bounds(metric).items():
+                    out.bounds.setdefault(k, b)
                 out.plots += [p for p in plots if p not in out.plots]
         return out
 
     def merge(self, other: Declared) -> Declared:
         return Declared({**other.describe, **self.describe}, {**other.worse, **self.worse},
-                        self.plots + [p for p in other.plots if p not in self.plots])
+                        self.plots + [p for p in other.plots if p not in self.plots],
+                        {**other.bounds, **self.bounds})
+
+    def clip(self, key: str, values: np.ndarray) -> np.ndarray:
+        """``values`` clipped to the range ``key`` declares (as they are where it declares
+        none), so that a band never leaves the metric's range (a variance ratio below 0)."""
+        low, high = lookup(self.bounds, key) or (None, None)
+        if low is None and high is None:
+            return values
+        return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high)
 
     def line(self, key: str) -> str:
         """``key — description (↑ worse)``, as a glossary and a caption say it."""
