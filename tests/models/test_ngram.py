@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from collapselab import protocol, registry
-from collapselab.models.ngram import NGram, _modified_discounts
+from collapselab.models.ngram import NGram, _Hash, _modified_discounts
 from collapselab.sources.base import tile_chains
 
 WIKITEXT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "wikitext-2"
@@ -135,6 +135,30 @@ def test_score_tokens_sum_to_score_samples_and_match_the_distributions():
                 rtol=1e-10,
             )
     assert model.score_tokens(blocks[:1]).shape == (2, 15, 7)  # one shared set, like held-out data
+
+
+def test_hash_finds_what_a_sorted_search_finds():
+    """The scoring index (open addressing) against binary search on the sorted keys: every key
+    found at its row, absent keys -1, including keys that had to probe past a taken slot."""
+    rng = np.random.default_rng(20)
+    keys = np.unique(rng.integers(0, 10**12, 5000))
+    index = _Hash(keys)
+    assert (index.keys[index.slot(keys)] != keys).any()  # some keys probed past their slot
+    q = np.concatenate([keys, rng.integers(0, 10**12, 5000), keys[::7] + 1])
+    pos = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+    np.testing.assert_array_equal(index.find(q), np.where(keys[pos] == q, pos, -1))
+
+
+def test_pickled_model_rebuilds_its_index():
+    import pickle
+
+    model = NGram(order=3, vocab_size=8).fit(random_corpus(21))
+    blocks = np.random.default_rng(22).integers(0, 8, size=(1, 30, 10))
+    before = model.score_samples(blocks)
+    assert model.tables_[0].index  # built by the first lookup
+    loaded = pickle.loads(pickle.dumps(model))
+    assert not loaded.tables_[0].index
+    np.testing.assert_array_equal(loaded.score_samples(blocks), before)
 
 
 def truncated_reference(proba: np.ndarray, temperature: float, top_k: int, top_p: float):
