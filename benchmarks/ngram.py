@@ -7,6 +7,8 @@
   tens of milliseconds per scored token; both sides run on the same subset, alternated.
 * Against KenLM's C++ query (Python module) on the ARPA file our model exports: scoring the test
   split, ``model.score(block, bos=True, eos=False)`` per block (the strings are built untimed).
+  Neither side's index build is timed: KenLM builds its probing hash when it loads the file, ours
+  builds its hash on the first lookup (the warm-up call; its time is in the row's note).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def full_corpus(train_b: np.ndarray, test_b: np.ndarray, vocab: np.ndarray, reps
     sample_blocks = sizes["sample_tokens"] // BLOCK
     sample_s = [timed(lambda i=i: model.sample(sample_blocks, np.random.default_rng(i)))
                 for i in range(reps)]  # fmt: skip
+    cold_s = timed(lambda: model.score_samples(test_b))  # first lookups build the hash index
     ours_ppl = float(np.exp(-model.score_samples(test_b).mean()))
     with tempfile.TemporaryDirectory() as tmp:
         arpa = Path(tmp) / "wt2.arpa"
@@ -90,10 +93,12 @@ def full_corpus(train_b: np.ndarray, test_b: np.ndarray, vocab: np.ndarray, reps
             data={"fit_s": fit_s, "train_tokens": n_train, "vocab": int(vocab.size)}),
         Row(f"3 n-gram score test ({n_test / 1e3:.0f}k tok) vs KenLM query, same ARPA",
             fmt_rate(n_test / min(pairs.ours), "tok/s"),
-            fmt_rate(n_test / min(pairs.peer), "tok/s"), pairs.ratio, goal=0.5,
-            goal_text=">= 0.5x KenLM",
-            note=f"perplexity ours {ours_ppl:.2f}, KenLM {kenlm_ppl:.2f}",
+            fmt_rate(n_test / min(pairs.peer), "tok/s"), pairs.ratio, goal=1,
+            goal_text=">= 1x KenLM, same perplexity",
+            note=(f"perplexity ours {ours_ppl:.2f}, KenLM {kenlm_ppl:.2f}; our first call, "
+                  f"building the hash index, {fmt_seconds(cold_s)}"),
             data={"ours_s": pairs.ours, "peer_s": pairs.peer, "ratios": pairs.ratios,
+                  "cold_s": cold_s,
                   "test_tokens": n_test, "ours_ppl": ours_ppl, "kenlm_ppl": kenlm_ppl}),
         Row(f"3 n-gram sample {sample_blocks * BLOCK / 1e3:.0f}k tokens (full model)",
             fmt_rate(sample_blocks * BLOCK / min(sample_s), "tok/s"), "—", None,
