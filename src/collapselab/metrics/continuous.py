@@ -47,6 +47,7 @@ class VarianceRatio:
     describe = {"variance_ratio": "model variance over the true variance (1: no loss)",
                 "log_variance_ratio": "log of the variance ratio"}
     worse = {"variance_ratio": "lower", "log_variance_ratio": "lower"}
+    bounds = {"variance_ratio": (0, None)}
     plots = (Plot.curve("variance_ratio", "variance ratio (the spread that is left)",
                         headline=True),)
 
@@ -80,6 +81,7 @@ class W2:
     describe = {"w2": "Wasserstein-2 distance from the true distribution",
                 "w2_sq": "squared Wasserstein-2 distance from the true distribution (risk)"}
     worse = {"w2*": "higher"}
+    bounds = {"w2*": (0, None)}
     plots = (Plot.curve("w2_sq", "distance to the truth (squared W2)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
@@ -97,6 +99,7 @@ class W1:
     kinds = CONTINUOUS
     describe = {"w1": "Wasserstein-1 distance of the samples from the real held-out data"}
     worse = {"w1": "higher"}
+    bounds = {"w1": (0, None)}
     plots = (Plot.curve("w1", "distance to the real data (W1)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
@@ -118,6 +121,7 @@ class KL:
     kinds = CONTINUOUS
     describe = {"kl": "KL(truth || model)"}
     worse = {"kl": "higher"}
+    bounds = {"kl": (0, None)}
     plots = (Plot.curve("kl", "KL to the truth", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
@@ -136,6 +140,7 @@ class TailMass:
     kinds = CONTINUOUS
     describe = {"tail_mass_*": "share of samples beyond k sigma of the true mean (real: dotted)"}
     worse = {"tail_mass_*": "lower"}
+    bounds = {"tail_mass_*": (0, 1)}
     plots = (Plot.group("tail_mass_*", title="mass in the tails", headline=True),)
 
     def __init__(
@@ -165,6 +170,7 @@ class L2Distance:
     kinds = CONTINUOUS
     describe = {"l2_distance": "L2 distance between model and true densities"}
     worse = {"l2_distance": "higher"}
+    bounds = {"l2_distance": (0, None)}
     plots = (Plot.curve("l2_distance", "distance to the true density (L2)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:

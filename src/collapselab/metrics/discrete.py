@@ -28,6 +28,7 @@ class Support:
                 "lost_states": "true states the model has lost",
                 "absorbed": "share of chains left with a single state"}
     worse = {"support_size": "lower", "lost_states": "higher", "absorbed": "higher"}
+    bounds = {"support_size": (0, None), "lost_states": (0, None), "absorbed": (0, 1)}
     plots = (Plot.group("support_size", "lost_states", title="states kept and lost",
                         headline=True),
              Plot.curve("absorbed", "chains absorbed in one state", headline=True))
@@ -52,6 +53,7 @@ class Entropy:
     kinds = CATEGORICAL
     describe = {"entropy": "entropy of the model's state distribution (real: dotted)"}
     worse = {"entropy": "lower"}
+    bounds = {"entropy": (0, None)}
     plots = (Plot.curve("entropy", "entropy of the states", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
@@ -67,6 +69,7 @@ class CategoricalKL:
     kinds = CATEGORICAL
     describe = {"kl_model_truth": "KL(model || truth) of the state distribution"}
     worse = {"kl_model_truth": "higher"}
+    bounds = {"kl_model_truth": (0, None)}
     plots = (Plot.curve("kl_model_truth", "KL to the truth", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:

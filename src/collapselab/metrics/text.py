@@ -155,6 +155,7 @@ class Perplexity:
     describe = {"ppl_test": "perplexity of the real test split (the paper's y-axis)",
                 "ppl_valid": "perplexity of the real validation split"}
     worse = {"ppl_*": "higher"}
+    bounds = {"ppl_*": (1, None)}
     plots = (Plot.group("ppl_test", "ppl_valid", title="real-data perplexity", headline=True),)
 
     def __init__(self, max_blocks: MaxBlocks = None) -> None:
@@ -277,6 +278,7 @@ class RareRecall:
     describe = {"rare_recall": "share of the real train's rare words still generated",
                 "rare_types": "number of rare words in the real train split"}
     worse = {"rare_recall": "lower"}
+    bounds = {"rare_recall": (0, 1)}
     plots = (Plot.curve("rare_recall", "rare words still generated", headline=True),)
 
     def __init__(
@@ -305,6 +307,7 @@ class Types:
     kinds = TOKENS
     describe = {"types": "distinct words in the generated text (vocabulary used)"}
     worse = {"types": "lower"}
+    bounds = {"types": (0, None)}
     plots = (Plot.curve("types", "vocabulary of the generated text", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
@@ -388,6 +391,7 @@ class Diversity:
                 "unigram_kl": "KL(real train || generated) of word frequencies",
                 "zipf_exponent": "slope of log frequency against log rank of generated words"}
     worse = {"distinct_*": "lower", "rep_*": "higher", "unigram_kl": "higher"}
+    bounds = {"distinct_*": (0, 1), "rep_*": (0, 1), "unigram_kl": (0, None)}
     plots = (Plot.group("distinct_*", title="diversity of the generated text (distinct-n)",
                         headline=True),)
 
