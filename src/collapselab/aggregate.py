@@ -4,9 +4,12 @@
   per swept key) of every finished generation of every point; written as ``tidy.csv`` (and
   ``tidy.parquet`` when pyarrow is importable).
 - :func:`write_sweep_report`: runs grouped by everything but the seed; each metric against
-  generation, one line per group: the mean across seeds with a 95% t-interval
-  (``mean ± t(0.975, n-1) · s / √n``, n = seeds in the group); a table of final-generation values
-  with the same intervals; per-run cost totals.
+  generation, one colour per group: the mean across seeds with a 95% t-interval
+  (``mean ± t(0.975, n-1) · s / √n``, n = seeds in the group) clipped to the metric's declared
+  bounds, or, with fewer than ``MIN_BAND_SEEDS`` seeds, each seed's value as a point (a t-band
+  from 2 seeds is wider than the data: it put a variance ratio at -0.5); the theory dashed where
+  the runs recorded one; a table of final-generation values with the same intervals; per-run
+  cost totals.
 - :func:`compare_runs`: per-generation differences (B - A) of the metrics two runs share.
 """
 
@@ -20,8 +23,18 @@ from typing import Any
 import numpy as np
 
 from collapselab import capabilities
-from collapselab.report import Figure, figures_html, html_page, metric_keys
-from collapselab.report.draw import png_bytes
+from collapselab.report import Declared, Figure, figures_html, html_page, metric_keys
+from collapselab.report.draw import (
+    COLUMN,
+    ROW,
+    figure,
+    legend_below,
+    png_bytes,
+    series_style,
+    styled,
+    ylabel,
+)
+from collapselab.report.export import check_folder, save_figures
 from collapselab.store import RunStore, write_atomic
 from collapselab.sweep import read_manifest
 
@@ -29,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TIDY_COLUMNS = ["run", "group", "seed", "generation", "metric", "value"]
 LEVEL = 0.95
+MIN_BAND_SEEDS = 5  # fewer seeds in a group: their points are drawn, not a t-band
 
 
 # --- the tidy table ----------------------------------------------------------------------------
@@ -75,11 +89,17 @@ def sweep_runs(root: str | Path) -> list[tuple[dict[str, Any], RunStore]]:
 
 def tidy_frame(root: str | Path) -> Any:
     """The long table of a sweep directory (pandas DataFrame)."""
+    return tidy_frames(root)[0]
+
+
+def tidy_frames(root: str | Path) -> tuple[Any, Any]:
+    """The long table of a sweep directory, and the same of the theory its runs recorded
+    (``<metric>.theory`` in the rows: ``group, generation, metric, theory``)."""
     import pandas as pd
 
     manifest = read_manifest(root)
     swept = [k for k in manifest["swept_keys"] if k != "seed"]
-    records = []
+    records, theory = [], []
     for entry, store in sweep_runs(root):
         cfg = store.config()
         dumped = cfg.model_dump(mode="json")
@@ -93,8 +113,14 @@ def tidy_frame(root: str | Path) -> Any:
                 records.append({"run": entry["name"], "group": group, "seed": cfg.seed,
                                 "generation": row["generation"], "metric": key,
                                 "value": np.nan if value is None else float(value), **extra})
+                predicted = row.get(f"{key}.theory")
+                if predicted is not None:
+                    theory.append((group, row["generation"], key, float(predicted)))
     frame = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, *swept])
-    return frame.astype({"seed": "int64", "generation": "int64", "value": "float64"})
+    frame = frame.astype({"seed": "int64", "generation": "int64", "value": "float64"})
+    predictions = pd.DataFrame.from_records(theory, columns=["group", "generation", "metric",
+                                                             "theory"])
+    return frame, predictions.astype({"generation": "int64", "theory": "float64"})
 
 
 def export_tidy(frame: Any, root: Path) -> list[Path]:
@@ -137,34 +163,94 @@ def final_stats(frame: Any) -> Any:
     return band_stats(frame[frame["generation"] == last].assign(generation=0))
 
 
-def band_figure(metric: str, stats: Any) -> Figure:
-    import matplotlib.pyplot as plt
+def sweep_declared(root: str | Path) -> Declared:
+    """What the metrics of a sweep's runs declare (titles, bounds), one config per group."""
+    configs = {group_label(entry["overrides"]): store.config()
+               for entry, store in sweep_runs(root)}
+    return Declared.of(list(configs.values()))
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+
+def axis_label(metric: str, declared: Declared) -> str:
+    """What a metric's y axis says: its declared plot title (with the key where the plot groups
+    several), else the key."""
+    plot = next((p for p in declared.of_kind("curves") if p.matches(metric)), None)
+    if plot is None:
+        return metric
+    return plot.title if plot.keys == (metric,) else f"{plot.title}: {metric}"
+
+
+@styled
+def band_figure(metric: str, stats: Any, frame: Any | None = None, theory: Any | None = None,
+                declared: Declared | None = None, paper: bool = False) -> Figure:
+    """One metric against generation, a colour per group: the mean across seeds with its 95%
+    t-interval clipped to the declared bounds where the group has at least ``MIN_BAND_SEEDS``
+    seeds, else each seed's value as a point (from ``frame``, the tidy table); the theory
+    dashed (``theory``: the predictions :func:`tidy_frames` read)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    declared = declared or Declared()
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.9))
     sub = stats[stats["metric"] == metric]
-    n_seeds = set()
+    n_seeds, handles, labels = set(), [], []
+    banded = pointed = predicted = False
     for i, (group, g) in enumerate(sub.groupby("group", sort=False)):
-        color = f"C{i % 10}"
+        style = series_style(i)
+        color = style["color"]
         g = g.sort_values("generation")
-        n_seeds.update(g["n"].unique().tolist())
-        ax.plot(g["generation"], g["mean"], color=color, lw=1.6,
-                label=f"{group} (n={int(g['n'].max())})")
-        if g["half"].notna().any():
-            ax.fill_between(g["generation"], g["mean"] - g["half"], g["mean"] + g["half"],
-                            color=color, alpha=0.18, lw=0)
+        n = int(g["n"].max())
+        n_seeds.add(n)
+        (line,) = ax.plot(g["generation"], g["mean"], **style)
+        handles.append(line)
+        labels.append(f"{group} (n={n})")
+        if n >= MIN_BAND_SEEDS and g["half"].notna().any():
+            banded = True
+            ax.fill_between(g["generation"], declared.clip(metric, g["mean"] - g["half"]),
+                            declared.clip(metric, g["mean"] + g["half"]), color=color,
+                            alpha=0.18, lw=0)
+        elif frame is not None and n > 1:
+            pointed = True
+            seeds = frame[(frame["metric"] == metric) & (frame["group"] == group)]
+            ax.scatter(seeds["generation"], seeds["value"], s=6, color=color, alpha=0.6,
+                       lw=0)
+        if theory is not None and not theory.empty:
+            t = theory[(theory["metric"] == metric) & (theory["group"] == group)]
+            t = t.groupby("generation")["theory"].mean()
+            if len(t):
+                predicted = True
+                ax.plot(t.index, t.to_numpy(), color=color, ls="--", lw=1.1)
     finite = sub["mean"].to_numpy()
     finite = finite[np.isfinite(finite)]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: mean across seeds, 95% t-interval")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), frameon=False)
+    ax.set_ylabel(ylabel(axis_label(metric, declared)))
+    keys = _style_keys(banded, pointed, predicted)
+    legend_below(fig, [*handles, *keys[0]], [*labels, *keys[1]])
     n = ", ".join(str(int(v)) for v in sorted(n_seeds))
-    caption = (f"{metric}: mean across seeds with a 95% t-interval band "
-               f"(mean ± t(0.975, n−1)·s/√n; n = {n} seeds per group; no band where n = 1)")
-    return Figure(f"band-{metric}", caption, png_bytes(fig))
+    caption = (f"{metric}: mean across seeds (n = {n} seeds per group); band: 95% t-interval "
+               f"(mean ± t(0.975, n−1)·s/√n) where a group has at least {MIN_BAND_SEEDS} seeds, "
+               f"clipped to the metric's range; with fewer, each seed's value as a point")
+    if predicted:
+        caption += "; dashed: the exact theory"
+    return figure(fig, f"band-{metric}", caption, paper=paper)
+
+
+def _style_keys(band: bool, points: bool, theory: bool) -> tuple[list[Any], list[str]]:
+    """Legend entries for what a mark means (grey: it holds for every group)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    entries = []
+    if band:
+        entries.append((Patch(color="0.35", alpha=0.3, lw=0), "95% t-interval"))
+    if points:
+        entries.append((Line2D([], [], color="0.35", ls="", marker="o", markersize=3),
+                        "one seed"))
+    if theory:
+        entries.append((Line2D([], [], color="0.35", ls="--"), "theory (exact)"))
+    return [h for h, _ in entries], [text for _, text in entries]
 
 
 # --- costs -------------------------------------------------------------------------------------
@@ -242,17 +328,36 @@ def write_sweep_report(root: str | Path, out: str | Path | None = None) -> Path:
 
     root = Path(root)
     manifest = read_manifest(root)
-    frame = tidy_frame(root)
+    frame, theory = tidy_frames(root)
     exported = export_tidy(frame, root)
     costs = pd.DataFrame([run_costs(s) for _, s in sweep_runs(root)])
     if not costs.empty:
         write_atomic(root / "costs.csv", costs.to_csv(index=False).encode())
-    stats = band_stats(frame) if not frame.empty else None
-    figures = [band_figure(m, stats) for m in frame["metric"].unique()] if stats is not None \
-        else []
+    figures = sweep_figures(frame, theory, sweep_declared(root))
     out = Path(out) if out else root / "report.html"
     write_atomic(out, render_sweep(manifest, frame, costs, figures, exported).encode())
     return out
+
+
+def sweep_figures(frame: Any, theory: Any, declared: Declared, paper: bool = False
+                  ) -> list[Figure]:
+    """One :func:`band_figure` per metric of the tidy table."""
+    if frame.empty:
+        return []
+    stats = band_stats(frame)
+    return [band_figure(m, stats, frame, theory, declared, paper=paper)
+            for m in frame["metric"].unique()]
+
+
+def write_sweep_figures(root: str | Path, folder: str | Path) -> list[Path]:
+    """Each metric's band figure as PNG (300 dpi), SVG and PDF in ``folder`` (see
+    :mod:`collapselab.report.export`); returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    check_folder(folder)
+    frame, theory = tidy_frames(root)
+    return save_figures(sweep_figures(frame, theory, sweep_declared(root), paper=True), folder)
 
 
 def final_table_html(frame: Any) -> str:
@@ -300,8 +405,10 @@ def render_sweep(manifest: dict[str, Any], frame: Any, costs: Any, figures: list
     return html_page("collapselab sweep report", f"""<h1>Sweep report</h1>
 <p>Runs are grouped by every swept key but the seed. Each curve is the mean across the group's
 seeds (each seed's value is itself a mean over its chains); the band is a 95% Student-t
-confidence interval across seeds, mean ± t(0.975, n−1)·s/√n. The same intervals are given in the
-final-generation table. Tidy data: {files}.</p>
+confidence interval across seeds, mean ± t(0.975, n−1)·s/√n, clipped to the metric's declared
+range, drawn where a group has at least {MIN_BAND_SEEDS} seeds: with fewer, each seed's value is
+drawn as a point instead. Dashed lines: the exact theory, where the runs recorded one. The same
+intervals are given in the final-generation table. Tidy data: {files}.</p>
 <h2>Final generation (mean ± 95% t-interval half-width across seeds)</h2>{final_table_html(frame)}
 <h2>Metrics by generation</h2><div class="grid">{figures_html(figures)}</div>
 <h2>Cost per run</h2>

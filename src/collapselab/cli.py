@@ -207,21 +207,31 @@ def demo(
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write")] = None,
+    figures: Annotated[Path | None, typer.Option("--figures", help=(
+        "also write each headline figure into this folder as PNG (300 dpi), SVG and PDF at a "
+        "paper's size (made if missing; files it did not write are never replaced)"))] = None,
 ) -> None:
     """Write an HTML report of one run, or compare several; of a sweep directory: the sweep
     report (bands across seeds, tidy.csv, costs)."""
-    from collapselab.report import write_report
+    from collapselab.report import check_folder, write_figures, write_report
     from collapselab.sweep import is_sweep_dir
 
     with user_errors():
+        if figures is not None:
+            check_folder(figures)  # before any work: a file given as the folder
         if len(run_dirs) == 1 and is_sweep_dir(run_dirs[0]):
-            from collapselab.aggregate import sweep_runs, write_sweep_report
+            from collapselab.aggregate import sweep_runs, write_sweep_figures, write_sweep_report
 
             for _, store in sweep_runs(run_dirs[0]):
                 store.check()
             console.print(f"report: {write_sweep_report(run_dirs[0], out)}")
-            return
-        console.print(f"report: {write_report(list(run_dirs), out)}")
+            written = write_sweep_figures(run_dirs[0], figures) if figures is not None else None
+        else:
+            console.print(f"report: {write_report(list(run_dirs), out)}")
+            written = write_figures(list(run_dirs), figures) if figures is not None else None
+        if written is not None:
+            console.print(f"figures: {len(written)} files in {figures} "
+                          f"({', '.join(sorted({p.suffix[1:] for p in written}))})")
 
 
 @app.command()

@@ -22,9 +22,12 @@ The cost is linear in generations and the figure count does not grow with them:
   generations a training set came from are grouped into contiguous ranges (real data stays its
   own band).
 
-Modules: :mod:`.view` (runs as the page reads them), :mod:`.draw` (the figure record and its
-encoding), :mod:`.figures` (every chart), :mod:`.tables` (every table), :mod:`.page` (the
-sections top to bottom and the HTML around them).
+:func:`write_figures` writes the headline figures for a paper (PNG, SVG, PDF; :mod:`.export`).
+
+Modules: :mod:`.view` (runs as the page reads them), :mod:`.draw` (the look: palette, sizes,
+fonts, legends; the figure record and its encoding), :mod:`.figures` (every chart),
+:mod:`.tables` (every table), :mod:`.page` (the sections top to bottom and the HTML around
+them), :mod:`.export` (figures as files).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collapselab.report.draw import Figure
+from collapselab.report.export import check_folder, headline_figures, save_figures
 from collapselab.report.figures import origin_groups
 from collapselab.report.page import Section, build_figures, figures_html, html_page, render
 from collapselab.report.tables import continuations
@@ -40,7 +44,7 @@ from collapselab.store import RunStore, write_atomic
 
 __all__ = ["Declared", "Figure", "RunView", "Section", "build_figures", "continuations",
            "figures_html", "html_page", "metric_keys", "metrics_frame", "origin_groups",
-           "render", "thin", "views", "write_report"]
+           "render", "thin", "views", "write_figures", "write_report"]
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
@@ -55,3 +59,16 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
                                  else Path("report.html"))
     write_atomic(out, render(views(stores)).encode())
     return out
+
+
+def write_figures(run_dirs: list[str | Path], folder: str | Path) -> list[Path]:
+    """Write each headline figure of the runs' report into ``folder`` as PNG (300 dpi), SVG and
+    PDF at a paper's size; returns the files written (see :mod:`.export`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    check_folder(folder)
+    stores = [RunStore(d) for d in run_dirs]
+    for s in stores:
+        s.check()
+    return save_figures(headline_figures(views(stores)), folder)

@@ -35,7 +35,7 @@ RC = {
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
     "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4, "lines.markersize": 3,
     "legend.frameon": False, "svg.fonttype": "none", "pdf.fonttype": 42,
-    "figure.constrained_layout.use": True,
+    "figure.constrained_layout.use": True, "svg.hashsalt": "collapselab",
 }
 
 
