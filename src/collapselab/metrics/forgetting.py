@@ -3,12 +3,12 @@
 The seed's fairness point: minority data vanish first. ``forgetting`` records, every generation,
 which types are still in the training set and in the generated data, as bits (``(C, ⌈V/8⌉)``
 uint8 artifacts ``forgetting_train`` and ``forgetting_generated``), and at generation 0 each type's
-count in the real data (``forgetting_real``: per chain for a categorical source, the real train
-split's for tokens). :func:`first_absence` reads a run back into, per chain and type, the real
+count in generation 0's real pool (``forgetting_real``, per chain where the chains' real data
+differ). :func:`first_absence` reads a run back into, per chain and type, the real
 count and the first generation the type was missing from the training set and from the generated
 data (-1: never, within the run). The report draws it against the count (``report/forgetting``);
 for a categorical chain under ``replace`` the theory's expected loss time sits beside it
-(``collapselab.theory.categorical.expected_loss_generation``).
+(``collapselab.theory.categorical_policies.expected_loss_generation``).
 """
 
 from __future__ import annotations
@@ -62,12 +62,11 @@ class Forgetting(MetricBase):
 
     @staticmethod
     def real_counts(ctx: GenerationContext) -> np.ndarray:
-        if ctx.source.kind == "tokens":
-            from collapselab.metrics.text import train_counts
-
-            return np.asarray(train_counts(ctx))[None]
-        size = source_sizes(ctx.source).get("n_states") or int(np.asarray(ctx.real).max()) + 1
-        return counts_per_chain(np.asarray(ctx.real), int(size))
+        """``(1 or C, V)`` each type's count in generation 0's real pool (what the first model saw)."""
+        real = np.asarray(ctx.real)
+        sizes = source_sizes(ctx.source)
+        size = sizes.get("n_states") or sizes.get("vocab_size") or int(real.max()) + 1
+        return counts_per_chain(real, max(int(size), int(real.max()) + 1))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from collapselab.theory.categorical import (
 )
 from collapselab.theory.categorical_policies import (
     branching_loss_generation,
+    categorical_accumulate_risk,
     categorical_policy,
     expected_loss_generation,
     immigration_absent,
@@ -54,7 +55,7 @@ from collapselab.theory.mixing import gaussian_mixing, mixing_fixed_point, mixin
 __all__ = [
     "PASS_Z", "PRESENCE_STATES", "WF_MAX_PAIRS", "WF_MAX_SIZE", "Agreement", "Prediction",
     "Predictor", "accumulate_sizes", "agreement", "binomial_pmf", "branching_loss_generation",
-    "categorical_policy", "categorical_replace", "expected_loss_generation", "immigration_absent",
+    "categorical_accumulate_risk", "categorical_policy", "categorical_replace", "expected_loss_generation", "immigration_absent",
     "chi2_moment", "drift_scale_moments", "fit_sizes", "gaussian_accumulate",
     "gaussian_accumulate_kl", "gaussian_accumulate_subsample", "gaussian_replace",
     "gaussian_w2_replace", "inverse_wishart_trace_moments", "kde_replace", "linreg_prediction",

@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import hypergeom
 
 from collapselab.theory.base import Prediction, register
 from collapselab.theory.categorical import WF_MAX_SIZE, binomial_pmf, presence_predictions
@@ -69,6 +68,8 @@ def immigration_absent(policy: str, p: np.ndarray, m0: int, k: int, n: int,
             dist, size = _add(_thin(dist, size, n), immigrants), k + n
             out[t] = dist[:, 0]
         return np.clip(out, 0.0, 1.0)
+    from scipy.stats import hypergeom  # scipy.stats is slow to import: only here
+
     # real_fraction: (S, c, count), c the state's count in the real sample
     c = np.arange(m0 + 1)
     prior = binomial_pmf(m0, p)  # (S, c)
@@ -141,3 +142,17 @@ def branching_loss_generation(counts: np.ndarray, generations: int) -> np.ndarra
     counts = np.asarray(counts, dtype=float)
     return (1 - lost[:, None] ** counts[None]).sum(axis=0)
 
+
+
+def categorical_accumulate_risk(p: np.ndarray, m0: int, m: int, generations: int) -> np.ndarray:
+    """E‖p̂_t - p‖² under ``accumulate`` (N_t = M_0 + t m rows), exact: the pooled frequencies are
+    a martingale, and adding m draws from p̂_t moves them by E‖Δ‖² = (m / N_{t+1})² (1 - ‖p‖² -
+    E‖p̂_t - p‖²) / m. With m = M_0 it stays below (π²/6) E‖p̂_0 - p‖² (Dey & Donoho 2024)."""
+    p = np.asarray(p, dtype=float)
+    spread = 1.0 - float(p @ p)  # E‖one-hot - p‖²
+    risk, out = spread / m0, np.empty(generations)
+    for t in range(generations):
+        out[t] = risk
+        pool = m0 + (t + 1) * m
+        risk += m * (spread - risk) / pool**2
+    return out
