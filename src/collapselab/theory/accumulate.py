@@ -77,24 +77,61 @@ def gaussian_accumulate(
             "N_{i+1}² (the pooled mean is a martingale), exact" + limit),
     }
     if dim == 1:
-        # E σ_t = E sqrt(Q_t / c_t), Q_t = Q_0 Π (1 + R_i) with independent factors
-        root = np.sqrt(sigma2 * 2.0) * np.exp(gammaln(m0 / 2) - gammaln((m0 - 1) / 2))  # E sqrt(Q_0)
-        roots = np.empty(generations)
-        for t in range(generations):
-            roots[t] = root
-            ct, at = c[t], a[t]
-            root *= _laplace_sqrt(lambda s, ct=ct, at=at: np.exp(
-                -s - (m - 1) / 2 * np.log1p(2 * s / ct) - 0.5 * np.log1p(2 * at * s / ct)))
-        sd_mean = roots / np.sqrt(c)
-        sigma = np.sqrt(sigma2)
         if m0 > 3:
             out["kl"] = gaussian_accumulate_kl(pool, m, ddof, m0)
-        out["w2_sq"] = Prediction(
-            drift2 + sigma2 * ratio - 2 * sigma * sd_mean + sigma2, None,
-            "accumulate: E W2² = E(μ_t-μ)² + E σ_t² - 2σ E σ_t + σ², exact; E σ_t = "
-            "E sqrt(Q_0/c_t) Π E sqrt(1 + (χ²_{m-1} + (N_i/N_{i+1}) χ²_1)/(N_i-ddof)), each factor "
-            "one quadrature of its Laplace transform")
+        out["w2_sq"] = gaussian_accumulate_w2(pool, m, ddof, m0, sigma2)
     return out
+
+
+def gaussian_accumulate_w2(pool: np.ndarray, m: int, ddof: int, m0: int, sigma2: float = 1.0
+                           ) -> Prediction:
+    """E W2² under accumulate, 1-D, and its per-chain sd. W2² = D² + (s - σ)², s = sqrt(Q/c):
+    E W2⁴ needs E D⁴, E D²Q, E D²Q^{1/2} and E Q^{r/2} (r <= 4). Q steps by the factor
+    X = 1 + (U + a Z²)/c and D by b sqrt(Q) Z with the same Z, so
+    E Q'^r = E Q^r E X^r, E D'² Q'^r = E[D² Q^r] E X^r + b² E Q^{r+1} E Z² X^r,
+    E D'⁴ = E D⁴ + 6 b² E D²Q + 3 b⁴ E Q²; the half-integer moments E X^{1/2}, E X^{3/2} = E X ·
+    E[X^{1/2}] under the law tilted by X, and E Z² X^{1/2} are quadratures of Laplace transforms."""
+    powers = (0.5, 1.0, 1.5, 2.0)
+    k = m0 - 1.0
+    q = {r: 2**r * np.exp(gammaln(k / 2 + r) - gammaln(k / 2)) for r in powers}  # E Q_0^r, σ = 1
+    d2, d4 = 1.0 / m0, 3.0 / m0**2
+    d2q = {r: d2 * q[r] for r in (0.5, 1.0)}  # D_0 and Q_0 independent
+    names = ("s1", "s2", "s3", "s4", "d2", "d4", "d2s1", "d2s2")
+    mom = {key: np.empty(len(pool)) for key in names}
+    for t, n in enumerate(pool):
+        c, a = n - ddof, n / (n + m)
+        for j, r in enumerate(powers):
+            mom[f"s{j + 1}"][t] = q[r] / c**r
+        mom["d2"][t], mom["d4"][t] = d2, d4
+        mom["d2s1"][t], mom["d2s2"][t] = d2q[0.5] / np.sqrt(c), d2q[1.0] / c
+        u1 = (m - 1 + a) / c  # E (X - 1)
+        u2 = ((m - 1) * (m + 1) + 2 * a * (m - 1) + 3 * a * a) / c**2  # E (X - 1)²
+        b2 = m / ((n + m) ** 2 * c)
+
+        def laplace(s: float, c: float = c, a: float = a, z: float = 0.5) -> float:
+            """E[Z^{2j} e^{-sX}] / E Z^{2j}: z = 1/2 for j = 0, 3/2 for j = 1."""
+            return float(np.exp(-s - (m - 1) / 2 * np.log1p(2 * s / c) - z * np.log1p(2 * a * s / c)))
+
+        def tilted(s: float, c: float = c, a: float = a, u1: float = u1) -> float:  # E[X e^{-sX}]/E X
+            return laplace(s) * (1 + (m - 1) / (c + 2 * s) + a / (c + 2 * a * s)) / (1 + u1)
+
+        x = {0.5: _laplace_sqrt(laplace), 1.0: 1 + u1, 2.0: 1 + 2 * u1 + u2}
+        x[1.5] = x[1.0] * _laplace_sqrt(tilted)
+        zx = {0.5: _laplace_sqrt(lambda s: laplace(s, z=1.5)), 1.0: 1 + (m - 1 + 3 * a) / c}
+        d4 += 6 * b2 * d2q[1.0] + 3 * b2**2 * q[2.0]
+        d2 += b2 * q[1.0]
+        d2q = {r: d2q[r] * x[r] + b2 * q[r + 1] * zx[r] for r in (0.5, 1.0)}
+        q = {r: q[r] * x[r] for r in powers}
+    s1, s2, s3, s4 = (mom[f"s{j}"] for j in (1, 2, 3, 4))
+    mean = mom["d2"] + s2 - 2 * s1 + 1
+    second = (mom["d4"] + 2 * (mom["d2s2"] - 2 * mom["d2s1"] + mom["d2"])
+              + s4 - 4 * s3 + 6 * s2 - 4 * s1 + 1)
+    return Prediction(
+        sigma2 * mean, sigma2 * np.sqrt(np.maximum(second - mean**2, 0)),
+        "accumulate: E W2² = E(μ_t-μ)² + E σ_t² - 2σ E σ_t + σ², exact; E σ_t = "
+        "E sqrt(Q_0/c_t) Π E sqrt(1 + (χ²_{m-1} + (N_i/N_{i+1}) χ²_1)/(N_i-ddof)), each factor "
+        "one quadrature of its Laplace transform; sd from E W2⁴ (E D⁴, E D²σ, E D²σ², E σ³, E σ⁴ "
+        "by the same recursion)")
 
 
 def gaussian_accumulate_kl(pool: np.ndarray, m: int, ddof: int, m0: int) -> Prediction:
