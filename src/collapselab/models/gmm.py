@@ -1,7 +1,7 @@
 """Gaussian mixture fitted by EM, sampled by collapselab.
 
 Two engines fit the same model: ``sklearn`` (``GaussianMixture``, one chain at a time: the
-reference) and ``numpy`` (the default: the same EM — k-means++-style seeding, Lloyd's k-means, then
+reference) and ``numpy`` (the default: the same EM — greedy k-means++ seeding, Lloyd's k-means, then
 scikit-learn's E-step/M-step loop to the same tolerance on the mean log-likelihood — batched over
 all chains in one array program). Each EM step is two batched matrix products with the points'
 features ``[1, y, vec(y y^T)]`` (``features``): the M-step's counts, sums and second moments of every
@@ -121,9 +121,9 @@ def batched_em(
     ``(C, K, D)``, covariances ``(C, K, D, D)``, iterations ``(C,)``, final mean log-likelihood
     ``(C,)`` (scikit-learn's ``lower_bound_``).
 
-    Seeding as scikit-learn's ``init_params="kmeans"``: k-means++ centres (first uniform, the
-    next ones proportional to squared distance), Lloyd's k-means (scikit-learn's stopping rule),
-    its hard labels as the first responsibilities; then scikit-learn's EM loop (:func:`em`).
+    Seeding as scikit-learn's ``init_params="kmeans"``: greedy k-means++ centres, Lloyd's k-means
+    (scikit-learn's stopping rule), its hard labels as the first responsibilities; then
+    scikit-learn's EM loop (:func:`em`).
     """
     shift = x.mean(axis=1, keepdims=True)  # (C, 1, D)
     feats = features(x - shift)
@@ -227,18 +227,24 @@ def e_step(
 
 
 def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ centres ``(C, K, D)``: the first uniform, the next proportional to the squared
-    distance to the nearest centre so far."""
+    """Greedy k-means++ centres ``(C, K, D)``, as scikit-learn's ``KMeans``: the first uniform;
+    each next one the best of ``2 + log K`` candidates drawn proportional to the squared distance
+    to the nearest centre so far (the one leaving the least total squared distance)."""
     chains, n, dim = x.shape
-    rows = np.arange(chains)
+    rows = np.arange(chains)[:, None]
+    trials = 2 + int(np.log(k))
     centres = np.empty((chains, k, dim))
-    centres[:, 0] = x[rows, rng.integers(n, size=chains)]
+    centres[:, 0] = x[rows[:, 0], rng.integers(n, size=chains)]
     d2 = ((x - centres[:, :1]) ** 2).sum(-1)  # (C, N)
     for j in range(1, k):
         cdf = np.cumsum(d2, axis=1)
-        pick = (rng.random((chains, 1)) * cdf[:, -1:] > cdf).sum(axis=1).clip(max=n - 1)
-        centres[:, j] = x[rows, pick]
-        d2 = np.minimum(d2, ((x - centres[:, j : j + 1]) ** 2).sum(-1))
+        u = rng.random((chains, trials)) * cdf[:, -1:]
+        picks = (cdf[:, None, :] < u[..., None]).sum(axis=-1).clip(max=n - 1)  # (C, T)
+        cand = x[rows, picks]  # (C, T, D)
+        dist = np.minimum(d2[:, None], ((x[:, None] - cand[:, :, None]) ** 2).sum(-1))  # (C, T, N)
+        best = dist.sum(axis=-1).argmin(axis=-1)  # (C,)
+        d2 = dist[rows[:, 0], best]
+        centres[:, j] = cand[rows[:, 0], best]
     return centres
 
 
