@@ -10,7 +10,7 @@ from collapselab import registry
 from collapselab import store as store_module
 from collapselab.config import load_config
 from collapselab.errors import DataError
-from collapselab.loop import History, measure, run
+from collapselab.loop import measure, run
 from collapselab.metrics.base import GenerationContext
 from collapselab.models.gaussian import Gaussian
 from collapselab.store import RunStore
@@ -151,15 +151,15 @@ def test_a_run_says_it_is_complete_only_once_nothing_is_left_to_delete(
     if every_generation:
         monkeypatch.setattr(store_module, "COMMIT_EVERY_S", 0.0)
     seen = []
-    real_prune = History.prune
+    real_release = store_module.RunWriter._release
 
-    def prune(self, writer, *, final, disk):
+    def release(self, *, final, disk=False):
         if final and disk:
             seen.append((RunStore(tmp_path / "experiment").manifest()["status"],
                          len(list((tmp_path / "experiment").glob("gen_*/samples.npy")))))
-        real_prune(self, writer, final=final, disk=disk)
+        real_release(self, final=final, disk=disk)
 
-    monkeypatch.setattr(History, "prune", prune)
+    monkeypatch.setattr(store_module.RunWriter, "_release", release)
     run(load_config(None, [f"out_dir={tmp_path}", f"policy.name={policy}", "generations=4",
                            "keep_samples=last", "metrics=[variance_ratio]"]))
     assert seen[0] == at_the_end

@@ -27,7 +27,6 @@ from collapselab.config import ExperimentConfig
 from collapselab.curation import Curated, CurationContext, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
 from collapselab.metrics import declare
-from collapselab.metrics.alarm import generations_to_collapse
 from collapselab.metrics.base import GenerationContext
 from collapselab.protocol import NUMBERS, checked_samples, clone
 from collapselab.provenance import FRESH, Part, Plan, Pool
@@ -197,7 +196,8 @@ def run(
     exp = Experiment.build(cfg)  # bad sources or parameters fail here, before anything is written
     with store.writer(takeover=takeover) as writer:
         check_target(store, cfg, resume)  # again, under the lock: another writer may have begun
-        writer.start(cfg.to_yaml(), seeds={"seed": cfg.seed, "streams": STREAMS})
+        writer.start(cfg.to_yaml(), seeds={"seed": cfg.seed, "streams": STREAMS},
+                     keep_samples=cfg.keep_samples)
         # NumPy/scikit-learn families work on small arrays, where BLAS/OpenMP worker threads
         # cost far more than they save (measured: a 2-D GMM fit 24x slower with 2 threads)
         threaded = any(capabilities.threaded(p.prototype) for p in exp.producers)
@@ -271,80 +271,62 @@ def interrupted(store: RunStore, writer: RunWriter) -> str:
 
 def generations(exp: Experiment, store: RunStore, writer: RunWriter,
                 progress: Progress | None, observers: Sequence[Observer] = ()) -> str:
-    cfg, chains = exp.config, exp.config.chains
-    m = cfg.synthetic_size or cfg.data.size
-    real_rng, heldout_rng = setup_rngs(cfg.seed)
-    real = exp.source.real(cfg.data.size, chains, real_rng)  # (chains or 1, size, ...)
-    real = Pool.real(checked(exp.source, "real", real, chains, cfg.data.size))
-    heldout = checked(exp.source, "heldout", exp.source.heldout(heldout_rng),
-                      chains)  # (1, n_heldout, ...) never trained on
-    state = History.restore(exp, store)
+    """The loop. Each generation, each producer composes its training set, fits a fresh model,
+    samples from it and has its output curated and measured; the generation is staged, and
+    committed with the others at most once a second. Returns how the run ended."""
+    cfg = exp.config
+    real, heldout = setup_data(exp)
+    state = History.restore(exp, store, writer.last_row)
     if state.stopped:
         return "stopped"  # a crash came between the stop and the manifest saying so
 
     for gen in range(state.start, cfg.generations):
         tic = time.perf_counter()
         marker = cfg.watermark if cfg.watermark and cfg.watermark.applies(gen) else None
-        row: dict[str, Any] = {"generation": gen}
-        per_chain: dict[str, np.ndarray] = {}  # row keys: committed as their mean and sem
-        record: dict[str, np.ndarray] = {}
-        outputs: dict[int, Pool] = {}  # each producer's curated samples
+        made = Made(gen)
         for p, producer in enumerate(exp.producers):
             rng = Streams.for_generation(cfg.seed, gen, p)
             train, parts = compose(exp, real, state.pools[p], rng.compose)  # (chains, size', ...)
             try:  # workarea: the generation a fit or sampler in other processes names
                 with workarea.generation(store.root, gen, producer.name):
                     model = clone(producer.prototype).fit(train, rng=rng.fit)
-                    with watermark.applied(marker):  # LM samplers add delta to green-list logits
-                        produced = model.sample(m, rng.sample)  # (chains, m, ...)
-                produced = checked_samples(model, produced, chains, m, train.shape[2:])
-                check_finite(produced)
+                    produced = sample(exp, model, train, rng.sample, marker)  # (chains, m, ...)
             except NUMERICAL as exc:  # a result of the experiment; anything else is an error
-                row[producer.key("degenerate")] = degenerate(exc)
-                log.warning("generation %d%s is degenerate: %s", gen,
-                            f" of {producer.name}" if producer.name else "", exc)
+                made.degenerate(producer, exc)
                 continue
             reference = state.references.setdefault(p, model)  # generation 0's model
             out = assess(exp, gen, model, reference, produced, train, real.data, heldout, rng,
                          marker)
-            row |= producer.keyed({
-                **out.row, **provenance.composition(parts, chains, exp.names),
-                "train_size": int(train.shape[1]), "generated": int(produced.shape[1])})
-            per_chain |= producer.keyed(out.per_chain)
-            record |= prefixed(f"provenance.{producer.label}.", provenance.record(
-                parts, kept=out.curated.index,
-                produced=int(produced.shape[1]), scores=out.curated.scores))
-            record |= prefixed(f"artifacts.{producer.label}.", out.artifacts)
-            outputs[p] = Pool((gen, p), out.synthetic, origin=(gen, p), rows=out.curated.index)
-        if len(exp.producers) > 1:  # totals, for cost accounting
-            row["train_size"] = sum(row.get(q.key("train_size"), 0) for q in exp.producers)
-            row["generated"] = sum(row.get(q.key("generated"), 0) for q in exp.producers)
-        row |= {k: column[gen] for k, column in exp.theory.items()} | state.collapse(gen, row)
-        row["wall_s"] = time.perf_counter() - tic
-        pools_next = state.mix(gen, outputs, record)
-        writer.stage(gen, row, per_chain=per_chain, record=record,
-                     samples={exp.producers[p].name: out.data for p, out in outputs.items()},
-                     models={exp.producers[p].name: state.references[p] for p in outputs}
-                     if gen == 0 else {})
-        state.advance(gen, outputs, pools_next)
-        state.prune(writer, final=False, disk=False)  # staged samples nobody will want
-        stop = len(outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0)
+            made.add(exp, p, out, parts, train, produced)
+        made.finish(exp, tic)
+        state.advance(state.mix(gen, made.outputs, made.record))
+        writer.stage(gen, made.row, per_chain=made.per_chain, record=made.record,
+                     samples={exp.producers[p].name: out.data for p, out in made.outputs.items()},
+                     models={exp.producers[p].name: state.references[p] for p in made.outputs}
+                     if gen == 0 else {}, needed=state.generations())
+        stop = len(made.outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0)
         last = stop or gen == cfg.generations - 1
         if last or writer.due():  # one commit a second, not one a generation
-            if last:  # staged samples the finished run has no use for: never written
-                state.prune(writer, final=True, disk=False)
-            # the last commit says how the run ended, unless files are to be deleted after it
-            ended = ("stopped" if stop else "complete") if last and not state.leftovers() else None
-            rows = writer.flush(ended)
-            state.prune(writer, final=last, disk=True)  # what the commit made unnecessary
+            rows = writer.commit(("stopped" if stop else "complete") if last else None)
             for observer in observers:
                 observer.committed(rows)
         if stop:
             return "stopped"
         if progress:
             progress(gen + 1, cfg.generations)
-    state.prune(writer, final=True, disk=True)  # resumed after the last commit: nothing ran
+    writer.commit("complete")  # resumed after the last commit: only the final clean-up is left
     return "complete"
+
+
+def setup_data(exp: Experiment) -> tuple[Pool, np.ndarray]:
+    """The real pool generation 0 trains on, ``(chains or 1, size, ...)``, and the held-out data
+    no generation trains on, ``(1, n_heldout, ...)``."""
+    cfg = exp.config
+    real_rng, heldout_rng = setup_rngs(cfg.seed)
+    real = exp.source.real(cfg.data.size, cfg.chains, real_rng)
+    real = Pool.real(checked(exp.source, "real", real, cfg.chains, cfg.data.size))
+    heldout = checked(exp.source, "heldout", exp.source.heldout(heldout_rng), cfg.chains)
+    return real, heldout
 
 
 def compose(exp: Experiment, real: Pool, history: list[Pool],
@@ -366,8 +348,68 @@ def compose(exp: Experiment, real: Pool, history: list[Pool],
     return provenance.data_of(parts, cfg.chains), parts
 
 
+def sample(exp: Experiment, model: Any, train: np.ndarray, rng: np.random.Generator,
+           marker: watermark.Watermark | None) -> np.ndarray:
+    """``synthetic_size`` samples per chain of the fitted ``model``, ``(chains, m, ...)``,
+    checked: the shape asked for, numbers, all finite (else ``NumericalError``: a degenerate
+    generation)."""
+    cfg = exp.config
+    m = cfg.synthetic_size or cfg.data.size
+    with watermark.applied(marker):  # LM samplers add delta to green-list logits
+        produced = model.sample(m, rng)
+    produced = checked_samples(model, produced, cfg.chains, m, train.shape[2:])
+    check_finite(produced)
+    return produced  # type: ignore[no-any-return]
+
+
 def degenerate(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, NumericalError) else f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Made:
+    """What generation ``gen`` made, gathered as its producers finish: its metrics row, the
+    per-chain values the commit summarises into it, its record's arrays and each producer's
+    curated output (by position)."""
+
+    gen: int
+    row: dict[str, Any] = field(default_factory=dict)
+    per_chain: dict[str, np.ndarray] = field(default_factory=dict)  # committed as mean and sem
+    record: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[int, Pool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.row["generation"] = self.gen
+
+    def degenerate(self, producer: Producer, exc: BaseException) -> None:
+        self.row[producer.key("degenerate")] = degenerate(exc)
+        log.warning("generation %d%s is degenerate: %s", self.gen,
+                    f" of {producer.name}" if producer.name else "", exc)
+
+    def add(self, exp: Experiment, p: int, out: Assessed, parts: list[provenance.Take],
+            train: np.ndarray, produced: np.ndarray) -> None:
+        """Producer ``p``'s assessed output: its row, per-chain values, provenance, artifacts."""
+        producer, chains = exp.producers[p], exp.config.chains
+        self.row |= producer.keyed({
+            **out.row, **provenance.composition(parts, chains, exp.names),
+            "train_size": int(train.shape[1]), "generated": int(produced.shape[1])})
+        self.per_chain |= producer.keyed(out.per_chain)
+        self.record |= prefixed(f"provenance.{producer.label}.", provenance.record(
+            parts, kept=out.curated.index,
+            produced=int(produced.shape[1]), scores=out.curated.scores))
+        self.record |= prefixed(f"artifacts.{producer.label}.", out.artifacts)
+        self.outputs[p] = Pool((self.gen, p), out.synthetic, origin=(self.gen, p),
+                               rows=out.curated.index)
+
+    def finish(self, exp: Experiment, tic: float) -> None:
+        """The row's totals over producers, theory columns and wall time."""
+        if len(exp.producers) > 1:  # totals, for cost accounting
+            self.row["train_size"] = sum(self.row.get(q.key("train_size"), 0)
+                                         for q in exp.producers)
+            self.row["generated"] = sum(self.row.get(q.key("generated"), 0)
+                                        for q in exp.producers)
+        self.row |= {k: column[self.gen] for k, column in exp.theory.items()}
+        self.row["wall_s"] = time.perf_counter() - tic
 
 
 @dataclass
@@ -396,22 +438,19 @@ def assess(exp: Experiment, gen: int, model: Any, reference: Any, produced: np.n
     return Assessed(synthetic, curated, {**scalars, **kept, **marks}, per_chain, ctx.artifacts)
 
 
-# --- history: the pools each producer learns from, on disk and after a resume --------------------
+# --- history: the pools each producer learns from, and after a resume ------------------------------
 
 
 @dataclass
 class History:
-    """Each producer's synthetic pools (newest last), generation 0's models, and the generations
-    whose samples are held or on disk: what the loop carries from one generation to the next."""
+    """Each producer's synthetic pools (newest last) and generation 0's models: what the loop
+    carries from one generation to the next (which samples stay on disk is the store's)."""
 
     exp: Experiment
     pools: list[list[Pool]]
     start: int = 0
     references: dict[int, Any] = field(default_factory=dict)
-    staged: set[int] = field(default_factory=set)  # generations whose samples await a commit
-    on_disk: set[int] = field(default_factory=set)  # generations whose samples were committed
     stopped: bool = False
-    collapsed: dict[int, int | None] = field(default_factory=dict)  # producer: first alarm
 
     def mix(self, gen: int, outputs: dict[int, Pool],
             record: dict[str, np.ndarray]) -> dict[int, Pool]:
@@ -443,74 +482,28 @@ class History:
             record[f"pool.{consumer.label}.made"] = np.array(True)
         return out
 
-    def collapse(self, gen: int, row: dict[str, Any]) -> dict[str, Any]:
-        """``generations_to_collapse``: the first generation whose collapse alarm fired (see
-        ``metrics.alarm``), in every row from then on, per producer."""
-        out = {}
-        for p, producer in enumerate(self.exp.producers):
-            if self.collapsed.get(p) is None and row.get(producer.key("alarm"), 0) >= 1:
-                self.collapsed[p] = gen
-            if self.collapsed.get(p) is not None:
-                out[producer.key("generations_to_collapse")] = self.collapsed[p]
-        return out
-
-    def advance(self, gen: int, outputs: dict[int, Pool], pools: dict[int, Pool]) -> None:
+    def advance(self, pools: dict[int, Pool]) -> None:
         for c, pool in pools.items():
             self.pools[c] = [pool] if self.exp.policy.history == "last" else [*self.pools[c], pool]
-        if outputs:
-            self.staged.add(gen)
 
-    def wanted(self, gen: int, newest: int) -> bool:
-        """Whether ``keep_samples`` asks for generation ``gen``'s samples: generation 0 and the
-        newest for ``last``; every k-th and the newest for an integer k."""
-        keep = self.exp.config.keep_samples
-        if keep in ("all", "none"):
-            return keep == "all"
-        if keep == "last":
-            return gen in (0, newest)
-        return gen % keep == 0 or gen == newest
-
-    def leftovers(self) -> bool:
-        """Whether committed samples await deletion when the run ends (kept until then for a
-        resume, not by ``keep_samples``)."""
-        newest = max(self.staged | self.on_disk, default=0)
-        return any(not self.wanted(g, newest) for g in self.on_disk)
-
-    def prune(self, writer: RunWriter, *, final: bool, disk: bool) -> None:
-        """Drop samples that neither ``keep_samples`` nor, until the run ends, a resume (the
-        generations in the pools) asks for: those held for the next commit and, right after a
-        commit (``disk``), those on disk."""
-        if disk:  # the commit wrote what was still held
-            self.on_disk |= self.staged
-            self.staged.clear()
-        newest = max(self.staged | self.on_disk, default=0)
-        in_pools = set() if final else {q.key[0] for pools in self.pools for q in pools}
-        for g in sorted(self.staged | (self.on_disk if disk else set())):
-            if g not in in_pools and not self.wanted(g, newest):
-                for producer in self.exp.producers:
-                    writer.drop_samples(g, producer.name, disk=g in self.on_disk)
-                self.staged.discard(g)
-                self.on_disk.discard(g)
-        writer.delete_dropped()
+    def generations(self) -> set[int]:
+        """The generations whose samples the pools hold: a resume reads them back from disk."""
+        return {q.key[0] for pools in self.pools for q in pools}
 
     @classmethod
-    def restore(cls, exp: Experiment, store: RunStore) -> History:
-        """The history of a resumed run, rebuilt from its committed files (empty for a new run)."""
+    def restore(cls, exp: Experiment, store: RunStore,
+                last: dict[str, Any] | None) -> History:
+        """The history of a resumed run, rebuilt from its committed files and ``last``, its last
+        committed row (empty for a new run)."""
         state = cls(exp=exp, pools=[[] for _ in exp.producers], start=store.completed())
-        if state.start == 0:
+        if state.start == 0 or last is None:
             return state
-        rows = store.metrics()
-        last = rows[-1]
-        for p, producer in enumerate(exp.producers):
-            state.collapsed[p] = generations_to_collapse(rows, producer.key("alarm"))
         if any(k.endswith("degenerate") for k in last) and (
                 exp.config.on_degenerate == "stop" or state.start == 1):
             state.stopped = True
             return state
-        state.on_disk = {g for g in range(state.start)
-                         if any(store.has_samples(g, p.name) for p in exp.producers)}
         if state.start >= exp.config.generations:
-            return state  # killed while finishing: the final pruning may have run, nothing to train
+            return state  # killed while finishing: the final clean-up may have run, nothing to train
         for c, consumer in enumerate(exp.producers):
             # newest first: a policy that keeps the last pool reads one generation's record
             made = (g for g in reversed(range(state.start)) if store.pool(g, consumer.name))

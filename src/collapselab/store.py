@@ -46,7 +46,7 @@ import sys
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,7 @@ from collapselab import __version__
 from collapselab.errors import RunError
 
 SINGLE = "model"  # the producer name of a one-model run in a generation's record
+KeepSamples = str | int  # keep_samples: "last", "all", "none", or every k-th generation
 COMMIT_EVERY_S = 1.0  # the longest a finished generation waits to be committed
 HOLD_BYTES = 256 * 2**20  # samples held for the next commit beyond this: commit now
 OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
@@ -470,15 +471,6 @@ class RunStore:
                     f"manifest committed {committed['crc32']}"]
         return []
 
-    def committed_metrics(self) -> Checksum:
-        """The size and CRC-32 of ``metrics.jsonl``'s committed rows (its first lines)."""
-        out = Checksum()
-        path = self.root / METRICS
-        if path.is_file():
-            lines = path.read_bytes().split(b"\n")[:self.completed()]
-            out.update(b"".join(line + b"\n" for line in lines))
-        return out
-
     def completed(self) -> int:
         return int(self.manifest()["completed_generations"]) if self.exists else 0
 
@@ -718,13 +710,44 @@ class RunWriter:
         self._written: dict[str, dict[str, Any]] = {}  # files the next commit lists
         self._dropped: list[Path] = []  # samples to delete once the manifest stops listing them
         self._rows = store.completed()  # committed rows of metrics.jsonl (one a generation)
-        self._metrics = store.committed_metrics()  # of the committed rows
+        self._collapsed: dict[str, int] = {}  # alarm column's prefix -> first generation it fired
+        self.last_row: dict[str, Any] | None = None  # the last committed row (a resume reads it)
+        self._metrics = self._read_committed()  # size and CRC-32 of the committed rows
         self._staged: list[Staged] = []
         self._held = 0  # bytes of staged samples
         self._flushed_at = time.monotonic()
         # uncommitted or torn lines from a crash must go before the first append
         self._dirty = (self.root / "metrics.jsonl").exists()
         self._forget_uncommitted(store.completed())
+        self._keep: KeepSamples = "all"  # the config's keep_samples (``start``)
+        self._needed: set[int] = set()  # generations whose samples the loop's pools hold
+        self._on_disk = self._committed_samples()  # generation -> its committed samples files
+
+    def _read_committed(self) -> Checksum:
+        """The size and CRC-32 of ``metrics.jsonl``'s committed rows (its first lines), read
+        once: a resume also takes the last row and where each collapse alarm fired from them."""
+        out = Checksum()
+        path = self.root / METRICS
+        if not self._rows or not path.is_file():
+            return out
+        lines = path.read_bytes().split(b"\n")[:self._rows]
+        out.update(b"".join(line + b"\n" for line in lines))
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a torn line: RunStore.check refuses such a run before a resume
+            self._collapse(row)
+            self.last_row = row
+        return out
+
+    def _committed_samples(self) -> dict[int, set[Path]]:
+        """The samples files of committed generations (a killed writer's others are gone)."""
+        out: dict[int, set[Path]] = {}
+        for path in sorted(self.root.glob("gen_*/samples*.npy")):
+            if path.parent.name[4:].isdigit():
+                out.setdefault(int(path.parent.name[4:]), set()).add(path)
+        return out
 
     def _forget_uncommitted(self, done: int) -> None:
         """A killed writer's files that no manifest committed: never-renamed temporaries, record
@@ -761,7 +784,11 @@ class RunWriter:
         self._written = {}
         return files
 
-    def start(self, config_yaml: str, seeds: dict[str, Any]) -> None:
+    def start(self, config_yaml: str, seeds: dict[str, Any], keep_samples: KeepSamples = "all"
+              ) -> None:
+        """Begin (or resume) writing the run of ``config_yaml``, which keeps the samples
+        ``keep_samples`` asks for once it ends (``last``, ``all``, ``none`` or every k-th)."""
+        self._keep = keep_samples
         self._write(self.root / "config.yaml", config_yaml.encode())
         # durable with the first commit: nothing before it is worth an fsync
         if self.new_run:
@@ -773,12 +800,17 @@ class RunWriter:
 
     def stage(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
               samples: dict[str | None, np.ndarray], models: dict[str | None, Any],
-              per_chain: dict[str, np.ndarray] | None = None) -> None:
+              per_chain: dict[str, np.ndarray] | None = None,
+              needed: Iterable[int] = ()) -> None:
         """Generation ``gen``, done: its metrics row, record, samples (by producer; ``None`` in a
         one-model run) and models, held until the next ``flush`` commits them. ``per_chain``
-        values join the row as their mean and standard error (``summarize``)."""
+        values join the row as their mean and standard error (``summarize``). ``needed``: the
+        generations whose samples the next generations learn from (a resume reads them back);
+        staged samples that neither it nor ``keep_samples`` wants are dropped, never written."""
         self._staged.append(Staged(gen, row, record, dict(samples), models, per_chain or {}))
         self._held += sum(a.nbytes for a in samples.values())
+        self._needed = set(needed)
+        self._release(final=False)
 
     def due(self) -> bool:
         """Whether staged generations should be committed now: a second has passed since the
@@ -795,7 +827,9 @@ class RunWriter:
         path = self.store.path
         for st in self._staged:
             for producer, data in st.samples.items():
-                self._write(path(st.gen, "samples", "npy", producer), npy_writer(data))
+                file = path(st.gen, "samples", "npy", producer)
+                self._write(file, npy_writer(data))
+                self._on_disk.setdefault(st.gen, set()).add(file)
             for producer, model in st.models.items():
                 self._write(path(st.gen, "model", "pkl", producer),
                             pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
@@ -804,6 +838,8 @@ class RunWriter:
         if records:
             self._write(self.root / "records" / f"{first:06d}-{last:06d}.npz",
                         npz_bytes(stack(records)))
+        for st in self._staged:
+            self._collapse(st.row)
         summarize(self._staged)
         written = [json_line(st.row) for st in self._staged]
         rows = [row for row, _ in written]
@@ -849,23 +885,58 @@ class RunWriter:
                 pass  # a line that could not be flushed: the next writer rewrites the file
             self._log = None
 
-    def drop_samples(self, gen: int, producer: str | None = None, *, disk: bool = True) -> None:
-        """Generation ``gen``'s samples are no longer wanted: drop them from the next commit and,
-        with ``disk``, from the run directory (by ``delete_dropped``)."""
-        for st in reversed(self._staged):  # the newest are the likeliest
-            if st.gen == gen:
-                dropped = st.samples.pop(producer, None)
-                self._held -= 0 if dropped is None else dropped.nbytes
-                break
-        if disk:
-            path = self.store.path(gen, "samples", "npy", producer)
-            self._manifest_data["files"].pop(  # type: ignore[index]
-                path.relative_to(self.root).as_posix(), None)
-            self._dropped.append(path)
+    # --- what stays: keep_samples, and until the run ends what a resume needs ---------------
 
-    def delete_dropped(self) -> None:
-        """Delete the samples ``drop_samples`` dropped from disk, once the manifest no longer
-        lists them: a crash in between leaves a file unlisted, never a listed file missing."""
+    def commit(self, end: str | None = None) -> list[dict[str, Any]]:
+        """Commit the staged generations (``flush``), then delete the committed samples the
+        commit made unnecessary. ``end``: the run's status, at its last commit: only what
+        ``keep_samples`` keeps stays (staged samples it does not keep are never written), and the
+        manifest says ``end`` once nothing is left to delete (else ``finish`` says it after)."""
+        if end is not None:
+            self._release(final=True)
+        rows = self.flush(end if end is not None and not self._leftovers() else None)
+        self._release(final=end is not None, disk=True)
+        return rows
+
+    def _kept(self, gen: int, newest: int) -> bool:
+        """Whether ``keep_samples`` keeps generation ``gen``'s samples: generation 0 and the
+        newest for ``last``; every k-th and the newest for an integer k."""
+        keep = self._keep
+        if keep in ("all", "none"):
+            return keep == "all"
+        if keep == "last":
+            return gen in (0, newest)
+        return gen % keep == 0 or gen == newest  # type: ignore[operator]  (an int k)
+
+    def _newest(self) -> int:
+        """The newest generation with samples, staged or committed."""
+        return max([st.gen for st in self._staged if st.samples] + list(self._on_disk), default=0)
+
+    def _leftovers(self) -> bool:
+        """Whether committed samples await deletion when the run ends (kept until then for a
+        resume, not by ``keep_samples``)."""
+        newest = self._newest()
+        return any(not self._kept(g, newest) for g in self._on_disk)
+
+    def _release(self, *, final: bool, disk: bool = False) -> None:
+        """Drop the samples that neither ``keep_samples`` nor, until the run ends (``final``), a
+        resume (the ``needed`` generations) asks for: those staged for the next commit and, with
+        ``disk``, the committed ones, deleted once the manifest stops listing them (a crash in
+        between leaves a file unlisted, never a listed file missing)."""
+        newest = self._newest()
+        needed = set() if final else self._needed
+        for st in self._staged:
+            if st.samples and st.gen not in needed and not self._kept(st.gen, newest):
+                self._held -= sum(a.nbytes for a in st.samples.values())
+                st.samples = {}
+        if not disk:
+            return
+        for gen in [g for g in sorted(self._on_disk)
+                    if g not in needed and not self._kept(g, newest)]:
+            for path in sorted(self._on_disk.pop(gen)):
+                self._manifest_data["files"].pop(  # type: ignore[index]
+                    path.relative_to(self.root).as_posix(), None)
+                self._dropped.append(path)
         if not self._dropped:
             return
         self._manifest()
@@ -876,6 +947,17 @@ class RunWriter:
             except OSError:
                 pass
         self._dropped = []
+
+    def _collapse(self, row: dict[str, Any]) -> None:
+        """``generations_to_collapse`` into ``row``: the first generation whose collapse alarm
+        fired (``alarm`` >= 1, ``<producer>/alarm`` per producer; see
+        ``collapselab.metrics.alarm``), in every row from then on."""
+        for key, value in row.items():
+            if (key == "alarm" or key.endswith("/alarm")) and isinstance(value, int | float) \
+                    and value >= 1:
+                self._collapsed.setdefault(key[:-len("alarm")], int(row["generation"]))
+        for prefix, gen in self._collapsed.items():
+            row[f"{prefix}generations_to_collapse"] = gen
 
     def finish(self, status: str, **extra: Any) -> None:
         if extra or (self._manifest_data or {}).get("status") != status:  # not said already
