@@ -88,8 +88,10 @@ def test_accumulate_subsample_matches_a_direct_simulation(variance, ddof):
     rng = np.random.default_rng(4)
     chains, gens, budget = 60_000, 8, 7
     pred = theory.gaussian_accumulate_subsample(gens, 6, 4, budget, variance)
+    ratio = pred["variance_ratio"]  # its sd from the pool's (E Q², E Σ(x-μ_P)⁴) recursion
     for t, (mean, var, _) in enumerate(simulate(chains, 6, 4, gens, ddof, rng, budget)):
-        assert within(var, pred["variance_ratio"].mean[t], chains), t
+        assert within(var, ratio.mean[t], chains, ratio.sd[t]), t
+        assert within(var**2, ratio.sd[t] ** 2 + ratio.mean[t] ** 2, chains), t
         assert within(mean[:, 0] ** 2 + var, pred["marginal_variance"].mean[t], chains), t
 
 

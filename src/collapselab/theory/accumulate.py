@@ -24,8 +24,9 @@ from collapselab.theory.base import Prediction, register
 # Accumulate, then subsample B rows without replacement (B_t = min(B, N_t); generation 0: the real
 # data): given the pool, a subset's unbiased variance and mean are unbiased for the pool's, with
 # Var(subset mean) = (1 - B_t/N_t) S²_P / B_t, so the pool's E Q and E |μ_P - μ|² again follow a
-# linear recursion, and with them the mean variance ratio and marginal variance, exactly. Their
-# per-chain sd and E σ_t (W2) depend on the subset's law and are not drawn.
+# linear recursion, and with them the mean variance ratio and marginal variance, exactly. The
+# variance ratio's per-chain sd takes the pool's fourth moments too (:func:`subsample_fourth_moment`);
+# E σ_t (W2) depends on the subset's whole law and is not drawn.
 
 
 def _laplace_sqrt(laplace: Callable[[float], float]) -> float:
@@ -169,7 +170,7 @@ def gaussian_accumulate_kl(pool: np.ndarray, m: int, ddof: int, m0: int) -> Pred
 def gaussian_accumulate_subsample(
     generations: int, m0: int, m: int, budget: int, variance: str, sigma2: float = 1.0
 ) -> dict[str, Prediction]:
-    """Accumulate, then fit on B rows drawn without replacement from the pool; means only."""
+    """Accumulate, then fit on B rows drawn without replacement from the pool (1-D sd)."""
     ddof = 0 if variance == "mle" else 1
     scatter, drift = (m0 - 1.0) * sigma2, sigma2 / m0  # E Q_P / D, E (μ_P - μ)² per coordinate
     ratio, spread = np.empty(generations), np.empty(generations)
@@ -185,12 +186,52 @@ def gaussian_accumulate_subsample(
         drift += (m / (n + m)) ** 2 * step
     text = ("accumulate_subsample (B of N_t = M_0 + t m rows without replacement): the pool's "
             "E Q and E(μ_P-μ)² by an exact linear recursion; ")
+    fourth = subsample_fourth_moment(generations, m0, m, budget, ddof)
     return {
         "variance_ratio": Prediction(
-            ratio, None, text + "E σ_t² = (B-1)/(B-ddof) E Q_P/(N_t-1)"),
+            ratio, np.sqrt(np.maximum(fourth - ratio**2, 0)),
+            text + "E σ_t² = (B-1)/(B-ddof) E Q_P/(N_t-1); sd from the linear recursion of the "
+            "pool's E Q², E Σ(x-μ_P)⁴ (a subset's moments from the pool's, finite population)"),
         "marginal_variance": Prediction(
             spread, None, text + "Var(X^{t}) = E(μ_P-μ)² + (1-B/N_t) E S²_P/B + E σ_t²"),
     }
+
+
+def subsample_fourth_moment(generations: int, m0: int, m: int, budget: int, ddof: int) -> np.ndarray:
+    """E σ_t⁴ / σ⁴ under accumulate_subsample, 1-D. Given the pool (N rows, power sums about its
+    mean P2 = Q, P4), a random k = min(B, N) of its rows have E S², E S u², E u⁴ linear in (P2², P4)
+    (``mixing.real_block_moments``, u the subset's mean error); the m new rows N(μ_B, σ²) move the
+    pool's mean by δ = (m/N') h, h = u + σ Z̄, and
+    Q' = Q + σ² χ²_{m-1} + (N m/N') h²,
+    P4' = P4 - 4δ P3 + 6δ² Q + N δ⁴ + Σ(y-ȳ)⁴ + 6 g² σ² χ²_{m-1} + m g⁴ (g = (N/N') h),
+    where E[δ P3 | pool] = 0: (E Q², E P4) follow a 2×2 linear recursion."""
+    from collapselab.theory.mixing import real_block_moments
+
+    state = np.array([(m0 - 1.0) * (m0 + 1), 3 * (m0 - 1.0) ** 2 / m0])  # E Q², E P4 of M_0 normal rows
+    out = np.empty(generations)
+    first = np.array([1.0, 0.0])  # (P2², P4) coordinates of a product of two P2-linear terms
+    for t in range(generations):
+        n = m0 + t * m
+        k = n if t == 0 else min(budget, n)
+        cb = k - ddof
+        g1, a1, u4, s2, su = real_block_moments("real_fraction", k, n)
+        scale = np.array([1.0 / n**2, 1.0 / n])  # m2² = P2²/N², m4 = P4/N
+        g1, a1, u4, s2, su = g1 / n, a1 / n, u4 * scale, s2 * scale, su * scale
+        var4 = s2 / cb**2  # E σ⁴
+        out[t] = var4 @ state
+        h4 = u4 + 6 * su / (cb * m) + 3 * var4 / m**2
+        var2h2 = su / cb + var4 / m
+        q_h2 = first * (g1 + a1 / (cb * m))  # E[Q h²]
+        q_var2 = first * a1 / cb  # E[Q σ²]
+        big = n + m
+        kappa = n * m / big
+        row_q2 = (np.array([1.0, 0.0]) + (m * m - 1) * var4 + kappa**2 * h4 + 2 * (m - 1) * q_var2
+                  + 2 * kappa * q_h2 + 2 * kappa * (m - 1) * var2h2)
+        row_p4 = (np.array([0.0, 1.0]) + 6 * (m / big) ** 2 * q_h2 + n * (m / big) ** 4 * h4
+                  + 3 * (m - 1) ** 2 / m * var4 + 6 * (n / big) ** 2 * (m - 1) * var2h2
+                  + m * (n / big) ** 4 * h4)
+        state = np.array([row_q2 @ state, row_p4 @ state])
+    return out
 
 
 @register("gaussian", "normal", "accumulate")
