@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from collapselab.capabilities import source_sizes
-from collapselab.metrics.base import GenerationContext, MetricBase
+from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
 
@@ -35,7 +35,7 @@ def counts_per_chain(data: np.ndarray, size: int) -> np.ndarray:
 
 
 @metrics.register("forgetting")
-class Forgetting(MetricBase):
+class Forgetting:
     """Real types (states, words) absent from the training set and from the generated data; the
     per-type record for the report's "when each category was forgotten" chart."""
 
