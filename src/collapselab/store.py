@@ -32,37 +32,42 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import io
 import json
-import math
 import os
 import pickle
 import platform
 import re
 import shutil
-import socket
 import sys
 import time
 import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from collapselab import __version__
+from collapselab import __version__, integrity
 from collapselab.errors import RunError
+from collapselab.formats import (
+    Staged,
+    json_line,
+    jsonable,
+    npy_writer,
+    npz_bytes,
+    stack,
+    summarize,
+    unstack,
+)
+from collapselab.integrity import METRICS, Checksum, Summed, damaged, malformed
+from collapselab.lock import locked
 
 SINGLE = "model"  # the producer name of a one-model run in a generation's record
 KeepSamples = str | int  # keep_samples: "last", "all", "none", or every k-th generation
 COMMIT_EVERY_S = 1.0  # the longest a finished generation waits to be committed
 HOLD_BYTES = 256 * 2**20  # samples held for the next commit beyond this: commit now
 OWN = {"config.yaml", "manifest.json", "metrics.jsonl"}  # besides gen_XXX/
-METRICS = "metrics.jsonl"
 
 
 def write_atomic(path: Path, data: bytes | Callable[[Any], Any], *, durable: bool = False) -> None:
@@ -121,256 +126,11 @@ def cannot_write(path: Path, exc: OSError) -> RunError:
     return RunError(f"cannot write {path}: {cause} ({wrote} of {asked} bytes written)")
 
 
-def jsonable(value: Any) -> Any:
-    """Plain JSON values; non-finite floats become null (JSON has no NaN/inf)."""
-    kind = type(value)
-    if kind is str or kind is int:  # most of a metrics row: no conversion
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.integer, bool, np.bool_)):
-        return value.item() if hasattr(value, "item") else value
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return value
-
-
-ENCODE = json.JSONEncoder(allow_nan=False).encode  # one encoder for every metrics line
-
-
-def json_line(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """A metrics row as one JSON line, and the row as written (``jsonable``)."""
-    try:
-        return row, ENCODE(row) + "\n"  # plain values, most rows: no conversion pass
-    except (TypeError, ValueError):  # NumPy scalars, NaN or inf
-        row = jsonable(row)
-        return row, ENCODE(row) + "\n"
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An ``.npz`` (``numpy.load`` reads it) whose wide integer and text arrays are deflated
-    (indices in int64 shrink several-fold) and whose floats and one-byte arrays are stored
-    (metric values barely compress; booleans and small counts halve, at 1 ms per 100 kB, more
-    than the rest of a commit)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compresslevel=1) as zf:  # level 1: 5x faster than 6
-        for key, value in arrays.items():
-            value = np.asarray(value)
-            entry = io.BytesIO()
-            np.lib.format.write_array(entry, value, allow_pickle=False)
-            stored = value.dtype.kind in "fc" or value.dtype.itemsize == 1
-            packed = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-            zf.writestr(f"{key}.npy", entry.getvalue(), compress_type=packed)
-    return buf.getvalue()
-
-
-def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
-    """Writes ``array`` as ``.npy`` straight into an open file (no copy in memory)."""
-    return lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def stack(records: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Several generations' records as one set of arrays: a key whose arrays agree in shape and
-    dtype is stacked (``all/<key>``), any other is kept per generation (``<gen>/<key>``).
-    ``gens`` names the stacked generations; a key missing from some of them names its own
-    (``gens/<key>``). The entries grow with the keys, not the generations."""
-    by_key: dict[str, dict[int, np.ndarray]] = {}
-    for gen, record in records.items():
-        for key, value in record.items():
-            by_key.setdefault(key, {})[gen] = np.asarray(value)
-    out: dict[str, np.ndarray] = {"gens": np.array(list(records), dtype=np.int64)}
-    for key, values in by_key.items():
-        arrays = list(values.values())
-        if len({(a.shape, a.dtype) for a in arrays}) == 1:
-            out[f"all/{key}"] = np.array(arrays)  # np.stack's result, 2-10x faster
-            if len(values) < len(records):
-                out[f"gens/{key}"] = np.array(list(values), dtype=np.int64)
-        else:
-            out.update({f"{gen}/{key}": a for gen, a in values.items()})
-    return out
-
-
-def unstack(arrays: dict[str, np.ndarray], gen: int) -> dict[str, np.ndarray]:
-    """Generation ``gen``'s record out of ``stack``'s arrays."""
-    out = {}
-    for name, value in arrays.items():
-        where, _, key = name.partition("/")
-        if where == str(gen):
-            out[key] = value
-        elif where == "all":
-            hits = np.flatnonzero(arrays.get(f"gens/{key}", arrays.get("gens")) == gen)
-            if hits.size:
-                out[key] = value[hits[0]]
-    return out
-
-
-# --- integrity -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Checksum:
-    """The size and CRC-32 of bytes as they go by: a check, at 1.5 GB/s, that a file holds what
-    was committed (it detects damage, not tampering)."""
-
-    bytes: int = 0
-    crc: int = 0
-
-    def update(self, data: bytes) -> None:
-        self.crc = zlib.crc32(data, self.crc)
-        self.bytes += len(data)
-
-    @property
-    def entry(self) -> dict[str, Any]:
-        """As the manifest lists it."""
-        return {"bytes": self.bytes, "crc32": f"{self.crc:08x}"}
-
-    @classmethod
-    def of_file(cls, path: Path) -> Checksum:
-        out = cls()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                out.update(chunk)
-        return out
-
-
-class Summed:
-    """A file being written whose bytes ``checksum`` sees on their way in."""
-
-    def __init__(self, f: Any, checksum: Checksum) -> None:
-        self.f, self.checksum = f, checksum
-
-    def write(self, data: bytes) -> int:
-        self.checksum.update(data)
-        return int(self.f.write(data))
-
-
-def malformed(manifest: Any) -> str | None:
-    """What makes a parsed manifest unusable; None if nothing does."""
-    if not isinstance(manifest, dict):
-        return f"a JSON {type(manifest).__name__}, not an object"
-    for key in ("status", "completed_generations"):
-        if key not in manifest:
-            return f"no {key}"
-    done = manifest["completed_generations"]
-    if type(done) is not int or done < 0:
-        return f"completed_generations must be a whole number >= 0; got {done!r}"
-    files = manifest.get("files", {})
-    if not isinstance(files, dict) or not all(
-            isinstance(e, dict) and type(e.get("bytes")) is int and isinstance(e.get("crc32"), str)
-            for e in files.values()):
-        return "files must map each file to its bytes and crc32"
-    return None
-
-
-def damaged(root: Path, problems: list[str]) -> str:
-    """The message refusing a damaged run: its problems, one per line if several."""
-    if len(problems) == 1:
-        return f"{root} is damaged: {problems[0]}"
-    return f"{root} is damaged:\n" + "\n".join(f"  - {p}" for p in problems)
-
-
-def generation_of(line: bytes) -> int | None:
-    """The generation of a metrics line; None for a line that is not a metrics row."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None
-    gen = row.get("generation") if isinstance(row, dict) else None
-    return gen if type(gen) is int else None
-
-
-# --- the lock ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def locked(root: Path, *, takeover: bool = False, what: str = "run") -> Iterator[None]:
-    """Hold the kernel lock (``flock``) on the directory ``root`` while the body runs: the one
-    authority over who writes it (deleting ``.lock`` changes nothing). ``.lock`` records the
-    holder's pid and host for the message a refused writer gets; one left behind by a writer
-    that died, while the kernel lock is free, is taken over with ``takeover`` (whatever process
-    now has that pid). Runs and sweeps use this same lock."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    info = root / ".lock"
-    _HELD.add(fd)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _read_lock(info)
-            who = (f"{owner.get('what', 'a writer')} pid {owner.get('pid')} on "
-                   f"{owner.get('host')} is writing it" if owner else
-                   "another writer holds it (its .lock record was removed)")
-            raise RunError(f"{root} is locked: {who}") from None
-        if info.exists() and not takeover:
-            owner = _read_lock(info)
-            who = (f"pid {owner.get('pid')} on {owner.get('host')}" if owner
-                   else "an unreadable lock record")
-            raise RunError(f"{root} has a stale lock: {who} stopped without releasing it (the "
-                           "kernel lock is free); pass --takeover to take it over")
-        me = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.time()}
-        info.write_text(json.dumps(me))  # a description only: the flock above is the lock
-        try:
-            yield
-        finally:
-            info.unlink(missing_ok=True)
-    finally:
-        _HELD.discard(fd)
-        os.close(fd)  # releases the flock
-
-
-# A forked child (a sweep's pool worker) would share its parent's locks and keep them after the
-# parent dies; it drops its copies, so a lock lives exactly as long as the process that took it.
-_HELD: set[int] = set()
-
-
-def _drop_inherited_locks() -> None:
-    for fd in _HELD:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD.clear()
-
-
-os.register_at_fork(after_in_child=_drop_inherited_locks)
-
-
-def lock_state(root: Path) -> str:
-    """``"free"``, ``"held"`` (a live writer holds the kernel lock) or ``"stale"`` (a ``.lock``
-    record whose writer is gone)."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return "free"
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return "held"
-    finally:
-        os.close(fd)
-    return "stale" if (root / ".lock").exists() else "free"
-
-
 def _ours(name: str) -> bool:
     """What a writer killed before its first commit can leave in a folder: its lock record and
     temporary files (``.<name>.tmp-<pid>``)."""
     return name == ".lock" or (name.startswith(".") and ".tmp-" in name) or (
         name.startswith("gen_") and name[4:].isdigit())
-
-
-def _read_lock(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -416,60 +176,13 @@ class RunStore:
         older collapselab's run) is checked for its rows and generations only."""
         manifest = self.manifest()
         done = manifest["completed_generations"]
-        listed = manifest.get("files")
-        problems = [problem for rel, entry in (listed or {}).items() if rel != METRICS
-                    for problem in [self._check_file(rel, entry)] if problem]
-        problems += self._check_metrics(done, (listed or {}).get(METRICS))
+        problems = integrity.problems(self.root, manifest)
         if not any(p.startswith("config.yaml ") for p in problems):
             allowed = self.config().generations
             if done > allowed:
                 problems.append(f"the manifest committed {done} generations; config.yaml has "
                                 f"generations: {allowed}")
         return problems
-
-    def _check_file(self, rel: str, entry: dict[str, Any]) -> str | None:
-        try:
-            got = Checksum.of_file(self.root / rel)
-        except FileNotFoundError:
-            return f"{rel} is missing; the manifest committed it"
-        except OSError as exc:
-            return f"{rel} is unreadable ({exc.strerror or exc})"
-        if got.bytes != entry["bytes"]:
-            return f"{rel} holds {got.bytes} bytes; the manifest committed {entry['bytes']}"
-        if got.entry["crc32"] != entry["crc32"]:
-            return f"{rel} has crc32 {got.entry['crc32']}; the manifest committed {entry['crc32']}"
-        return None
-
-    def _check_metrics(self, done: int, committed: dict[str, Any] | None) -> list[str]:
-        path = self.root / METRICS
-        if not path.is_file():
-            return [f"{METRICS} is missing; the manifest committed {done} rows"] if done else []
-        data = path.read_bytes()
-        *lines, torn = data.split(b"\n")
-        gens = [generation_of(line) for line in lines]
-        if None in gens:
-            return [f"{METRICS} line {gens.index(None) + 1} is not a metrics row"]
-        held = sum(g < done for g in gens)  # type: ignore[operator]
-        if held != done:
-            return [f"{METRICS} holds {held} rows{' and a torn line' * bool(torn)}; the manifest "
-                    f"committed {done}"]
-        wrong = next((i for i, g in enumerate(gens[:done]) if g != i), None)
-        if wrong is not None:
-            return [f"{METRICS} line {wrong + 1} holds generation {gens[wrong]}; expected {wrong}"]
-        if committed is None:
-            return []
-        if committed.get("rows") != done:
-            return [f"the manifest lists {committed.get('rows')} rows of {METRICS} and commits "
-                    f"{done} generations"]
-        got = Checksum()
-        got.update(memoryview(data)[:sum(len(line) + 1 for line in lines[:done])])
-        if got.bytes != committed["bytes"]:
-            return [f"{METRICS} holds {got.bytes} bytes in its {done} rows; the manifest "
-                    f"committed {committed['bytes']}"]
-        if got.entry["crc32"] != committed["crc32"]:
-            return [f"{METRICS} has crc32 {got.entry['crc32']} over its {done} rows; the "
-                    f"manifest committed {committed['crc32']}"]
-        return []
 
     def completed(self) -> int:
         return int(self.manifest()["completed_generations"]) if self.exists else 0
@@ -525,11 +238,6 @@ class RunStore:
             if row["generation"] < done:
                 rows.append(row)
         return rows
-
-    def metrics_frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(self.metrics())
 
     def gen_dir(self, gen: int) -> Path:
         return self.root / f"gen_{gen:03d}"
@@ -649,48 +357,6 @@ class RunStore:
         finally:
             if made_root and not any(self.root.iterdir()):
                 self.root.rmdir()
-
-
-@dataclass
-class Staged:
-    """A finished generation waiting for the next commit."""
-
-    gen: int
-    row: dict[str, Any]
-    record: dict[str, np.ndarray]
-    samples: dict[str | None, np.ndarray]
-    models: dict[str | None, Any]
-    per_chain: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def summarize(staged: list[Staged]) -> None:
-    """Each generation's per-chain values into its row: ``<key>``, the mean over chains (as
-    NumPy's ``mean``), and, for more than one chain, ``<key>.sem``, ``std(ddof=1) / sqrt(n)`` to
-    rounding; in one vectorised pass per key over every staged generation (a generation pays no
-    per-key NumPy calls). Then ``nonfinite`` names the row's values that are not finite."""
-    groups: dict[tuple[str, tuple[int, ...]], list[Staged]] = {}
-    for st in staged:
-        for key, values in st.per_chain.items():
-            groups.setdefault((key, values.shape), []).append(st)
-    for (key, _), members in groups.items():
-        x = np.array([st.per_chain[key] for st in members], dtype=np.float64)
-        x = x.reshape(len(members), -1)  # (generations, values)
-        n = x.shape[1]
-        mean = np.add.reduce(x, axis=1) / n
-        x -= mean[:, None]  # in place: a temporary this size costs its page faults, 5x the math
-        x *= x
-        sem = np.sqrt(np.add.reduce(x, axis=1) / (n - 1) / n).tolist() if n > 1 else None
-        for i, (st, m) in enumerate(zip(members, mean.tolist(), strict=True)):
-            st.row[key] = m
-            if sem is None:
-                st.row.pop(f"{key}.sem", None)  # one chain: no standard error
-            else:
-                st.row[f"{key}.sem"] = sem[i]
-    for st in staged:
-        st.per_chain = {}  # in the row now
-        bad = [k for k, v in st.row.items() if type(v) is float and not math.isfinite(v)]
-        if bad:
-            st.row["nonfinite"] = bad
 
 
 class RunWriter:

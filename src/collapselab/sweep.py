@@ -45,7 +45,9 @@ import pydantic
 
 from collapselab.config import ExperimentConfig, validate
 from collapselab.errors import ConfigError, RunError
-from collapselab.store import RunStore, cannot_write, jsonable, locked, write_atomic
+from collapselab.formats import jsonable
+from collapselab.lock import locked
+from collapselab.store import RunStore, cannot_write, write_atomic
 from collapselab.sweep_backends import default_workers, run_local, run_ray
 from collapselab.sweep_spec import (
     MANIFEST,

@@ -20,7 +20,8 @@ from typing import Any
 
 from collapselab.config import validate
 from collapselab.errors import Interrupted, RunError
-from collapselab.store import RunStore, lock_state
+from collapselab.lock import lock_state
+from collapselab.store import RunStore
 from collapselab.sweep_spec import Point
 
 log = logging.getLogger(__name__)
