@@ -1,7 +1,9 @@
 """What the README shows is what the tool does: its example output blocks (a ``$ command`` line, then
 what it prints) are run from the repository root and compared whole; the annotated config is the
 shipped file it names; the Usage block, which the CI step ``.ci/readme_usage.sh`` runs verbatim in
-a fresh base-only install, names commands and files that exist."""
+a fresh base-only install, names commands and files that exist; the README is a front door (at
+most 200 lines, its links into docs/ resolve), ``.ci/run`` runs its test command verbatim, and its
+benchmark table is the harness's."""
 
 from __future__ import annotations
 
@@ -110,3 +112,31 @@ def test_the_ci_step_extracts_the_usage_block_as_the_test_does():
     out = subprocess.run(["bash", str(script), "--print"], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60)
     assert out.stdout.splitlines() == usage_commands()
+
+
+def test_the_readme_is_a_front_door():
+    """At most 200 lines; every relative link and picture it shows exists (the docs pages)."""
+    assert len(README.splitlines()) <= 200
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [t for t in targets if "://" not in t]
+    assert any(t.startswith("docs/tutorials/") for t in local)
+    assert any(t.endswith(".png") for t in local)
+    for target in local:
+        assert (ROOT / target).exists(), target
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    (_, test_command) = blocks(section("Quick start (fresh machine, Python ≥ 3.11)"), "bash")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command.strip() in ci
+    docs = [i for i, line in enumerate(ci) if "mkdocs build --strict" in line]
+    assert docs and docs[0] > ci.index(test_command.strip())  # the site, after the test command
+
+
+def test_the_benchmark_table_is_the_harness_table():
+    """Between the bench markers: the table of benchmarks/results/latest.md, as the harness wrote
+    it (the lead copies it over after a full harness run)."""
+    inside = README.split("<!-- bench:start -->\n")[1].split("<!-- bench:end -->")[0]
+    latest = (ROOT / "benchmarks" / "results" / "latest.md").read_text()
+    table = [line for line in latest.splitlines() if line.startswith("|")]
+    assert inside.splitlines() == table
