@@ -24,7 +24,6 @@ green-list detector flags).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import math
@@ -35,7 +34,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab import capabilities, protocol
+from collapselab import capabilities, protocol, registry
 from collapselab.errors import RunError
 from collapselab.registry import filters
 
@@ -221,9 +220,9 @@ def load_callable(spec: str, field: str = "fn",
     if not sep or not module or not name:
         raise ValueError(f"{field} must look like 'package.module:function'; got {spec!r}")
     try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{field} {spec!r} cannot be loaded: {exc}") from None
+        fn = registry.load(spec, field)  # the registries' import, said as this field's rule
+    except registry.ComponentError as exc:
+        raise ValueError(f"{field} {spec!r} cannot be loaded: {exc.__cause__}") from None
     rule = f"{field} {spec!r} must be a Python function{' or class' * (not params)} taking " \
            f"({', '.join(params)})"
     if not (inspect.isfunction(fn) or inspect.isclass(fn) and not params):

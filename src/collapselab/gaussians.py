@@ -14,7 +14,8 @@ Mixture = tuple[np.ndarray, np.ndarray, np.ndarray]
 LOG_2PI = np.log(2 * np.pi)
 
 
-def _chunk(n_chains: int, per_chain_cost: int, budget: int = 2**26) -> int:
+def _chunk(per_chain_cost: int, budget: int = 2**26) -> int:
+    """Chains per chunk such that a chunk's temporaries hold about ``budget`` numbers."""
     return max(1, budget // max(per_chain_cost, 1))
 
 
@@ -24,7 +25,7 @@ def mixture_logpdf(x: np.ndarray, mixture: Mixture) -> np.ndarray:
     chains, n, dim = x.shape
     k = means.shape[1]
     out = np.empty((chains, n))
-    step = _chunk(chains, n * k * dim)
+    step = _chunk(n * k * dim)
     for lo in range(0, chains, step):  # chunk over chains to bound memory: (c, n, K, D) temporaries
         sl = slice(lo, lo + step)
         chol = np.linalg.cholesky(covs[sl])  # (c, K, D, D)
