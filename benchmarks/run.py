@@ -39,6 +39,7 @@ FULL: dict[str, Any] = {
     "gpt_sample": {"sample_batch": 32, "sample_new_tokens": 128, "beam_batch": 8,
                    "beam_new_tokens": 64},
     "demo": {},
+    "metrics": {"min_s": 0.05},
     "report": {"gens": 2000, "chains": 1000},
     "ddp": {"steps": 20},
     "engines": {"prompt_tokens": 64, "sample_blocks": 64, "sample_new_tokens": 64,
@@ -57,6 +58,7 @@ QUICK: dict[str, Any] = {
     "gpt_sample": {"sample_batch": 32, "sample_new_tokens": 16, "beam_batch": 2,
                    "beam_new_tokens": 8},
     "demo": {},
+    "metrics": {"min_s": 0.02},
     "report": {"gens": 2000, "chains": 100},
     "ddp": {"steps": 6},
     "engines": {"prompt_tokens": 32, "sample_blocks": 16, "sample_new_tokens": 32,
@@ -67,7 +69,7 @@ QUICK: dict[str, Any] = {
 # workload name -> "module:function" (imported only when run: torch is slow to import)
 WORKLOADS = {"chains": "chains:run", "gmm": "gmm:run", "ngram": "ngram:run",
              "gpt_train": "gpt:training", "gpt_sample": "gpt:sampling_bench", "demo": "demo:run",
-             "report": "report:run", "ddp": "distributed:run",
+             "metrics": "metrics:run", "report": "report:run", "ddp": "distributed:run",
              "engines": "engines:run"}
 
 Workload = Callable[[dict[str, Any], int], tuple[list[Row], dict[str, Any]]]

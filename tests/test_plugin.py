@@ -74,10 +74,13 @@ def test_entry_points_register_the_plugin_lazily_with_its_distribution(installed
 def test_cli_list_shows_plugins_with_their_distribution(installed):
     result = CliRunner().invoke(app, ["list"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
-    row = next(line for line in result.output.splitlines() if "model family" in line)
-    assert "laplace (collapselab-laplace)" in row and "gaussian" in row
-    row = next(line for line in result.output.splitlines() if "│ metric" in line)
-    assert "kurtosis (collapselab-laplace)" in row
+    rows = {line.split("│")[2].strip(): line for line in result.output.splitlines()
+            if line.count("│") == 4}  # name -> its row: kind, name, one-line description
+    assert "│ model family" in rows["laplace (collapselab-laplace)"]
+    assert "Independent Laplace distributions" in rows["laplace (collapselab-laplace)"]
+    assert "│ metric" in rows["kurtosis (collapselab-laplace)"]
+    assert "the synthetic data's excess kurtosis" in rows["kurtosis (collapselab-laplace)"]
+    assert "Multivariate Gaussian" in rows["gaussian"]  # a built-in: no distribution named
 
 
 def test_the_plugin_runs_by_entry_point_from_the_cli(installed, tmp_path):

@@ -468,15 +468,45 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
 
 
 @app.command("list")
-def list_components() -> None:
-    """Registered model families, data sources, policies, filters and metrics: collapselab's own,
-    and those installed distributions provide (entry points), with the distribution."""
-    import collapselab.components  # noqa: F401
-    from collapselab import registry
+def list_components(
+    name: Annotated[str | None, typer.Argument(
+        help="a component's name: its description and parameters (types, defaults)")] = None,
+) -> None:
+    """Registered model families, data sources, policies, filters and metrics, each with its kind
+    and one-line description: collapselab's own, and those installed distributions provide (entry
+    points), with the distribution. With NAME: that component's parameters."""
+    from rich.text import Text
 
-    table = Table("kind", "names", "from installed plugins")
-    for reg in registry.REGISTRIES.values():
-        plugins = [f"{n} ({reg.origin(n)})" for n in reg.names()
-                   if reg.origin(n) != registry.BUILTIN]
-        table.add_row(reg.kind, ", ".join(reg.names(registry.BUILTIN)), ", ".join(plugins))
-    Console().print(table)
+    from collapselab import components, registry
+
+    known = components.catalogue()
+    out = Console()
+    if name is None:
+        table = Table("kind", "name", Column("description", ratio=1))
+        for c in known:
+            label = c.name if c.origin == registry.BUILTIN else f"{c.name} ({c.origin})"
+            table.add_row(c.kind, Text(label), Text(c.summary))
+        out.print(table)
+        return
+    with user_errors():
+        found = [c for c in known if c.name == name]
+        if not found:
+            raise CollapselabError(components.unknown(name, known))
+        for c in found:
+            origin = "" if c.origin == registry.BUILTIN else f", from {c.origin}"
+            out.print(Text(f"{c.name}: {c.kind} ({c.path}{origin})", style="bold"))
+            out.print(Text(c.text))
+            try:
+                kinds, fields = components.data_kinds(c), components.parameters(c)
+            except ImportError as exc:  # a heavy family without its extra installed
+                out.print(Text(f"parameters: cannot import it ({exc})"))
+                continue
+            if kinds:
+                out.print(Text(f"data: {', '.join(kinds)}"))
+            if not fields:
+                out.print("parameters: none")
+                continue
+            table = Table("parameter", "type", "default", Column("description", ratio=1))
+            for row in fields:
+                table.add_row(*map(Text, row))
+            out.print(table)

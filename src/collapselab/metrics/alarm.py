@@ -25,9 +25,9 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
-from scipy import stats
 
 from collapselab.metrics.base import GenerationContext
+from collapselab.metrics.continuous import gaussian_loglik
 from collapselab.protocol import scores
 from collapselab.registry import metrics
 
@@ -63,15 +63,14 @@ class CollapseAlarm:
         self.alpha, self.margin, self.bootstrap = alpha, margin, bootstrap
         self._reference: tuple[int, int, np.ndarray] | None = None
 
-    def _reference_ll(self, ctx: GenerationContext, heldout: np.ndarray) -> np.ndarray:
+    def _reference_ll(self, ctx: GenerationContext) -> np.ndarray:
         key = (id(ctx.reference), id(ctx.heldout))  # generation 0's scores: the same every generation
         if self._reference is None or self._reference[:2] != key:
-            self._reference = (*key, scores(ctx.reference, heldout))
+            self._reference = (*key, loglik(ctx.reference, ctx))
         return self._reference[2]
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        heldout = ctx.heldout_chains()
-        excess = self._reference_ll(ctx, heldout) - scores(ctx.model, heldout)  # (C, n) nats
+        excess = self._reference_ll(ctx) - loglik(ctx.model, ctx)  # (C, n) or (C, 1) nats
         finite = np.isfinite(excess)
         if not finite.all():
             log.warning("generation %d: the collapse alarm is undefined: %d of %d held-out scores "
@@ -81,15 +80,25 @@ class CollapseAlarm:
         return excess_test(excess, self.alpha, self.margin, self.bootstrap, ctx.rng)
 
 
+def loglik(model: Any, ctx: GenerationContext) -> np.ndarray:
+    """Held-out log-likelihoods ``(C, n)``; with several chains, for a single-Gaussian model, their
+    chain means ``(C, 1)`` in closed form (all the paired test reads)."""
+    mean = gaussian_loglik(model, ctx.heldout) if ctx.chains > 1 else None
+    return scores(model, ctx.heldout_chains()) if mean is None else mean[:, None]
+
+
 def excess_test(excess: np.ndarray, alpha: float, margin: float, bootstrap: int,
                 rng: np.random.Generator) -> dict[str, float]:
-    """The alarm's test on per-sample excess NLL ``(chains, n)``: paired over chains (C > 1), or a
-    bootstrap over samples (C = 1; ``rng`` is spawned, not drawn from)."""
+    """The alarm's test on per-sample excess NLL ``(chains, n)`` (or its chain means
+    ``(chains, 1)``): paired over chains (C > 1), or a bootstrap over samples (C = 1; ``rng`` is
+    spawned, not drawn from)."""
+    from scipy.special import ndtri  # here, not at import: listing stays fast
+
     per_chain = excess.mean(axis=1)
     mean = float(per_chain.mean())
     if excess.shape[0] > 1:
         sd = float(per_chain.std(ddof=1))
-        lower = mean - stats.norm.ppf(1 - alpha) * sd / np.sqrt(per_chain.size)
+        lower = mean - ndtri(1 - alpha) * sd / np.sqrt(per_chain.size)
     else:
         sd = float(excess[0].std(ddof=1)) if excess.shape[1] > 1 else 0.0
         (boot_rng,) = rng.spawn(1)

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
-from scipy import stats
 
 from collapselab import gaussians
 from collapselab.capabilities import IsMixture, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
+from collapselab.models.gaussian import Gaussian
 from collapselab.protocol import returned
 from collapselab.registry import metrics
 
@@ -30,6 +30,8 @@ def model_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
 
 
 def true_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(1, D)`` and covariance ``(1, D, D)`` of the source's truth (shared by every chain),
+    or ``(C, D)`` and ``(C, D, D)`` of each chain's real pool where the source has no closed form."""
     truth = getattr(ctx.source, "truth", None)
     if truth and "means" in truth:
         mean, cov = gaussians.moments(
@@ -87,9 +89,24 @@ class W2:
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         mean, cov = model_moments(ctx)
         mean_true, cov_true = true_moments(ctx)
-        sq = gaussians.w2_squared(mean, cov, np.broadcast_to(mean_true, mean.shape),
-                                  np.broadcast_to(cov_true, cov.shape))
+        sq = w2_squared(mean, cov, mean_true, cov_true)
         return {"w2_sq": sq, "w2": np.sqrt(sq)}
+
+
+def w2_squared(mean: np.ndarray, cov: np.ndarray, mean_true: np.ndarray,
+               cov_true: np.ndarray) -> np.ndarray:
+    """``gaussians.w2_squared`` of the model ``(C, D), (C, D, D)`` against the truth, whose
+    moments may be shared ``(1, D), (1, D, D)``: the truth's square root is taken once, and
+    tr sqrt(M) as the sum of the roots of M's eigenvalues (no eigenvectors); in one dimension,
+    (mu - mu*)^2 + (sigma - sigma*)^2."""
+    if mean.shape[-1] == 1:
+        spread = np.sqrt(cov[:, 0, 0]) - np.sqrt(cov_true[:, 0, 0])
+        return (mean - mean_true)[:, 0] ** 2 + spread**2
+    root = gaussians._sqrtm_psd(cov_true)  # (1 or C, D, D)
+    cross = np.linalg.eigvalsh(root @ cov @ root)  # (C, D)
+    trace = (np.trace(cov, axis1=-2, axis2=-1) + np.trace(cov_true, axis1=-2, axis2=-1)
+             - 2 * np.sqrt(np.clip(cross, 0, None)).sum(-1))
+    return ((mean - mean_true) ** 2).sum(-1) + np.maximum(trace, 0.0)
 
 
 @metrics.register("w1")
@@ -127,9 +144,26 @@ class KL:
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         mean, cov = model_moments(ctx)
         mean_true, cov_true = true_moments(ctx)
-        kl = gaussians.kl_gaussian(np.broadcast_to(mean_true, mean.shape),
-                                   np.broadcast_to(cov_true, cov.shape), mean, cov)
-        return {"kl": kl}
+        return {"kl": kl_true_model(mean_true, cov_true, mean, cov)}
+
+
+def kl_true_model(mean_true: np.ndarray, cov_true: np.ndarray, mean: np.ndarray,
+                  cov: np.ndarray) -> np.ndarray:
+    """``gaussians.kl_gaussian`` KL(truth || model), the truth's moments possibly shared
+    ``(1, D), (1, D, D)``: one solve per chain for both the trace and the quadratic term, the
+    truth's log-determinant once; in one dimension, scalars (where every variance is positive:
+    a zero one is the solve's error, as in ``gaussians.kl_gaussian``)."""
+    dim = mean.shape[-1]
+    diff = mean - mean_true  # (C, D)
+    if dim == 1 and (cov > 0).all():
+        var, var_true = cov[:, 0, 0], cov_true[:, 0, 0]
+        return 0.5 * ((var_true + diff[:, 0] ** 2) / var - 1 + np.log(var / var_true))
+    rhs = np.concatenate([np.broadcast_to(cov_true, cov.shape), diff[..., None]], axis=-1)
+    solved = np.linalg.solve(cov, rhs)  # (C, D, D + 1): [cov^-1 cov_true | cov^-1 diff]
+    trace = np.trace(solved[..., :dim], axis1=-2, axis2=-1)
+    quad = (diff * solved[..., dim]).sum(-1)
+    logdet = np.linalg.slogdet(cov)[1] - np.linalg.slogdet(cov_true)[1]
+    return 0.5 * (trace + quad - dim + logdet)
 
 
 @metrics.register("tail_mass")
@@ -151,16 +185,26 @@ class TailMass:
         self.sigmas = sigmas
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        mean_true, cov_true = true_moments(ctx)
-        diff = ctx.synthetic - mean_true[:, None, :]
-        d2 = (diff * np.linalg.solve(cov_true[:, None], diff[..., None])[..., 0]).sum(-1)
-        dim = ctx.synthetic.shape[-1]
+        from scipy.special import chdtrc  # here, not at import: listing stays fast
+
+        d2 = mahalanobis_sq(ctx.synthetic, *true_moments(ctx))  # (C, m)
+        levels = np.square(self.sigmas)
+        real = chdtrc(ctx.synthetic.shape[-1], levels)  # the true shares: chi2(D) survival
         out: dict[str, Any] = {}
-        for k in self.sigmas:
+        for k, level, share in zip(self.sigmas, levels, real, strict=True):
             name = f"tail_mass_{k:g}sigma"
-            out[name] = (d2 > k**2).mean(axis=1)
-            out[f"{name}_real"] = float(stats.chi2.sf(k**2, dim))  # true share, for reference
+            out[name] = (d2 > level).mean(axis=1)
+            out[f"{name}_real"] = float(share)  # true share, for reference
         return out
+
+
+def mahalanobis_sq(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of ``x (C, n, D)`` under ``mean (1 or C, D)`` and
+    ``cov (1 or C, D, D)``: ``(C, n)``. Whitened by the inverse Cholesky factor, one small
+    inverse per covariance, not a solve per point."""
+    whiten = np.linalg.inv(np.linalg.cholesky(cov))  # (1 or C, D, D)
+    z = (x - mean[:, None, :]) @ np.swapaxes(whiten, -1, -2)  # (C, n, D)
+    return np.einsum("cnd,cnd->cn", z, z)
 
 
 @metrics.register("l2_distance")
@@ -213,9 +257,39 @@ class HeldoutNLL:
     plots = (Plot.curve("heldout_nll", "real-data risk (held-out NLL)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        score = ctx.model.score(ctx.heldout_chains())  # (C,)
-        return {"heldout_nll": -returned(score, (ctx.chains,), "one score per chain", ctx.model,
-                                         "score")}
+        score = gaussian_loglik(ctx.model, ctx.heldout)  # closed form for one Gaussian
+        if score is None:
+            score = returned(ctx.model.score(ctx.heldout_chains()), (ctx.chains,),
+                             "one score per chain", ctx.model, "score")  # (C,)
+        return {"heldout_nll": -score}
+
+
+def gaussian_loglik(model: Any, heldout: np.ndarray) -> np.ndarray | None:
+    """Mean log-likelihood ``(C,)`` of the held-out set ``(1, n, D)`` under each chain's fitted
+    Gaussian, from the set's moments: the gaussian family (scoring as it does: a subclass that
+    scores otherwise is scored) needs no pass over ``chains x n`` points. ``None`` for other
+    models, and where the closed form is undefined (a singular covariance): the caller scores the
+    samples instead."""
+    if not (isinstance(model, Gaussian) and type(model).score_samples is Gaussian.score_samples
+            and type(model).score is Gaussian.score) or heldout.ndim != 3 or len(heldout) != 1:
+        return None
+    _, means, covs = model.mixture()  # what Gaussian.score_samples scores under
+    mean, cov = means[:, 0], covs[:, 0]  # (C, D), (C, D, D)
+    x = heldout[0]  # (n, D)
+    centre = x.mean(axis=0)
+    spread = np.cov(x, rowvar=False, ddof=0).reshape(cov.shape[-2:])  # (D, D)
+    diff = centre - mean  # (C, D)
+    # mean_i (x_i - mu)^T S^-1 (x_i - mu) = tr(cov^-1 spread) + diff^T cov^-1 diff
+    rhs = np.concatenate([np.broadcast_to(spread, cov.shape), diff[..., None]], axis=-1)
+    try:
+        solved = np.linalg.solve(cov, rhs)  # (C, D, D + 1)
+    except np.linalg.LinAlgError:
+        return None
+    dim = mean.shape[-1]
+    quad = np.trace(solved[..., :dim], axis1=-2, axis2=-1) + (diff * solved[..., dim]).sum(-1)
+    logdet = np.linalg.slogdet(cov)[1]
+    out = -0.5 * (quad + logdet + dim * gaussians.LOG_2PI)
+    return out if np.isfinite(out).all() else None
 
 
 @metrics.register("marginal_variance")

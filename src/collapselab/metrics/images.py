@@ -38,7 +38,6 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
-from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
 from collapselab import gaussians
@@ -276,10 +275,11 @@ class Frechet:
 
 @metrics.register("precision_recall")
 class PrecisionRecall:
-    """k-NN precision (share of samples inside the real data's k-NN balls: fidelity) and recall
-    (share of real held-out data inside the samples' k-NN balls: coverage), Kynkäänniemi et al.
-    2019; density (mean count of real balls holding a sample, / k) and coverage (share of real
-    balls holding a sample), Naeem et al. 2020. A point on a ball's boundary counts as inside.
+    """k-NN precision and recall, density and coverage of the samples against real held-out data.
+    Precision (share of samples inside the real data's k-NN balls: fidelity) and recall (share of
+    real held-out data inside the samples' k-NN balls: coverage), Kynkäänniemi et al. 2019; density
+    (mean count of real balls holding a sample, / k) and coverage (share of real balls holding a
+    sample), Naeem et al. 2020. A point on a ball's boundary counts as inside.
     Collapse keeps samples plausible while losing coverage: recall falls first."""
 
     kinds = IMAGES_AND_CONTINUOUS
@@ -309,6 +309,8 @@ class PrecisionRecall:
         if min(len(held), ctx.synthetic.shape[1]) <= self.k:
             return {}
         synth = embed(ctx, ctx.synthetic[:chains])
+        from scipy.spatial.distance import cdist  # scipy.spatial: imported by this metric only
+
         radii = _kth_nn(cdist(held, held, "sqeuclidean"), self.k)  # (R,) the real balls, once
         out = np.empty((4, chains))
         for c in range(chains):
@@ -330,6 +332,8 @@ class PrecisionRecall:
              r_real: np.ndarray | None = None) -> tuple[float, float, float, float]:
         """Precision, recall, density, coverage of ``fake`` (S, F) against ``real`` (R, F);
         ``r_real``: squared k-NN radii of ``real`` (computed if not given)."""
+        from scipy.spatial.distance import cdist
+
         d = cdist(real, fake, "sqeuclidean")  # (R, S)
         if r_real is None:
             r_real = _kth_nn(cdist(real, real, "sqeuclidean"), self.k)
@@ -401,10 +405,10 @@ class SampleGrid:
 
 @metrics.register("feature_space")
 class FeatureSpace:
-    """Stores the instrument with the run: at generation 0 the feature classifier's weights go into
-    the artifacts (``feature_net.<parameter>``; PCA for unlabelled corpora), with its accuracy on
-    the held-out split and a digest of the weights, so any two runs can be checked to have measured
-    distances in the same space."""
+    """Stores the image metrics' feature extractor with the run: at generation 0 the feature
+    classifier's weights go into the artifacts (``feature_net.<parameter>``; PCA for unlabelled
+    corpora), with its accuracy on the held-out split and a digest of the weights, so any two runs
+    can be checked to have measured distances in the same space."""
 
     kinds = IMAGES
     describe = {"feature_accuracy": "the feature classifier's accuracy on held-out real images",

@@ -18,6 +18,9 @@ from collapselab.registry import families
 
 @families.register("categorical")
 class Categorical(Model):
+    """Categorical distribution over ``n_states`` states, fitted by counts (a Wright-Fisher
+    process: each chain is absorbed in one state)."""
+
     kinds = frozenset({"categorical"})
 
     def __init__(

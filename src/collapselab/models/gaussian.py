@@ -19,6 +19,9 @@ from collapselab.registry import families
 
 @families.register("gaussian")
 class Gaussian(Model):
+    """Multivariate Gaussian fitted by maximum likelihood or the unbiased covariance (the paper's
+    §4.2 model)."""
+
     kinds = frozenset({"continuous"})
 
     def __init__(

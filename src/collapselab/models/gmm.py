@@ -16,20 +16,24 @@ parameters with that generator ourselves.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from sklearn.mixture import GaussianMixture
 
 from collapselab.errors import NumericalError
 from collapselab.gaussians import Mixture, mixture_logpdf, sample_mixture
 from collapselab.protocol import Model, check_data, check_n
 from collapselab.registry import families
 
+if TYPE_CHECKING:
+    from sklearn.mixture import GaussianMixture
+
 
 @families.register("gmm")
 class GMM(Model):
+    """Gaussian mixture fitted by EM (batched over chains, or scikit-learn per chain)."""
+
     kinds = frozenset({"continuous"})
 
     def __init__(
@@ -73,6 +77,8 @@ class GMM(Model):
                 np.asarray(x, dtype=float), self.n_components, rng, max_iter=self.max_iter,
                 tol=self.tol, reg_covar=self.reg_covar)
             return self
+        from sklearn.mixture import GaussianMixture  # imported by this engine only
+
         seeds = rng.integers(2**31 - 1, size=len(x))
         try:
             fits = [

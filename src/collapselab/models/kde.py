@@ -22,6 +22,9 @@ from collapselab.registry import families
 
 @families.register("kde")
 class KDE(Model):
+    """Gaussian kernel density estimate: a kernel on every training point, bandwidth scaled by
+    the data covariance (scipy's convention) or fixed."""
+
     kinds = frozenset({"continuous"})
 
     def __init__(

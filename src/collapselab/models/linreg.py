@@ -21,6 +21,9 @@ from collapselab.registry import families
 
 @families.register("linreg")
 class LinearRegression(Model):
+    """Least-squares linear regression that relabels inputs with its fit plus noise (data:
+    inputs, then the label)."""
+
     kinds = frozenset({"continuous"})
 
     def __init__(

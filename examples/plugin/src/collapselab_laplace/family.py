@@ -17,6 +17,9 @@ from collapselab.protocol import Model, check_data, check_n
 
 
 class Laplace(Model):
+    """Independent Laplace distributions, one per coordinate, fitted by maximum likelihood (the
+    first line of the docstring is what ``collapselab list`` shows)."""
+
     kinds = frozenset({"continuous"})  # data kinds it can model
 
     def __init__(
