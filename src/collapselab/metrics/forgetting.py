@@ -40,7 +40,7 @@ class Forgetting:
     per-type record for the report's "when each category was forgotten" chart."""
 
     kinds = frozenset({"categorical", "tokens"})
-    default_kinds = frozenset()  # opt in: it writes two bit arrays per generation
+    default_kinds: frozenset[str] = frozenset()  # opt in: it writes two bit arrays per generation
     describe = {"forgotten_train": "real types missing from the training set",
                 "forgotten_generated": "real types missing from the generated data"}
     worse = {"forgotten_train": "higher", "forgotten_generated": "higher"}
@@ -107,5 +107,5 @@ def first_absence(store: Any, producer: str | None = None) -> FirstAbsence:
                 mark = found[key] = np.broadcast_to(mark, present.shape).copy()
             mark[(mark < 0) & ~present] = gen
     chains = max(real.shape[0], *(v.shape[0] for v in found.values()))
-    grow = [np.broadcast_to(a, (chains, size)) for a in (real, *found.values())]
-    return FirstAbsence(*grow, generations=gens)
+    real, train, generated = (np.broadcast_to(a, (chains, size)) for a in (real, *found.values()))
+    return FirstAbsence(real, train, generated, gens)

@@ -157,10 +157,16 @@ def gaussian_accumulate_kl(pool: np.ndarray, m: int, ddof: int, m0: int) -> Pred
         def lu(s: float, c: float = c) -> float:
             return float(np.exp(-(m - 1) / 2 * np.log1p(2 * s / c)))
 
-        e_inv = integral(lambda s, c=c, a=a: np.exp(-s) * lu(s) / np.sqrt(1 + 2 * a * s / c))
-        e_log = integral(lambda s, c=c, a=a: np.exp(-s) * (1 - lu(s) / np.sqrt(1 + 2 * a * s / c)) / s
-                         if s > 0 else 0.0)
-        e_z2 = integral(lambda s, c=c, a=a: np.exp(-s) * lu(s) * (1 + 2 * a * s / c) ** -1.5)
+        def inverse(s: float, c: float = c, a: float = a) -> float:
+            return float(np.exp(-s) * lu(s) / np.sqrt(1 + 2 * a * s / c))
+
+        def logarithm(s: float, c: float = c, a: float = a) -> float:
+            return float(np.exp(-s) * (1 - lu(s) / np.sqrt(1 + 2 * a * s / c)) / s) if s > 0 else 0.0
+
+        def z_squared(s: float, c: float = c, a: float = a) -> float:
+            return float(np.exp(-s) * lu(s) * (1 + 2 * a * s / c) ** -1.5)
+
+        e_inv, e_log, e_z2 = integral(inverse), integral(logarithm), integral(z_squared)
         inv, log = inv * e_inv, log + e_log
         ratio = ratio * e_inv + m / ((n + m) ** 2 * c) * e_z2
     return Prediction(out, None, "accumulate: E KL = ½[E log σ_t²/σ² + σ² E σ_t⁻² + E(μ_t-μ)²/σ_t² - 1], "
