@@ -17,10 +17,11 @@ HEAVY = ["scipy.stats", "sklearn", "torch", "transformers", "matplotlib", "panda
 COMMANDS = [
     ["--help"],
     ["list"],
-    *(["validate", str(ROOT / "configs" / path)] for path in (
-        "gaussian/replace.yaml", "gmm/paper_replace.yaml", "categorical/absorption.yaml",
-        "kde/replace.yaml", "theory/linreg_replace.yaml", "curation/importance_gaussian.yaml",
-        "../src/collapselab/configs/demo/language_replace.yaml")),
+    *(["validate", str(ROOT / path)] for path in (
+        "configs/gaussian/replace.yaml", "configs/gmm/paper_replace.yaml",
+        "configs/categorical/absorption.yaml", "configs/kde/replace.yaml",
+        "configs/theory/linreg_replace.yaml", "configs/curation/importance_gaussian.yaml",
+        "src/collapselab/configs/demo/language_replace.yaml")),
 ]
 
 SCRIPT = """
