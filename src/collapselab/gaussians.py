@@ -7,7 +7,6 @@ A single Gaussian is a mixture with K = 1; a Gaussian KDE is one with a componen
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 Mixture = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -21,6 +20,8 @@ def _chunk(per_chain_cost: int, budget: int = 2**26) -> int:
 
 def mixture_logpdf(x: np.ndarray, mixture: Mixture) -> np.ndarray:
     """Log-density of points ``x (C, n, D)`` under each chain's mixture: ``(C, n)``."""
+    from scipy.special import logsumexp  # here, not at import: listing components stays fast
+
     weights, means, covs = mixture
     chains, n, dim = x.shape
     k = means.shape[1]
