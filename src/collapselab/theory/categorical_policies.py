@@ -36,6 +36,7 @@ from collapselab.theory.base import Prediction, register
 from collapselab.theory.categorical import WF_MAX_SIZE, binomial_pmf, presence_predictions
 
 REAL_FRACTION_MAX_SIZE = 200  # the (c, count) chain is (M+1)²-sized per state: beyond, no prediction
+REAL_FRACTION_MAX_WORK = 2e9  # multiply-adds of the (state, c, count) chain: beyond, no prediction
 
 
 def _thin(dist: np.ndarray, size: int, n: int) -> np.ndarray:
@@ -98,6 +99,12 @@ def categorical_policy(policy: str, p: np.ndarray, m0: int, generations: int,
     n = min(m0 - k, m or m0)
     if k == 0 or n == 0 or m0 > (WF_MAX_SIZE if policy == "fresh" else REAL_FRACTION_MAX_SIZE):
         return {}
+    states = np.count_nonzero(p)
+    pairs = states * (states - 1) // 2
+    states += pairs if pairs <= WF_MAX_PAIRS else 0  # the pairs' chains run too (the sd)
+    if policy == "real_fraction" and (
+            states * (m0 + 1) * (k + n + 1) * (n + 1) * generations > REAL_FRACTION_MAX_WORK):
+        return {}  # seconds to minutes of matrix products: left out
     how = ("Hypergeometric(M, c_k, k) real rows from the fixed sample, c_k ~ Binomial(M, p_k)"
            if policy == "real_fraction" else "Binomial(k, p_k) new real rows")
     return presence_predictions(
