@@ -33,7 +33,12 @@ from typing import Any
 import numpy as np
 
 from collapselab.theory.base import Prediction, register
-from collapselab.theory.categorical import WF_MAX_SIZE, binomial_pmf, presence_predictions
+from collapselab.theory.categorical import (
+    WF_MAX_PAIRS,
+    WF_MAX_SIZE,
+    binomial_pmf,
+    presence_predictions,
+)
 
 REAL_FRACTION_MAX_SIZE = 200  # the (c, count) chain is (M+1)²-sized per state: beyond, no prediction
 REAL_FRACTION_MAX_WORK = 2e9  # multiply-adds of the (state, c, count) chain: beyond, no prediction
