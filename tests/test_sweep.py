@@ -308,6 +308,21 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in [root, *root.rglob("*")]}
 
 
+def test_a_point_still_running_past_the_grace_after_ctrl_c_is_reported_by_its_point(monkeypatch):
+    """Its worker is killed and the point (not its future) is reported interrupted, with why."""
+    from concurrent.futures import Future
+
+    from collapselab import sweep_backends
+
+    monkeypatch.setattr(sweep_backends, "STOP_GRACE_S", 0.0)
+    point, seen = object(), []
+    sweep_backends._stop(object(), {Future(): point}, [time.monotonic()],
+                         lambda p, result: seen.append((p, result)))
+    assert seen == [(point, {"status": "interrupted", "error": (
+        "its worker was killed: it did not stop within 0 s of Ctrl-C (a rerun resumes it from "
+        "its last commit)")})]
+
+
 def test_tidy_table_and_band_report(reference):
     report = write_sweep_report(reference)
     frame = pd.read_csv(reference / "tidy.csv")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import zlib
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ class Checksum:
     bytes: int = 0
     crc: int = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: builtins.bytes | memoryview) -> None:
         self.crc = zlib.crc32(data, self.crc)
         self.bytes += len(data)
 

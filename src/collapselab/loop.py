@@ -143,7 +143,7 @@ class Experiment:
     @property
     def names(self) -> list[str] | None:
         """Producer names of a multi-producer run (composition keys name them); else None."""
-        return [p.name for p in self.producers] if self.producers[0].name else None
+        return [p.label for p in self.producers] if self.producers[0].name else None
 
     @classmethod
     def build(cls, cfg: ExperimentConfig) -> Experiment:

@@ -370,7 +370,7 @@ class RunWriter:
         self.root = store.root
         self.new_run = not store.exists
         self.created: list[Path] = []  # what this writer made, removed if a new run fails early
-        self._manifest_data = store.manifest() if store.exists else None
+        self._manifest_data: dict[str, Any] = store.manifest() if store.exists else {}
         self._log: Any = None  # metrics.jsonl, open for appending while the writer lives
         self._unsynced: dict[Path, None] = {}  # written since the last durable commit
         self._written: dict[str, dict[str, Any]] = {}  # files the next commit lists
@@ -461,7 +461,7 @@ class RunWriter:
             self._manifest(durable=False, status="running", completed=0, seeds=seeds,
                            created=time.time(), files=self._files())
         else:
-            self._manifest_data.pop("error", None)  # type: ignore[union-attr]  (a failed run's)
+            self._manifest_data.pop("error", None)  # a failed run's
             self._manifest(durable=False, status="running", files=self._files())
 
     def stage(self, gen: int, row: dict[str, Any], *, record: dict[str, np.ndarray],
@@ -568,11 +568,9 @@ class RunWriter:
         """Whether ``keep_samples`` keeps generation ``gen``'s samples: generation 0 and the
         newest for ``last``; every k-th and the newest for an integer k."""
         keep = self._keep
-        if keep in ("all", "none"):
-            return keep == "all"
-        if keep == "last":
-            return gen in (0, newest)
-        return gen % keep == 0 or gen == newest  # type: ignore[operator]  (an int k)
+        if isinstance(keep, int):
+            return gen % keep == 0 or gen == newest
+        return gen in (0, newest) if keep == "last" else keep == "all"
 
     def _newest(self) -> int:
         """The newest generation with samples, staged or committed."""
@@ -600,8 +598,7 @@ class RunWriter:
         for gen in [g for g in sorted(self._on_disk)
                     if g not in needed and not self._kept(g, newest)]:
             for path in sorted(self._on_disk.pop(gen)):
-                self._manifest_data["files"].pop(  # type: ignore[index]
-                    path.relative_to(self.root).as_posix(), None)
+                self._manifest_data["files"].pop(path.relative_to(self.root).as_posix(), None)
                 self._dropped.append(path)
         if not self._dropped:
             return

@@ -243,7 +243,7 @@ def _stop(ex: Any, running: dict[Future[dict[str, Any]], Point], presses: list[f
             _signal(proc.pid, signal.SIGKILL)
         why = ("a second Ctrl-C" if len(presses) > pressed else
                f"it did not stop within {STOP_GRACE_S:g} s of Ctrl-C")
-        for p in list(running):
+        for p in list(running.values()):
             finish(p, {"status": "interrupted", "error": f"its worker was killed: {why} (a "
                        "rerun resumes it from its last commit)"})
         running.clear()

@@ -24,6 +24,7 @@ MAX_POINTS = 10_000  # points one sweep may hold (each is validated, named and t
 COMPONENT_KEYS = ("name", "family", "source")  # `policy.name` is named `policy` in run names
 RESOURCES = "resources"  # a point's own entry: what its Ray task asks for, not an override
 Resources = dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+_ONE_CPU: dict[str, float] = {"num_cpus": 1}  # what a point's Ray task asks for by default
 
 
 class SweepSpec(BaseModel):
@@ -47,7 +48,7 @@ class SweepSpec(BaseModel):
         "or null to start a local Ray instance"))
     out_dir: str | None = Field(None, description=(
         "the sweep directory; default: sweeps/<sweep file stem>"))
-    resources: Resources = Field(default_factory=lambda: {"num_cpus": 1}, description=(
+    resources: Resources = Field(default_factory=lambda: _ONE_CPU.copy(), description=(
         "ray only: what each point's task asks of the cluster: num_cpus, num_gpus, memory "
         "(bytes) and custom resources by name, e.g. {num_gpus: 1, num_cpus: 2}; a point's own "
         "`resources:` entry updates it"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from collapselab.config.schema import (
 from collapselab.errors import CollapselabError, ConfigError
 from collapselab.policies import RealFraction
 
-COMPONENTS = {  # section -> (registry, key that names the component)
+COMPONENTS: dict[str, tuple[registry.Registry[Any], str]] = {  # section -> (registry, its key)
     "model": (registry.families, "family"),
     "data": (registry.sources, "source"),
     "policy": (registry.policies, "name"),
@@ -199,7 +200,7 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 pass  # e.g. data.size=0: the structural validation has reported it
     producers = raw.get("producers")
     if isinstance(producers, list) and all(isinstance(p, dict) for p in producers):
-        checked = []
+        models: list[dict[str, Any]] = []  # each producer, its model checked
         for i, p in enumerate(producers):
             spec = p.get("model")
             if isinstance(spec, dict):
@@ -207,12 +208,12 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 one, issues = _check_one(registry.families, f"producers[{i}].model", "family",
                                          spec, set())
                 problems += issues
-                checked.append({**p, "model": one})
-        if len(checked) == len(producers) and all(c["model"] for c in checked):
+                models.append({**p, "model": one})
+        if len(models) == len(producers) and all(c["model"] for c in models):
             try:
                 resolved["producers"] = [ProducerSpec(name=c["name"], model=ModelSpec(**c["model"]),
                                                       trains_on=c.get("trains_on"))
-                                         for c in checked]
+                                         for c in models]
             except (pydantic.ValidationError, KeyError):
                 pass  # the structural validation has reported it
     if getattr(source, "kind", None) is not None:
@@ -257,7 +258,8 @@ def _check_mix(raw: dict[str, Any]) -> list[str]:
 
 
 def _spec_type(section: str) -> type[Spec]:
-    return {"model": ModelSpec, "data": DataSpec, "policy": PolicySpec}[section]
+    types: dict[str, type[Spec]] = {"model": ModelSpec, "data": DataSpec, "policy": PolicySpec}
+    return types[section]
 
 
 def _check_one(
@@ -385,7 +387,8 @@ def _accepting(reg: registry.Registry[Any], kind: str) -> list[str]:
     return out
 
 
-def _describe(err: Any, prefix: str = "", target: Any = None, own: set[str] = frozenset()) -> str:
+def _describe(err: Any, prefix: str = "", target: Any = None,
+              own: AbstractSet[str] = frozenset()) -> str:
     """One problem as a line; ``own``: the section's own fields beside the component's
     (``data.size`` beside a source's parameters), offered for an unknown field too."""
     parts = [p for p in err["loc"]  # a union's branch ("literal['a']", "constrained-int") is no field
