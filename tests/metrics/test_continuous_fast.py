@@ -1,7 +1,8 @@
 """The continuous metrics' fast paths give the numbers of the slow, general computations they
 replace: W2 and KL against ``gaussians`` on broadcast moments, tail_mass against a solve per
 point and ``scipy.stats.chi2``, the closed-form held-out log-likelihood of a Gaussian (and the
-collapse alarm built on it) against scoring every held-out point under every chain."""
+collapse alarm built on it) and of a linear regression against scoring every held-out point under
+every chain."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from collapselab.metrics import continuous
 from collapselab.metrics.alarm import CollapseAlarm, excess_test
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.continuous import HeldoutNLL, TailMass, gaussian_loglik
+from collapselab.metrics.regression import linreg_loglik
 from collapselab.models.gaussian import Gaussian
 from collapselab.models.gmm import GMM
 from collapselab.models.kde import KDE
+from collapselab.models.linreg import LinearRegression
 from collapselab.sources.distributions import Normal
+from collapselab.sources.linear import Linear
 
 RTOL = 1e-10  # rounding of a few float64 operations on O(1) numbers
 
@@ -122,3 +126,23 @@ def test_the_paired_alarm_reads_chain_means_in_closed_form():
     for key in slow:
         assert fast[key] == pytest.approx(slow[key], rel=1e-9, abs=1e-12)
     assert fast["alarm_excess_nll"] > 0  # a refit to 10 samples is worse on real data
+
+
+@pytest.mark.parametrize("noise", [1.0, 1e-4])  # small noise: residuals far below the labels
+@pytest.mark.parametrize("design", ["fixed", "isotropic"])
+def test_linreg_heldout_nll_is_the_mean_of_the_points_scores(noise, design):
+    source = Linear(features=5, noise=noise, heldout_size=400)
+    rng = np.random.default_rng(1)
+    real = source.real(30, 100, rng)
+    model = LinearRegression(design=design).fit(real)
+    ctx = GenerationContext(gen=1, model=model, reference=model, train=real, synthetic=real,
+                            real=real, heldout=source.heldout(rng), source=source, rng=rng)
+    closed = linreg_loglik(model, ctx.heldout)
+    np.testing.assert_allclose(closed, model.score(ctx.heldout_chains()), rtol=1e-9)
+    np.testing.assert_allclose(HeldoutNLL()(ctx)["heldout_nll"], -closed)
+
+    class Robust(LinearRegression):  # scores otherwise: its own scores count
+        def score_samples(self, data: np.ndarray) -> np.ndarray:
+            return np.maximum(super().score_samples(data), -10.0)
+
+    assert linreg_loglik(Robust(design=design).fit(real), ctx.heldout) is None

@@ -15,6 +15,7 @@ from collapselab import gaussians
 from collapselab.capabilities import IsMixture, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
+from collapselab.metrics.regression import linreg_loglik
 from collapselab.models.gaussian import Gaussian
 from collapselab.protocol import returned
 from collapselab.registry import metrics
@@ -257,7 +258,9 @@ class HeldoutNLL:
     plots = (Plot.curve("heldout_nll", "real-data risk (held-out NLL)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        score = gaussian_loglik(ctx.model, ctx.heldout)  # closed form for one Gaussian
+        score = gaussian_loglik(ctx.model, ctx.heldout)  # closed forms: gaussian, linreg
+        if score is None:
+            score = linreg_loglik(ctx.model, ctx.heldout)
         if score is None:
             score = returned(ctx.model.score(ctx.heldout_chains()), (ctx.chains,),
                              "one score per chain", ctx.model, "score")  # (C,)
