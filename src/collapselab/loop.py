@@ -301,9 +301,8 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
         made.finish(exp, tic)
         state.advance(state.mix(gen, made.outputs, made.record))
         writer.stage(gen, made.row, per_chain=made.per_chain, record=made.record,
-                     samples={exp.producers[p].name: out.data for p, out in made.outputs.items()},
-                     models={exp.producers[p].name: state.references[p] for p in made.outputs}
-                     if gen == 0 else {}, needed=state.generations())
+                     samples=made.samples(exp), models=made.models(exp, state.references),
+                     needed=state.generations())  # the pools' samples: a resume reads them back
         stop = len(made.outputs) < len(exp.producers) and (cfg.on_degenerate == "stop" or gen == 0)
         last = stop or gen == cfg.generations - 1
         if last or writer.due():  # one commit a second, not one a generation
@@ -314,7 +313,7 @@ def generations(exp: Experiment, store: RunStore, writer: RunWriter,
             return "stopped"
         if progress:
             progress(gen + 1, cfg.generations)
-    writer.commit("complete")  # resumed after the last commit: only the final clean-up is left
+    writer.commit("complete")  # resumed after its last commit: only the final clean-up is left
     return "complete"
 
 
@@ -400,6 +399,14 @@ class Made:
         self.record |= prefixed(f"artifacts.{producer.label}.", out.artifacts)
         self.outputs[p] = Pool((self.gen, p), out.synthetic, origin=(self.gen, p),
                                rows=out.curated.index)
+
+    def samples(self, exp: Experiment) -> dict[str | None, np.ndarray]:
+        """Each producer's curated samples, by name (the store's key)."""
+        return {exp.producers[p].name: out.data for p, out in self.outputs.items()}
+
+    def models(self, exp: Experiment, references: dict[int, Any]) -> dict[str | None, Any]:
+        """Generation 0's models, by producer name, kept as the references; none later."""
+        return {exp.producers[p].name: references[p] for p in self.outputs} if self.gen == 0 else {}
 
     def finish(self, exp: Experiment, tic: float) -> None:
         """The row's totals over producers, theory columns and wall time."""
