@@ -134,10 +134,12 @@ def per_call(fn: Callable[[], Any], min_s: float) -> Callable[[], float]:
 
 
 def run(sizes: dict[str, Any], reps: int) -> tuple[list[Row], dict[str, Any]]:
-    min_s = sizes.get("min_s", 0.02)
+    min_s = sizes.get("min_s", 0.02)  # each timed call repeated to last this long
+    only = sizes.get("configs")  # config paths to measure (default: every shipped one)
     configs: dict[str, list[tuple[str, ExperimentConfig]]] = {}
     for label, cfg in shipped():
-        configs.setdefault(signature(cfg), []).append((label, cfg))
+        if only is None or label in only:
+            configs.setdefault(signature(cfg), []).append((label, cfg))
     rows: list[Row] = []
     worst: dict[tuple[str, str], Row] = {}  # (family, metric) -> its costliest config's row
     with threadpool_limits(1):

@@ -14,7 +14,7 @@ from collapselab import gaussians
 from collapselab.metrics import continuous
 from collapselab.metrics.alarm import CollapseAlarm, excess_test
 from collapselab.metrics.base import GenerationContext
-from collapselab.metrics.continuous import HeldoutNLL, TailMass, gaussian_loglik
+from collapselab.metrics.continuous import W1, HeldoutNLL, TailMass, gaussian_loglik
 from collapselab.metrics.regression import linreg_loglik
 from collapselab.models.gaussian import Gaussian
 from collapselab.models.gmm import GMM
@@ -146,3 +146,15 @@ def test_linreg_heldout_nll_is_the_mean_of_the_points_scores(noise, design):
             return np.maximum(super().score_samples(data), -10.0)
 
     assert linreg_loglik(Robust(design=design).fit(real), ctx.heldout) is None
+
+
+def test_w1_takes_the_real_quantiles_once_per_heldout_set():
+    metric = W1()
+    for seed in (0, 1):  # a new held-out set is a new reference
+        ctx = gaussian_context(1, chains=20, n=50, seed=seed)
+        for _ in range(2):
+            levels = (np.arange(50) + 0.5) / 50
+            by_hand = np.abs(np.sort(ctx.synthetic[..., 0], axis=1)
+                             - np.quantile(ctx.heldout[0, :, 0], levels)).mean(axis=1)
+            np.testing.assert_allclose(metric(ctx)["w1"], by_hand, rtol=1e-15)
+            ctx.synthetic = ctx.model.sample(50, ctx.rng)  # the next generation's samples

@@ -120,14 +120,24 @@ class W1:
     bounds = {"w1": (0, None)}
     plots = (Plot.curve("w1", "distance to the real data (W1)", headline=True),)
 
+    def __init__(self) -> None:
+        self._quantiles: tuple[np.ndarray, int, np.ndarray] | None = None
+
+    def _real_quantiles(self, heldout: np.ndarray, m: int) -> np.ndarray:
+        """The held-out data's quantiles at ``m`` levels: the same every generation, taken once
+        (for this held-out array, held so that it is never another one at the same address)."""
+        cached = self._quantiles
+        if cached is None or cached[0] is not heldout or cached[1] != m:
+            levels = (np.arange(m) + 0.5) / m
+            cached = self._quantiles = (heldout, m, np.quantile(heldout[0, :, 0], levels))
+        return cached[2]
+
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
         if ctx.synthetic.shape[-1] != 1:
             return {}  # defined for 1-D data only
-        real = ctx.heldout[0, :, 0]
         synth = ctx.synthetic[..., 0]
         # W1 = ∫|F^-1 - G^-1|: compare sorted samples against real quantiles at the same levels
-        levels = (np.arange(synth.shape[1]) + 0.5) / synth.shape[1]
-        real_q = np.quantile(real, levels)
+        real_q = self._real_quantiles(ctx.heldout, synth.shape[1])
         return {"w1": np.abs(np.sort(synth, axis=1) - real_q).mean(axis=1)}
 
 
