@@ -363,7 +363,9 @@ class RunWriter:
     """Writes one run directory; made by ``RunStore.writer`` under the lock. Generations are
     staged as they finish and committed together by ``flush``: at most once a second (or when
     held samples grow large), at the end, and on a failure, so a run of fast generations pays
-    for one commit a second, a run of slow ones for one a generation."""
+    for one commit a second, a run of slow ones for one a generation. The writer decides which
+    samples stay (``commit``): those ``keep_samples`` keeps and, until the run ends, those a
+    resume reads back; it derives ``generations_to_collapse`` from the rows it commits."""
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
@@ -445,7 +447,7 @@ class RunWriter:
 
     def _files(self) -> dict[str, dict[str, Any]]:
         """The files a commit lists: the committed ones, those written since, the rows."""
-        files = {**(self._manifest_data or {}).get("files", {}), **self._written,
+        files = {**self._manifest_data.get("files", {}), **self._written,
                  METRICS: {"rows": self._rows, **self._metrics.entry}}
         self._written = {}
         return files
@@ -623,7 +625,7 @@ class RunWriter:
             row[f"{prefix}generations_to_collapse"] = gen
 
     def finish(self, status: str, **extra: Any) -> None:
-        if extra or (self._manifest_data or {}).get("status") != status:  # not said already
+        if extra or self._manifest_data.get("status") != status:  # not said already
             self._manifest(status=status, **extra)
 
     def _manifest(self, durable: bool = True, **update: Any) -> None:
