@@ -118,3 +118,41 @@ def test_runs_match_theory_and_w2_stays_below_its_bound(run_config, name):
     assert all(a.se_from == "theory" for a in found if a.metric != "w2_sq")
     w2 = [a for a in found if a.metric == "w2_sq"]
     assert all(a.measured < a.theory for a in w2) and "upper bound" in w2[0].theory_text
+
+
+def simulate_linreg(chains, d, t0, k, n, gens, sigma, sigma_m, rng):
+    """Least squares refitted each generation to k new real rows and n rows it labelled itself,
+    all inputs fresh N(0, I): ‖ŵ_t - w*‖² per generation."""
+    w = np.full(d, 1 / np.sqrt(d))
+    x = rng.standard_normal((chains, t0, d))
+    y = x @ w + sigma * rng.standard_normal((chains, t0))
+    out = []
+    for _ in range(gens):
+        fit = np.linalg.solve(np.einsum("cni,cnj->cij", x, x), np.einsum("cni,cn->ci", x, y)[..., None])
+        fit = fit[..., 0]
+        out.append(((fit - w) ** 2).sum(axis=1))
+        real, synthetic = rng.standard_normal((chains, k, d)), rng.standard_normal((chains, n, d))
+        x = np.concatenate([real, synthetic], axis=1)
+        y = np.concatenate([real @ w + sigma * rng.standard_normal((chains, k)),
+                            np.einsum("cni,ci->cn", synthetic, fit)
+                            + sigma_m * rng.standard_normal((chains, n))], axis=1)
+    return out
+
+
+def test_linreg_fresh_matches_a_direct_simulation(run_config):
+    """E‖ŵ_t - w*‖² = α E‖ŵ_(t-1) - w*‖² + (kσ² + nσ_m²)/N · d/(N-d-1) (isotropic design, fixed
+    model noise), 50,000 chains at d = 3, N = 12, k = 3; α is 1 without real rows, 0 with only."""
+    pred = theory.linreg_prediction(8, 3, 12, 12, 1.0, 0.7, "isotropic", "fresh", 0.25)["excess_risk"]
+    rng = np.random.default_rng(8)
+    for t, risk in enumerate(simulate_linreg(50_000, 3, 12, 3, 9, 8, 1.0, 0.7, rng)):
+        assert within(risk, pred.mean[t]), t
+    replace = theory.linreg_prediction(5, 3, 12, 12, 1.0, 1.0, "isotropic", "replace")["excess_risk"]
+    none = theory.linreg_prediction(5, 3, 12, 12, 1.0, 1.0, "isotropic", "fresh", 0.0)["excess_risk"]
+    np.testing.assert_allclose(none.mean, replace.mean)
+    only = theory.linreg_prediction(5, 3, 12, 12, 1.0, 1.0, "isotropic", "fresh", 1.0)
+    np.testing.assert_allclose(only["excess_risk"].mean, 3 / (12 - 3 - 1))  # all real: σ²d/(N-d-1)
+    # no closed form for a fixed design or real_fraction
+    assert theory.linreg_prediction(5, 3, 12, 12, 1.0, 1.0, "fixed", "fresh", 0.25) == {}
+    store = run_config(CONFIGS / "linreg_fresh.yaml", "chains=500")
+    for a in theory.agreement(store.metrics(), [0, 10, -1]):
+        assert a.passed, a

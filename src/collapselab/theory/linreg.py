@@ -20,6 +20,19 @@ from collapselab.theory.base import Prediction, fit_sizes, register
 #     E ||ŵ_n - w*||² = d/(T - d - 1) Σ_{i=0..n} σ_i² / (i + 1)²  <= (π²/6) σ² d/(T - d - 1).
 # A fresh X per generation under accumulate has no such closed form (the pooled Gram matrix does not
 # factor), and neither does a pooled noise estimate; no prediction is made for either.
+# Fresh with an isotropic design and a fixed model noise σ_m: each set after generation 0 has k new
+# real rows (labels x·w* + σε) and n synthetic ones (x·ŵ + σ_m ε), all x ~ N(0, I), N = k + n. With
+# W = XᵀX and A the synthetic rows' Gram matrix, ŵ_t - w* = W⁻¹A(ŵ_{t-1} - w*) + W⁻¹Xᵀη. The noise
+# term: Σ_i E x_iᵀW⁻²x_i = E tr W⁻¹ = d/(N-d-1), the rows exchangeable. The contraction: with
+# X = U S Vᵀ (U Haar, independent of S), tr AW⁻²A = Σ_ab (s_a²/s_b²) P_ab², P = U_Sᵀ U_S over the
+# synthetic rows; Haar moments give E P_aa² = n(n+2)/(N(N+2)), E P_ab² = n(N-n)/((N-1)N(N+2)), and
+# Stein's identity (tr W⁻¹ homogeneous of degree -2) E tr W tr W⁻¹ = (Nd-2) d/(N-d-1). So
+#     E‖ŵ_t - w*‖² = α E‖ŵ_{t-1} - w*‖² + (kσ² + nσ_m²)/N · d/(N-d-1),
+#     α = n(n+2)/(N(N+2)) + (N+1)(d-1) n(N-n) / ((N-d-1)(N-1)N(N+2)),
+# exact (α = 1 at k = 0, 0 at k = N; in 1-D the Beta(n/2, k/2) moment): it settles at the noise
+# term / (1 - α) instead of growing.
+# real_fraction reuses the real rows and their noise, and a fixed design reuses inputs the previous
+# fit saw: the generations are correlated and no closed form is derived for either.
 
 
 def inverse_wishart_trace_moments(d: int, t: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +48,7 @@ def inverse_wishart_trace_moments(d: int, t: np.ndarray | int) -> tuple[np.ndarr
 
 def linreg_prediction(
     generations: int, d: int, t0: int, m: int, noise: float, model_noise: float | None,
-    design: str, policy: str,
+    design: str, policy: str, real_fraction: float = 0.1,
 ) -> dict[str, Prediction]:
     """E ||ŵ_t - w*||² per generation (and its per-chain sd where exact) for linreg on a linear
     source; empty where no exact form holds (see the derivation above)."""
@@ -66,7 +79,31 @@ def linreg_prediction(
         return {"excess_risk": Prediction(
             s2 * tr_inv[0], sd, "E‖ŵ_n-w*‖² = d/(T-d-1) Σ_{i=1..n+1} σ_i²/i² ≤ (π²/6)σ²d/(T-d-1) "
             "(Gerstgrasser et al. 2024), one X reused")}
+    if policy == "fresh" and design == "isotropic" and model_noise is not None:
+        return linreg_fresh(generations, d, t0, m, noise, model_noise, real_fraction)
     return {}
+
+
+def linreg_fresh(generations: int, d: int, t0: int, m: int, noise: float, model_noise: float,
+                 real_fraction: float) -> dict[str, Prediction]:
+    """E ‖ŵ_t - w*‖² under ``fresh`` with an isotropic design and a fixed model noise (above)."""
+    k = int(round(real_fraction * t0))
+    n = min(t0 - k, m)
+    big = k + n
+    if t0 <= d + 1 or big <= d + 1:
+        return {}
+    alpha = (n * (n + 2) / (big * (big + 2))
+             + (big + 1) * (d - 1) * n * (big - n) / ((big - d - 1) * (big - 1) * big * (big + 2)))
+    step = (k * noise**2 + n * model_noise**2) / big * d / (big - d - 1)
+    mean = np.empty(generations)
+    risk = noise**2 * d / (t0 - d - 1)
+    for t in range(generations):
+        mean[t] = risk
+        risk = alpha * risk + step
+    settles = f"; settles at {step / (1 - alpha):.4g}" if alpha < 1 else ""
+    return {"excess_risk": Prediction(
+        mean, None, f"fresh (k = {k} new real rows, n = {n} synthetic, isotropic design): "
+        f"E‖ŵ_t-w*‖² = α E‖ŵ_(t-1)-w*‖² + (kσ² + nσ_m²)/N · d/(N-d-1), α = {alpha:.4g}{settles}")}
 
 
 def _linreg(config: Any, source: Any) -> dict[str, Prediction]:
@@ -74,8 +111,9 @@ def _linreg(config: Any, source: Any) -> dict[str, Prediction]:
     sizes = fit_sizes(config)
     return linreg_prediction(
         config.generations, source.features, int(sizes[0]), int(sizes[-1]), float(source.noise),
-        params.get("noise"), params.get("design", "fixed"), config.policy.name)
+        params.get("noise"), params.get("design", "fixed"), config.policy.name,
+        float(config.policy.params.get("real_fraction", 0.1)))
 
 
-register("linreg", "linear", "replace")(_linreg)
-register("linreg", "linear", "accumulate")(_linreg)
+for _policy in ("replace", "accumulate", "fresh"):
+    register("linreg", "linear", _policy)(_linreg)
