@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -59,3 +60,17 @@ def test_cli_says_when_no_theory_applies(run_config, tmp_path):
     assert result.exit_code == 0 and "no theory applies" in result.output
     result = CliRunner().invoke(app, ["theory", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
+
+
+def test_a_bound_is_checked_one_sided_and_printed_as_a_bound():
+    rows = [{"generation": 0, "w2_sq": 0.2, "w2_sq.sem": 0.01, "w2_sq.theory": 0.5,
+             "w2_sq.theory_bound": 1.0, "x": 0.9, "x.sem": 0.01, "x.theory": 0.5,
+             "x.theory_bound": -1.0}]
+    upper, lower = theory.agreement(rows)
+    assert (upper.bound, upper.z, upper.passed) == ("upper", pytest.approx(-30.0), True)
+    assert upper.theory_text == "<= 0.5 (upper bound)"
+    assert (lower.bound, lower.passed, lower.theory_text) == ("lower", True, ">= 0.5 (lower bound)")
+    rows[0]["w2_sq"] = 0.6  # 10 standard errors above an upper bound: a failure
+    assert not theory.agreement(rows)[0].passed
+    with pytest.raises(ValueError, match=r"Prediction.bound must be 'upper', 'lower' or None; got 'both'"):
+        theory.Prediction(np.zeros(1), None, "", bound="both")
