@@ -240,6 +240,7 @@ class WandbTracker(Tracker):
             self.run.log_artifact(artifact)
         self.run.summary["collapselab.status"] = status
         self.run.finish(exit_code=0 if status in ("complete", "stopped") else 1)
+        wandb.teardown()  # finish hands the run to wandb's service, which writes it later: wait
 
 
 class Session:
