@@ -70,7 +70,7 @@ def test_paper_collapse_and_real_data_slows_it(run_config):
 
 @pytest.mark.slow
 def test_paper_setup_full_scale(run_config):
-    """The paper's own setting: N=1000, 2000 generations (about 1 min of CPU)."""
+    """The paper's own setting: N=1000, 2000 generations (about 10 s)."""
     rows = run_config(ROOT / "configs/gmm/paper_replace.yaml").metrics()
     assert rows[-1]["component_std"] < 0.25 * rows[0]["component_std"]
 
