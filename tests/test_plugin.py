@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 import collapselab
-import collapselab.components  # noqa: F401
 from collapselab import registry
 from collapselab.cli import app
 from collapselab.config import load_config
@@ -39,7 +38,8 @@ def fake_install(site: Path) -> None:
 
 @pytest.fixture
 def registries(monkeypatch):
-    """The registries as they are now, restored after the test."""
+    """The registries as they are now (the built-ins loaded), restored after the test."""
+    registry.load_components()
     for reg in registry.REGISTRIES.values():
         for attr in ("_entries", "_origins"):
             monkeypatch.setattr(reg, attr, dict(getattr(reg, attr)))

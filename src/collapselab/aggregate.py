@@ -260,7 +260,6 @@ def run_costs(store: RunStore) -> dict[str, Any]:
     """Totals over completed generations: wall time, samples (tokens for text) trained on and
     generated, summed over chains; FLOPs ≈ 6·N·trained + 2·N·generated tokens when the model
     exposes its parameter count N."""
-    import collapselab.components  # noqa: F401  (registers the sources and families)
     from collapselab import registry
 
     cfg = store.config()

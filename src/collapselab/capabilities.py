@@ -12,7 +12,9 @@ whose needs the model family or data source does not meet, naming the missing ca
 
 The loop, the theory, the aggregate and the report ask through the helpers here
 (:func:`prompt_tokens`, :func:`threaded`, :func:`source_sizes`, :func:`is_neural`,
-:func:`parameter_count`), never ``getattr`` on a model or a source.
+:func:`parameter_count`, :func:`truth`, :func:`block_len`, :func:`heldout_rows`), never
+``getattr`` on a model or a source. What a component declares with a default (a metric's
+``needs``, a family's ``check_setup``) is read with :func:`declared`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,22 @@ class IsMixture(Protocol):
 
 
 @runtime_checkable
+class Encodes(Protocol):
+    """a latent space (``encode``: latent means of samples)"""
+
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """``(chains, m, ...)`` samples -> ``(chains, m, latent)`` latent means."""
+        ...
+
+
+@runtime_checkable
+class HasCoefficients(Protocol):
+    """fitted linear weights (``coef_``, ``(chains, features)``)"""
+
+    coef_: np.ndarray
+
+
+@runtime_checkable
 class HasWeights(Protocol):
     """network weights (``state_dicts_``, one per chain: a neural family)"""
 
@@ -98,7 +116,68 @@ class HasStates(Protocol):
     n_states: int
 
 
-OF_SOURCE = frozenset({HasVocabulary, HasTrueDensity, HasStates})  # the rest are a model family's
+@runtime_checkable
+class HasTruth(Protocol):
+    """closed-form parameters of the real distribution (``truth``: a dict, e.g. a mixture's
+    weights, means and covs, or a linear model's weights)"""
+
+    truth: dict[str, Any]
+
+
+@runtime_checkable
+class HasBlocks(Protocol):
+    """token blocks of one length (``block_len``)"""
+
+    block_len: int
+
+
+@runtime_checkable
+class HasHeldoutSize(Protocol):
+    """a held-out set of a stated size (``heldout_size`` samples)"""
+
+    heldout_size: int
+
+
+@runtime_checkable
+class HasImageSplit(Protocol):
+    """a fixed train/test split of images (``train_images`` / ``test_images`` ``(N, H, W)``, their
+    ``train_labels`` / ``test_labels`` or None, ``image_shape``, a ``name``)"""
+
+    name: str
+    train_images: np.ndarray
+    test_images: np.ndarray
+    train_labels: np.ndarray | None
+    test_labels: np.ndarray | None
+    image_shape: tuple[int, int]
+
+
+@runtime_checkable
+class HasFingerprint(Protocol):
+    """a content hash of its data (``fingerprint``: what is learnt from it is cached under it)"""
+
+    fingerprint: str
+
+
+@runtime_checkable
+class HasTrainCounts(Protocol):
+    """token frequencies of its whole train split (``train_counts``, ``(vocab_size,)``)"""
+
+    train_counts: np.ndarray
+
+
+@runtime_checkable
+class HasValidSplit(Protocol):
+    """a validation split (``valid(rng)``)"""
+
+    def valid(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The validation split, ``(1, m, ...)``; a ``DataError`` where the data has none."""
+        ...
+
+
+OF_SOURCE = frozenset({HasVocabulary, HasTrueDensity, HasStates, HasTruth, HasBlocks,
+                       HasHeldoutSize, HasImageSplit, HasFingerprint, HasTrainCounts,
+                       HasValidSplit})
+# the rest are a model family's
 
 
 def members(capability: type) -> list[str]:
@@ -121,7 +200,16 @@ def provides(target: Any, capability: type) -> bool:
         declared |= set(inspect.signature(cls).parameters)
     except (TypeError, ValueError):
         pass
+    # the structural check itself: a class that has each member (typing.Protocol's rule)
     return all(hasattr(cls, n) or n in declared for n in members(capability))
+
+
+def declared(component: Any, name: str, base: type) -> Any:
+    """What ``component`` (a class or an instance) declares as ``name``, else the default its
+    kind's ``base`` class declares (``declared(metric, "needs", MetricBase)``): a plugin need not
+    subclass our bases, as scikit-learn's ``get_tags`` reads an estimator without tags."""
+    # the one read of an optional declaration: defined on the component or on its kind's base
+    return getattr(component, name, getattr(base, name))
 
 
 def missing(target: Any, needs: tuple[type, ...]) -> list[type]:
@@ -153,6 +241,24 @@ def source_sizes(source: Any) -> dict[str, int]:
     if provides(source, HasStates):
         out["n_states"] = int(source.n_states)
     return out
+
+
+def truth(source: Any) -> dict[str, Any]:
+    """The closed-form parameters of ``source``'s distribution (empty without :class:`HasTruth`)."""
+    return dict(source.truth) if provides(source, HasTruth) else {}
+
+
+def block_len(source: Any) -> int | None:
+    """Tokens per block of a token source (:class:`HasBlocks`); ``None`` for other data."""
+    return int(source.block_len) if provides(source, HasBlocks) else None
+
+
+def heldout_rows(source: Any) -> int:
+    """Held-out samples ``source`` will give, known without loading it: its ``heldout_size``,
+    an image split's test images, else 0 (unknown)."""
+    if provides(source, HasHeldoutSize):
+        return int(source.heldout_size)
+    return len(source.test_images) if provides(source, HasImageSplit) else 0
 
 
 def threaded(model: Any) -> bool:

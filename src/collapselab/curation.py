@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import Field
@@ -49,6 +49,22 @@ class CurationContext:
     rng: np.random.Generator
     source: Any = None  # the data source (verifiers may use its truth)
     watermark: Any = None  # the config's watermark section (the detector's defaults)
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """A filter (``registry.PROTOCOLS["filter"]`` asks a registered class for the same): a
+    keep-mask ``(chains, m)``, ``(mask, scores[, measurements])`` or :class:`Weights`."""
+
+    def __call__(self, data: np.ndarray, ctx: CurationContext) -> Any: ...
+
+
+class FilterBase:
+    """Base class of filters: a subclass defines ``__call__``; ``needs``: capabilities
+    (``collapselab.capabilities``) of the source or the model family it needs, checked by config
+    validation (none by default)."""
+
+    needs: ClassVar[tuple[type, ...]] = ()
 
 
 @dataclass
@@ -238,16 +254,15 @@ def true_loglik(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
     """A verifier for sources with a known distribution, ``(chains, m)``: the exact mean
     log-likelihood per token of each block (``builtin``), or the log-density of each sample under a
     source whose ``truth`` is a Gaussian mixture (``normal``, ``gmm``)."""
-    log_prob = getattr(ctx.source, "log_prob", None)
-    if log_prob is not None:
-        return np.asarray(log_prob(data))
+    if capabilities.provides(ctx.source, capabilities.HasTrueDensity):  # per token: (C, m, T)
+        return np.asarray(ctx.source.log_prob_tokens(data)).mean(axis=-1)
     return _truth_logpdf(data, ctx)
 
 
 def _truth_logpdf(data: np.ndarray, ctx: CurationContext) -> np.ndarray:
     from collapselab import gaussians
 
-    truth = getattr(ctx.source, "truth", None) or {}
+    truth = capabilities.truth(ctx.source)
     if "means" not in truth:
         raise ValueError(f"source {type(ctx.source).__name__} has no exact log_prob or mixture "
                          "truth to weigh with")

@@ -7,12 +7,14 @@ the next training set. The loop applies the plan once and records it as the prov
 can only select rows. Random subsets are drawn independently per chain, in one vectorised call.
 
 A policy of your own: a class with ``history`` ("last" or "all") and ``plan(sizes, size, chains,
-rng) -> Plan``; its typed ``__init__`` keywords are its config fields.
+rng) -> Plan``; its typed ``__init__`` keywords are its config fields. :class:`Policy` is that
+protocol as a ``typing.Protocol``, :class:`PolicyBase` a base class (``history`` "last");
+``collapselab.testing.check_component`` checks a policy (its plans stay within the pools).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import Field
@@ -21,12 +23,31 @@ from collapselab.provenance import FRESH_POOL, Part, Plan, draw_rows
 from collapselab.registry import policies
 
 
+@runtime_checkable
+class Policy(Protocol):
+    """A data policy (``registry.PROTOCOLS["policy"]`` asks a registered class for the same)."""
+
+    history: ClassVar[Literal["last", "all"]]  # synthetic pools the loop keeps: newest, or all
+
+    def plan(self, sizes: list[int], size: int, chains: int, rng: np.random.Generator) -> Plan:
+        """``sizes[0]``: rows per chain of the real pool, ``sizes[1:]`` of the kept synthetic
+        pools (oldest first); ``size``: rows per chain of the training set -> the index plan."""
+        ...
+
+
+class PolicyBase:
+    """Base class of policies: a subclass defines ``plan``; it keeps the newest synthetic pool
+    unless it sets ``history = "all"``."""
+
+    history: ClassVar[Literal["last", "all"]] = "last"
+
+
 def _last(sizes: list[int]) -> int:
     return len(sizes) - 1  # the newest synthetic pool
 
 
 @policies.register("replace")
-class Replace:
+class Replace(PolicyBase):
     """Train only on the previous generation's output (the paper's first setting)."""
 
     history: ClassVar[Literal["last", "all"]] = "last"
@@ -36,7 +57,7 @@ class Replace:
 
 
 @policies.register("real_fraction")
-class RealFraction:
+class RealFraction(PolicyBase):
     """Keep a fraction of real data every generation (a fresh random subset of the original pool
     each time; the paper's 10% setting); the rest is a random subset of the previous generation's
     output."""
@@ -77,7 +98,7 @@ class Fresh(RealFraction):
 
 
 @policies.register("accumulate")
-class Accumulate:
+class Accumulate(PolicyBase):
     """All real data plus every synthetic set so far (Gerstgrasser et al. 2024: no blow-up)."""
 
     history: ClassVar[Literal["last", "all"]] = "all"
@@ -87,7 +108,7 @@ class Accumulate:
 
 
 @policies.register("accumulate_subsample")
-class AccumulateSubsample:
+class AccumulateSubsample(PolicyBase):
     """Accumulate, then subsample to a fixed budget (constant compute per generation)."""
 
     history: ClassVar[Literal["last", "all"]] = "all"

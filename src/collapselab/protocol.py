@@ -8,9 +8,14 @@ neural families loop over them. A family:
 - keeps fitted state in trailing-underscore attributes,
 - ``fit(data, rng=...) -> self``; ``sample(n, rng) -> (chains, n, ...)``;
   ``score_samples(data) -> (chains, n)`` log-likelihood per sample (per token for text);
-  ``score(data) -> (chains,)`` its mean.
+  ``score(data) -> (chains,)`` its mean; ``clone()``: a fresh unfitted copy.
 
 Randomness is always passed in as a ``numpy.random.Generator``; nothing stores a seed.
+
+:class:`GenerativeModel` is that protocol as a ``typing.Protocol``; :class:`Model` the base class
+that supplies ``get_params``, ``clone``, ``score`` and the optional declarations' defaults
+(``kinds``, ``check_setup``, ``working_bytes``). ``collapselab.testing.check_component`` checks a
+family against all of it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,6 +39,8 @@ class NotFittedError(RuntimeError):
 
 @runtime_checkable
 class GenerativeModel(Protocol):
+    """A model family (``registry.PROTOCOLS["family"]`` asks a registered class for the same)."""
+
     def fit(self, data: np.ndarray, *, rng: np.random.Generator) -> GenerativeModel: ...
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
@@ -41,6 +48,8 @@ class GenerativeModel(Protocol):
     def score_samples(self, data: np.ndarray) -> np.ndarray: ...
 
     def score(self, data: np.ndarray) -> np.ndarray: ...
+
+    def clone(self) -> GenerativeModel: ...
 
 
 @functools.cache
@@ -53,9 +62,28 @@ _IMMUTABLE = frozenset({int, float, str, bool, type(None)})  # hyperparameters a
 
 
 class Model:
-    """Shared plumbing for families: params, clone, fitted checks, ``score`` from ``score_samples``."""
+    """Base class of families: params, clone, fitted checks, ``score`` from ``score_samples``, and
+    the defaults of what a family may declare (config validation and the resource check read
+    them; a family that does not subclass Model gets the same defaults)."""
+
+    kinds: ClassVar[frozenset[str] | None] = None  # data kinds it models; None: any kind
+
+    @classmethod
+    def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
+        """Config time: problems with ``params`` (the config's model section) on the data that
+        ``setup`` (``config.Setup``: the built source, the sizes) describes, each ``field: rule;
+        got value``. None by default."""
+        return []
+
+    @classmethod
+    def working_bytes(cls, params: dict[str, Any], *, chains: int, rows: int, sample_bytes: int,
+                      heldout: int) -> int:
+        """Bytes the family holds besides the data while fitting ``rows`` samples per chain
+        (e.g. a covariance per chain); the resource check adds them. 0 by default."""
+        return 0
 
     def get_params(self) -> dict[str, Any]:
+        # a family's own hyperparameters, kept under their __init__ names (scikit-learn's rule)
         return {name: getattr(self, name) for name in _param_names(type(self))}
 
     def clone(self) -> Model:

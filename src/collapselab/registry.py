@@ -19,7 +19,12 @@ A component is checked when it is registered or first resolved, before anything 
 be a class defining what its kind's protocol asks (``PROTOCOLS``: ``fit``, ``sample``, ... for a
 family), and its signature must be readable (an annotation naming a type that does not exist is an
 error, never a component without parameters). ``os:system`` or ``collections:OrderedDict`` is
-refused naming the rule; nothing of it is called.
+refused naming the rule; nothing of it is called. A name is registered once: a second class under
+it is refused, naming both.
+
+The registries fill themselves: the first lookup (``get``, ``names``, ``in``, ...) registers the
+built-ins (``collapselab.components``) and the installed plugins' entry points, so no caller
+imports anything for its side effects.
 """
 
 from __future__ import annotations
@@ -30,11 +35,18 @@ import inspect
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
 
 from collapselab.errors import CollapselabError
+
+if TYPE_CHECKING:
+    from collapselab.curation import Filter
+    from collapselab.metrics.base import Metric
+    from collapselab.policies import Policy
+    from collapselab.protocol import GenerativeModel
+    from collapselab.sources.base import Source
 
 T = TypeVar("T")
 
@@ -42,8 +54,10 @@ ENTRY_POINT_GROUP = "collapselab.components"
 BUILTIN = "collapselab"  # the origin of components registered by collapselab itself
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
-# what a component class of each kind defines: (methods, attributes); the protocols themselves
-# are documented in protocol.py, sources/base.py, policies.py, curation.py and metrics/base.py
+# what a component class of each kind defines: (methods, attributes); the typing.Protocols
+# GenerativeModel (protocol.py), Source (sources/base.py), Policy (policies.py), Filter
+# (curation.py) and Metric (metrics/base.py) ask the same (tests/test_testing_kit.py holds them
+# together); their base classes supply the optional declarations' defaults
 PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "family": (("fit", "sample", "score_samples", "score", "clone"), ()),
     "source": (("real", "fresh", "heldout"), ("kind",)),
@@ -76,20 +90,27 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, key: str) -> None:
         self.kind = kind  # "model family": how messages name it
         self.key = key  # "family": the kind in entry-point names (family.laplace)
-        self._entries: dict[str, T | str] = {}
+        self._entries: dict[str, type[T] | str] = {}  # a class, or a lazy "module:Class"
         self._origins: dict[str, str] = {}  # name -> distribution that provides it
 
-    def register(self, name: str, target: T | str | None = None, *, origin: str = BUILTIN) -> Any:
+    def register(self, name: str, target: type[T] | str | None = None, *,
+                 origin: str = BUILTIN) -> Any:
         """``@registry.register("gmm")`` on a class, or ``registry.register("gpt", "pkg.mod:GPT")``."""
         if ":" in name or not name:
             raise ValueError(f"{self.kind} name must be non-empty and without ':' (that marks an "
                              f"import path); got {name!r}")
 
-        def add(obj: T | str) -> T | str:
+        def add(obj: type[T] | str) -> type[T] | str:
             if not isinstance(obj, str):
                 self.check(obj, f"{self.kind} {name!r}")
+            taken = self._entries.get(name)
+            # the same class again is no clash: a lazy entry's module registering it, a reload
+            if taken is not None and path_of(taken) != path_of(obj):
+                raise ComponentError(
+                    f"{self.kind} name {name!r} is taken: {path_of(taken)} is registered under "
+                    f"it; cannot register {path_of(obj)} too (choose another name)")
             self._entries[name] = obj
-            self._origins[name] = origin
+            self._origins.setdefault(name, origin)  # a lazy entry keeps its distribution
             return obj
 
         if target is not None:
@@ -99,21 +120,25 @@ class Registry(Generic[T]):
     def names(self, origin: str | None = None) -> list[str]:
         """Registered names (import paths are not registered); with ``origin``, only those that
         distribution provides (``"collapselab"``: the built-ins)."""
+        load_components()
         return sorted(n for n in self._entries if origin is None or self._origins[n] == origin)
 
     def origin(self, name: str) -> str:
         """The distribution that provides ``name``: ``collapselab``, or a plugin's."""
+        load_components()
         return self._origins[name]
 
     def __contains__(self, name: object) -> bool:
         """Registered, or an import path (whether it imports is for ``get`` to say)."""
+        load_components()
         return name in self._entries or is_import_path(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def get(self, name: str) -> T:
+    def get(self, name: str) -> type[T]:
         """The component: registered (imported now if lazy) or loaded from an import path."""
+        load_components()
         if name in self._entries:
             entry = self._entries[name]
             if isinstance(entry, str):  # lazy "module:attr"
@@ -137,8 +162,7 @@ class Registry(Generic[T]):
         if not inspect.isclass(target):
             raise ComponentError(f"{what} is not a component: {rule}; got a "
                                  f"{type(target).__name__}")
-        lacks = [n for n in methods
-                 if _defined(target, n) is _MISSING or not callable(getattr(target, n))]
+        lacks = [n for n in methods if not _callable(_defined(target, n))]
         lacks += [n for n in attributes
                   if _defined(target, n) is _MISSING and n not in _declared(target)]
         if lacks:
@@ -183,6 +207,16 @@ def load(path: str, what: str) -> Any:
 _MISSING = object()
 
 
+def path_of(target: Any) -> str:
+    """``module:Class`` of a class, or the import path a lazy entry already is."""
+    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
+def _callable(member: Any) -> bool:
+    """A method as a class dictionary holds it: a function, a class- or static method."""
+    return callable(member) or isinstance(member, (classmethod, staticmethod))
+
+
 def _defined(cls: type, name: str) -> Any:
     """What the class (or a base) defines as ``name``, looked up in the class dictionaries only:
     every class has a ``__call__`` through ``type``, which does not make its instances callable."""
@@ -208,12 +242,14 @@ def check_signature(target: Any, what: str) -> None:
     params_model(target, what)
 
 
+_PARAMS: dict[Any, type[pydantic.BaseModel]] = {}  # per class or function, read once
+
+
 def params_model(target: Callable[..., Any], what: str | None = None) -> type[pydantic.BaseModel]:
     """Build (and cache) a strict pydantic model from the typed keyword parameters of ``target``.
     A signature that cannot be read is a ``ComponentError``, never a model without fields."""
-    cached = getattr(target, "__collapselab_params__", None)
-    if cached is not None and cached[0] is target:
-        return cached[1]  # type: ignore[no-any-return]
+    if target in _PARAMS:
+        return _PARAMS[target]
     what = what or repr(target)
     func = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
     try:
@@ -232,16 +268,13 @@ def params_model(target: Callable[..., Any], what: str | None = None) -> type[py
         fields[pname] = (hints.get(pname, Any), default)
     try:
         model = pydantic.create_model(  # type: ignore[call-overload]
-            f"{getattr(target, '__name__', 'Component')}Params",
+            f"{target.__name__}Params",
             __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
             **fields,
         )
     except Exception as exc:  # a type pydantic cannot turn into a schema
         raise ComponentError(f"cannot read the parameters of {what}: {exc}") from exc
-    try:
-        target.__collapselab_params__ = (target, model)  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        pass
+    _PARAMS[target] = model
     return model  # type: ignore[no-any-return]
 
 
@@ -253,18 +286,38 @@ def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
     return typing.get_type_hints(func, include_extras=True)
 
 
-families: Registry[Any] = Registry("model family", "family")
-sources: Registry[Any] = Registry("data source", "source")
-policies: Registry[Any] = Registry("policy", "policy")
-filters: Registry[Any] = Registry("filter", "filter")
-metrics: Registry[Any] = Registry("metric", "metric")
-REGISTRIES = {reg.key: reg for reg in (families, sources, policies, filters, metrics)}
+# each holds classes implementing its protocol: get(name) -> the class, build(name) -> an instance
+families: Registry[GenerativeModel] = Registry("model family", "family")
+sources: Registry[Source] = Registry("data source", "source")
+policies: Registry[Policy] = Registry("policy", "policy")
+filters: Registry[Filter] = Registry("filter", "filter")
+metrics: Registry[Metric] = Registry("metric", "metric")
+REGISTRIES: dict[str, Registry[Any]] = {
+    reg.key: reg for reg in (families, sources, policies, filters, metrics)}
+
+_loaded = False
+
+
+def load_components() -> None:
+    """Register the built-in components (``collapselab.components``) and the installed
+    distributions' entry points, once: every lookup calls it, so nobody imports for the side
+    effect. Registering needs no loading (the built-in modules register while it runs)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # set first: the modules it imports register (and may look up) components
+    try:
+        importlib.import_module("collapselab.components")
+    except BaseException:
+        _loaded = False
+        raise
 
 
 def name_of(component: Any) -> str:
     """How a config names ``component`` (an instance or a class), for messages: its registered
     name, else its import path."""
     cls = component if inspect.isclass(component) else type(component)
+    load_components()
     for reg in REGISTRIES.values():
         for name, entry in reg._entries.items():
             if entry is cls:
@@ -292,7 +345,7 @@ def load_entry_points() -> None:
             problem = f"its value must be package.module:Name; got {ep.value!r}"
         elif name in reg._entries and reg._entries[name] != ep.value:
             problem = f"{reg.kind} {name!r} is already provided by {reg.origin(name)}"
-        if problem is not None:
+        if problem is not None or reg is None:
             warnings.warn(f"entry point {ep.name!r} of {dist} ignored: {problem}", stacklevel=2)
             continue
         reg.register(name, ep.value, origin=dist)

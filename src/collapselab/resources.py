@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collapselab import registry
+from collapselab import capabilities, registry
 from collapselab.config import ExperimentConfig
 from collapselab.errors import ConfigError
+from collapselab.protocol import Model
 
 LABEL_BYTES = 8  # int64 provenance label per training row
 GROWING = ("accumulate",)  # policies whose training set grows by every generation's samples
@@ -47,7 +48,7 @@ def estimate(cfg: ExperimentConfig, source: Any | None = None) -> Estimate:
     chains, size = cfg.chains, cfg.data.size
     m = cfg.synthetic_size or size
     producers = max(1, len(cfg.producers or []))
-    heldout = _heldout_rows(source)
+    heldout = capabilities.heldout_rows(source)
     grows = cfg.policy.name.startswith(GROWING)
     train_last = size + (cfg.generations - 1) * m if grows else max(size, m)
     first = chains * (size * per + size * LABEL_BYTES) + heldout * per
@@ -66,38 +67,26 @@ def estimate(cfg: ExperimentConfig, source: Any | None = None) -> Estimate:
 def _working_bytes(spec: Any, cfg: ExperimentConfig, source: Any, per: int, rows: int) -> int:
     """What the family holds besides the data, if it declares it: ``working_bytes(params,
     chains=, rows=, sample_bytes=, heldout=)`` (e.g. a covariance per chain, D x D)."""
-    hook = getattr(registry.families.get(spec.family), "working_bytes", None)
-    if not callable(hook):
-        return 0
+    hook = capabilities.declared(registry.families.get(spec.family), "working_bytes", Model)
     return int(hook(spec.params, chains=cfg.chains, rows=rows, sample_bytes=per,
-                    heldout=_heldout_rows(source)))
+                    heldout=capabilities.heldout_rows(source)))
 
 
 def sample_bytes(source: Any) -> int:
-    """Bytes of one sample of ``source``: float64 vectors, int64 states, int32 token blocks,
-    float32 images; otherwise measured on one real sample."""
-    kind = getattr(source, "kind", None)
-    if kind == "tokens" and isinstance(getattr(source, "block_len", None), int):
-        return 4 * int(source.block_len)
-    if kind == "images" and getattr(source, "image_shape", None) is not None:
+    """Bytes of one sample of ``source``: int32 token blocks, float32 images, int64 states;
+    otherwise (vectors) measured on one real sample."""
+    block_len = capabilities.block_len(source)
+    if source.kind == "tokens" and block_len is not None:
+        return 4 * block_len
+    if source.kind == "images" and capabilities.provides(source, capabilities.HasImageSplit):
         h, w = source.image_shape
         return 4 * int(h) * int(w)
-    if kind == "categorical":
+    if source.kind == "categorical":
         return 8
-    if kind == "continuous" and isinstance(getattr(source, "dim", None), int):
-        return 8 * int(source.dim)
     import numpy as np
 
     one = np.asarray(source.real(1, 1, np.random.default_rng(0)))
     return max(1, int(one.nbytes))
-
-
-def _heldout_rows(source: Any) -> int:
-    rows = getattr(source, "heldout_size", None)
-    if isinstance(rows, int):
-        return rows
-    test = getattr(source, "test_images", None)
-    return len(test) if test is not None else 0
 
 
 def available_memory() -> int:

@@ -24,7 +24,9 @@ from collapselab.config.schema import (
     Spec,
 )
 from collapselab.errors import CollapselabError, ConfigError
+from collapselab.metrics.base import MetricBase
 from collapselab.policies import RealFraction
+from collapselab.protocol import Model
 
 COMPONENTS: dict[str, tuple[registry.Registry[Any], str]] = {  # section -> (registry, its key)
     "model": (registry.families, "family"),
@@ -38,8 +40,6 @@ SECTION_FIELDS = {"data": {"source", "size"}}  # keys of a section that are not 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
     """Check everything, report every problem at once, and return the resolved config."""
-    import collapselab.components  # noqa: F401  (registers every component)
-
     problems = _non_finite(raw)  # NaN / inf anywhere: said once, not again by each field's rule
     said = {p.partition(":")[0] for p in problems}
     try:
@@ -100,8 +100,7 @@ class Setup:
     @property
     def block_len(self) -> int | None:
         """Tokens per block of a token source (``data.block_len``); ``None`` for other data."""
-        value = getattr(self.source, "block_len", None)
-        return value if isinstance(value, int) else None
+        return capabilities.block_len(self.source)
 
     def prompt_problems(self, prompt_tokens: int) -> list[str]:
         """The LM families' rule: a sampled block continues its prompt by at least one token."""
@@ -127,7 +126,7 @@ def _check_setup(cfg: ExperimentConfig) -> list[str]:
     except CollapselabError:
         source = None  # a missing or broken file: the source says so when the run builds it
     problems = []
-    kind = getattr(source, "kind", None) or getattr(registry.sources.get(cfg.data.source), "kind", None)
+    kind = (source if source is not None else registry.sources.get(cfg.data.source)).kind
     if cfg.watermark is not None and kind != "tokens":
         problems.append(f"watermark: needs token data (it biases the LM families' sampling); "
                         f"data.source {cfg.data.source!r} gives {kind} data; got "
@@ -148,8 +147,8 @@ def _check_setup(cfg: ExperimentConfig) -> list[str]:
         if params.get("device") == "cuda" and not _cuda_available():
             problems.append(f"{where}.device: 'cuda' but CUDA is not available on this machine; "
                             f"use 'auto' or 'cpu'; got 'cuda'")
-        hook = getattr(registry.families.get(spec.family), "check_setup", None)
-        if source is not None and callable(hook):
+        hook = capabilities.declared(registry.families.get(spec.family), "check_setup", Model)
+        if source is not None:
             problems += hook(params, Setup(where, source, cfg.data.size, cfg.synthetic_size,
                                            cfg.chains, cfg.watermark))
     return problems
@@ -216,7 +215,7 @@ def _check_components(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                                          for c in models]
             except (pydantic.ValidationError, KeyError):
                 pass  # the structural validation has reported it
-    if getattr(source, "kind", None) is not None:
+    if source is not None:
         problems += _check_kinds(raw, resolved, source)
         if raw.get("metrics") is None:
             # built-ins only: installing a plugin must not change what an existing config measures
@@ -231,7 +230,8 @@ def _by_default(metric: Any, kind: str) -> bool:
     """Whether a config that lists no metrics gets ``metric`` on ``kind`` data: a metric that
     costs seconds a generation declares ``default_kinds``, the kinds it is a default on (empty:
     none; absent: all it accepts)."""
-    return kind in getattr(metric, "default_kinds", frozenset({kind}))
+    kinds = capabilities.declared(metric, "default_kinds", MetricBase)
+    return kinds is None or kind in kinds
 
 
 def _check_mix(raw: dict[str, Any]) -> list[str]:
@@ -297,7 +297,7 @@ def _check_one(
 def _why_not(component: Any, source: Any, families: list[Any] | None = None) -> str | None:
     """Why a metric cannot measure runs on ``source`` (a class) with the model ``families``
     (classes), or ``None`` if it can: the kind of data, and the capabilities it ``needs``."""
-    if source.kind not in getattr(component, "kinds", frozenset()):
+    if source.kind not in component.kinds:
         return f"does not apply to {source.kind} data"
     return _unmet(component, source, families or [])
 
@@ -305,7 +305,7 @@ def _why_not(component: Any, source: Any, families: list[Any] | None = None) -> 
 def _unmet(component: Any, source: Any, families: list[Any]) -> str | None:
     """The first capability in a metric's or filter's ``needs`` (``collapselab.capabilities``
     Protocols) that the source or a model family lacks, said with what it is, or ``None``."""
-    for cap in getattr(component, "needs", ()):
+    for cap in capabilities.declared(component, "needs", MetricBase):  # a filter's: the same
         if not isinstance(cap, type):
             return (f"declares needs={cap!r}; each need must be a capability Protocol from "
                     f"collapselab.capabilities (e.g. HasTrueDensity, ScoresTokens)")
@@ -340,7 +340,7 @@ def _check_kinds(raw: dict[str, Any], resolved: dict[str, Any], source: Any) -> 
     for where, model in models:
         if model is None:
             continue
-        kinds = getattr(registry.families.get(model.family), "kinds", None)
+        kinds = capabilities.declared(registry.families.get(model.family), "kinds", Model)
         if kinds is not None and kind not in kinds:
             problems.append(f"{where}.family: {model.family!r} cannot model {kind} data; "
                             f"families for {kind}: {', '.join(_accepting(registry.families, kind))}")
@@ -379,7 +379,7 @@ def _accepting(reg: registry.Registry[Any], kind: str) -> list[str]:
     out = []
     for n in reg.names():
         try:
-            kinds = getattr(reg.get(n), "kinds", None)
+            kinds = capabilities.declared(reg.get(n), "kinds", Model)
         except ImportError:
             continue
         if kinds is None or kind in kinds:

@@ -2,16 +2,23 @@
 
 A metric is a registered class: hyperparameters as typed ``__init__`` keywords (its config fields), a
 class attribute ``kinds`` naming the source kinds it understands, and ``__call__(ctx)`` returning a
-dict of named values, each a scalar or one value per chain ``(chains,)``. The run store keeps the
-chain mean and its standard error per generation; per-sample arrays a report wants to draw (e.g.
-per-sequence perplexities for histograms) go into ``ctx.artifacts`` and land in the generation's
-folder.
+dict of named values, each a scalar or one value per chain ``(chains,)``. The loop stores the chain
+mean and its standard error per generation (``<key>``, ``<key>.sem`` in ``metrics.jsonl``) and the
+per-chain values in the run's ``records/``. Per-sample arrays a report wants to draw (e.g.
+per-sequence perplexities for histograms) go into ``ctx.artifacts``: the store saves them in the
+same ``records/`` chunk (``artifacts.<producer>.<key>``), read back with ``RunStore.artifacts(gen)``.
+
+:class:`Metric` is that protocol as a ``typing.Protocol``; :class:`MetricBase` the base class with
+the defaults of what a metric may declare: ``needs`` (capabilities of the source or the model
+family, ``collapselab.capabilities``), ``default_kinds`` (where it is a default metric), and for the
+report ``describe``, ``worse`` and ``plots`` (``metrics/declare.py``). A metric that does not
+subclass it gets the same defaults. ``collapselab.testing.check_component`` checks a metric.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,7 +45,25 @@ class GenerationContext:
         return np.broadcast_to(self.heldout, (self.chains, *self.heldout.shape[1:]))
 
 
+@runtime_checkable
 class Metric(Protocol):
-    kinds: ClassVar[frozenset[str]]
+    """A metric (``registry.PROTOCOLS["metric"]`` asks a registered class for the same)."""
+
+    kinds: ClassVar[frozenset[str]]  # source kinds it measures
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]: ...
+
+
+class MetricBase:
+    """Base class of metrics: a subclass sets ``kinds`` and defines ``__call__`` (registration
+    refuses it without them); the rest are declarations with their defaults."""
+
+    kinds: ClassVar[frozenset[str]]
+    # capabilities (collapselab.capabilities Protocols) of the source or the model family it
+    # needs: config validation refuses the metric where one is missing, naming it
+    needs: ClassVar[tuple[type, ...]] = ()
+    # the data kinds on which it is a default metric; None: every kind it accepts; empty: never
+    default_kinds: ClassVar[frozenset[str] | None] = None
+    describe: ClassVar[dict[str, str]] = {}  # key or pattern -> what the value means
+    worse: ClassVar[dict[str, str]] = {}  # key or pattern -> "higher" | "lower" under collapse
+    plots: ClassVar[tuple[Any, ...]] = ()  # metrics.declare.Plot (or dicts): how the report draws

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from collapselab import gaussians
+from collapselab import capabilities, gaussians
 from collapselab.capabilities import IsMixture, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
@@ -33,7 +33,7 @@ def model_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
 def true_moments(ctx: GenerationContext) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(1, D)`` and covariance ``(1, D, D)`` of the source's truth (shared by every chain),
     or ``(C, D)`` and ``(C, D, D)`` of each chain's real pool where the source has no closed form."""
-    truth = getattr(ctx.source, "truth", None)
+    truth = capabilities.truth(ctx.source)
     if truth and "means" in truth:
         mean, cov = gaussians.moments(
             (truth["weights"][None], truth["means"][None], truth["covs"][None])
@@ -229,7 +229,7 @@ class L2Distance:
     plots = (Plot.curve("l2_distance", "distance to the true density (L2)", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        truth = getattr(ctx.source, "truth", None)
+        truth = capabilities.truth(ctx.source)
         if not (truth and "means" in truth and provides(ctx.model, IsMixture)):
             return {}
         model = ctx.model.mixture()

@@ -41,6 +41,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from collapselab import gaussians
+from collapselab.capabilities import Encodes, HasFingerprint, HasImageSplit, provides
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
@@ -135,18 +136,18 @@ def real_features(ctx: GenerationContext) -> RealFeatures:
 
 
 def source_features(src: Any, real: np.ndarray | None = None) -> RealFeatures:
-    images = getattr(src, "train_images", None)
-    labels = getattr(src, "train_labels", None)
-    if images is None:  # a source without a split: its real pool stands in
+    if provides(src, HasImageSplit):
+        images, labels = src.train_images, src.train_labels
+        test_images, test_labels = src.test_images, src.test_labels
+    else:  # a source without a split: its real pool stands in
         images, labels = np.asarray(real[0]), None  # type: ignore[index]
-    key = getattr(src, "fingerprint", None) or hashlib.sha1(
+        test_images = test_labels = None
+    key = src.fingerprint if provides(src, HasFingerprint) else hashlib.sha1(
         np.ascontiguousarray(images).tobytes()).hexdigest()
     if key not in _CACHE:
         # one BLAS thread: small matrices run several times slower with 2 busy cores (measured)
         with threadpool_limits(limits=1):
-            _CACHE[key] = _train_features(np.asarray(images), labels,
-                                          getattr(src, "test_images", None),
-                                          getattr(src, "test_labels", None))
+            _CACHE[key] = _train_features(np.asarray(images), labels, test_images, test_labels)
     return _CACHE[key]
 
 
@@ -227,7 +228,7 @@ class LatentSpread:
              Plot.histogram("latent_spread", "norm of latent means under generation 0's encoder"))
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        if not hasattr(ctx.reference, "encode"):
+        if not provides(ctx.reference, Encodes):
             return {}
         mu = ctx.reference.encode(ctx.synthetic)  # (C, m, L)
         mu_real = ctx.reference.encode(ctx.real[:, : ctx.synthetic.shape[1]])

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from collapselab import capabilities
+from collapselab.capabilities import HasCoefficients
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
 from collapselab.registry import metrics
@@ -22,8 +24,8 @@ class ExcessRisk:
     plots = (Plot.curve("excess_risk", "excess risk", headline=True),)
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        truth = getattr(ctx.source, "truth", None) or {}
-        if "weights" not in truth or not hasattr(ctx.model, "coef_"):
+        truth = capabilities.truth(ctx.source)
+        if "weights" not in truth or not capabilities.provides(ctx.model, HasCoefficients):
             return {}
         return {"excess_risk": ((ctx.model.coef_ - np.asarray(truth["weights"])[None]) ** 2).sum(axis=1)}
 

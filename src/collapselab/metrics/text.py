@@ -17,7 +17,15 @@ import numpy as np
 from pydantic import Field
 
 from collapselab import protocol
-from collapselab.capabilities import HasTrueDensity, ScoresTokens
+from collapselab.capabilities import (
+    CompletesPrompts,
+    HasTrainCounts,
+    HasTrueDensity,
+    HasValidSplit,
+    ScoresTokens,
+    provides,
+    source_sizes,
+)
 from collapselab.errors import DataError
 from collapselab.metrics.base import GenerationContext
 from collapselab.metrics.declare import Plot
@@ -58,18 +66,15 @@ def token_scores(model: Any, x: np.ndarray) -> tuple[np.ndarray, int] | None:
 
 def train_counts(ctx: GenerationContext) -> np.ndarray:
     """Token frequencies of the real train split (the source's, else generation 0's real pool)."""
-    counts = getattr(ctx.source, "train_counts", None)
-    if counts is None:
-        counts = getattr(ctx.source, "train_counts_", None)
-    if counts is None:
-        size = getattr(ctx.source, "vocab_size", None) or int(ctx.real.max()) + 1
-        counts = np.bincount(np.asarray(ctx.real[0]).ravel(), minlength=size)
-    return np.asarray(counts)
+    if provides(ctx.source, HasTrainCounts):
+        return np.asarray(ctx.source.train_counts)
+    size = source_sizes(ctx.source).get("vocab_size") or int(ctx.real.max()) + 1
+    return np.bincount(np.asarray(ctx.real[0]).ravel(), minlength=size)
 
 
 def vocab_size(ctx: GenerationContext, counts: np.ndarray) -> int:
     size = max(len(counts), int(ctx.synthetic.max()) + 1 if ctx.synthetic.size else 0)
-    return int(max(size, getattr(ctx.source, "vocab_size", 0) or 0))
+    return int(max(size, source_sizes(ctx.source).get("vocab_size", 0)))
 
 
 def frequency_buckets(counts: np.ndarray, buckets: int) -> np.ndarray:
@@ -166,10 +171,9 @@ class Perplexity:
         ll = protocol.scores(ctx.model, test)  # (chains, m)
         ctx.artifacts["ppl_test"] = np.exp(-ll)
         out: dict[str, Any] = {"ppl_test": perplexity(ll)}
-        valid_fn = getattr(ctx.source, "valid", None)
-        if callable(valid_fn) and getattr(ctx.source, "has_valid", True):
+        if provides(ctx.source, HasValidSplit):
             try:
-                valid = np.asarray(valid_fn(ctx.rng))
+                valid = np.asarray(ctx.source.valid(ctx.rng))
             except DataError:
                 return out
             valid = np.broadcast_to(valid, (ctx.chains, *valid.shape[1:]))
@@ -485,8 +489,7 @@ class Continuations:
                 for text in self.prompts]
 
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        complete = getattr(ctx.model, "complete", None)
-        if not callable(complete):
+        if not provides(ctx.model, CompletesPrompts):
             log.warning("continuations: %s has no complete(); skipped", type(ctx.model).__name__)
             return {}
         block = ctx.heldout.shape[-1]
@@ -494,7 +497,7 @@ class Continuations:
         prompts, texts = [], []
         for ids in self.prompt_ids(ctx):
             new = max(1, min(self.new_tokens, block - len(ids)))
-            out = np.asarray(complete(ids[None], new, rng))[0]  # (p + new,)
+            out = np.asarray(ctx.model.complete(ids[None], new, rng))[0]  # (p + new,)
             prompts.append(ctx.source.decode(ids))
             texts.append(ctx.source.decode(out[len(ids):]))
         ctx.artifacts["continuation_prompts"] = np.array(prompts, dtype=str)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from collapselab.capabilities import HasImageSplit, provides
 from collapselab.errors import DataError, NumericalError
 from collapselab.models.sampling import torch_generator
 from collapselab.protocol import Model, NetworkCache, check_data, check_n
@@ -172,12 +173,14 @@ class VAE(NetworkCache, Model):
     def check_setup(cls, params: dict[str, Any], setup: Any) -> list[str]:
         """Config time: two stride-2 convolutions halve the image twice, so its height and width
         must be multiples of 4 (a 1x1-pixel image has nothing to convolve)."""
-        shape = getattr(setup.source, "image_shape", None)
-        if shape is None or (shape[0] % 4 == 0 and shape[1] % 4 == 0):
+        if not provides(setup.source, HasImageSplit):
+            return []
+        shape = setup.source.image_shape
+        if shape[0] % 4 == 0 and shape[1] % 4 == 0:
             return []
         return [f"data: the vae family needs images whose height and width are multiples of 4 "
                 f"(two stride-2 convolutions); got {shape[0]}x{shape[1]} images from "
-                f"{getattr(setup.source, 'name', 'the source')}"]
+                f"{setup.source.name}"]
 
     # ------------------------------------------------------------ fitting
 

@@ -127,7 +127,6 @@ class RunView:
     @cached_property
     def kind(self) -> str:
         """The kind of data the run's source gives (``tokens``, ``continuous``, ...)."""
-        import collapselab.components  # noqa: F401  (registers the built-in sources)
         from collapselab import registry
 
         try:
@@ -208,7 +207,6 @@ class Declared:
 
     @classmethod
     def of(cls, configs: list[Any]) -> Declared:
-        import collapselab.components  # noqa: F401  (registers the built-in metrics)
         from collapselab import registry
 
         out = cls()

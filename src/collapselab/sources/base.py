@@ -11,13 +11,19 @@ chains axis, like all data in collapselab: ``(chains, n, *event_shape)``.
 - ``fresh(n, chains, rng)``: new real samples for the ``fresh`` policy (finite corpora draw a new
   random subset of the train split).
 - ``heldout(rng)``: real held-out data for metrics, ``(1, m, ...)``; broadcast over chains.
-- optional attributes a metric may use: ``truth`` (a dict of closed-form parameters), ``vocab``
-  (list of strings, for text), ``vocab_size``.
+- optional: what ``collapselab.capabilities`` names for a source (``truth``, ``vocab`` and
+  ``vocab_size``, ``n_states``, ``block_len``, ``heldout_size``, ``log_prob_tokens``, ...); a
+  source declares each by having it (or by subclassing the capability's Protocol), and metrics,
+  filters and families ask ``capabilities.provides`` or its helpers (``capabilities.truth``).
+
+:class:`Source` is that protocol as a ``typing.Protocol``; :class:`SourceBase` a base class with
+what a source may leave out (``fresh``: more draws of ``real``).
+``collapselab.testing.check_component`` checks a source against it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,16 +31,31 @@ from collapselab import registry
 from collapselab.errors import RunError
 from collapselab.protocol import NUMBERS
 
+KINDS = ("continuous", "categorical", "tokens", "images")  # what a source's ``kind`` may be
+
 
 @runtime_checkable
 class Source(Protocol):
-    kind: str
+    """A data source (``registry.PROTOCOLS["source"]`` asks a registered class for the same)."""
+
+    kind: ClassVar[str]
 
     def real(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray: ...
 
     def fresh(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray: ...
 
     def heldout(self, rng: np.random.Generator) -> np.ndarray: ...
+
+
+class SourceBase:
+    """Base class of sources: a subclass sets ``kind`` and defines ``real`` and ``heldout``
+    (registration refuses it without them); ``fresh`` defaults to more draws of ``real`` (right
+    for a distribution; a finite corpus draws a new subset of its train split instead)."""
+
+    kind: ClassVar[str]
+
+    def fresh(self, n: int, chains: int, rng: np.random.Generator) -> np.ndarray:
+        return self.real(n, chains, rng)  # type: ignore[attr-defined,no-any-return]
 
 
 def checked(source: Any, method: str, data: Any, chains: int, n: int | None = None) -> np.ndarray:
@@ -54,6 +75,3 @@ def tile_chains(data: np.ndarray, chains: int) -> np.ndarray:
     """Share one ``(n, ...)`` pool across ``chains``: ``(chains, n, ...)`` without copying."""
     return np.broadcast_to(data, (chains, *data.shape))
 
-
-def describe(source: Any) -> dict[str, Any]:
-    return {"kind": source.kind, **getattr(source, "truth", {})}
