@@ -4,9 +4,10 @@
    ``GPT2LMHeadModel`` (GPT2Config: 4 layers, 4 heads, d=256, vocab 16k, 128 positions, all dropout
    0, default attention) trained by a plain PyTorch loop (``torch.optim.AdamW`` defaults + the same
    clip); batch 32 x 128 on both sides, each rep building its model and taking the same number of
-   steps. The fraction of the machine's fp32 matmul ceiling uses 6 x params x tokens FLOPs (params
-   counted once, tied embeddings once); the ceiling is a 2048^2 ``torch.mm``, measured next to every
-   pair (its best of a few), so both figures see the same machine load.
+   steps. The fraction of the machine's fp32 matmul ceiling counts a step's matmul FLOPs
+   (:func:`train_flops_per_token`: 6 x multiplying weights + attention, per token); the ceiling is
+   a 2048^2 ``torch.mm``, measured next to every pair (its best of a few), so both figures see the
+   same machine load.
 5. Sampling new tokens/s: our KV-cache sampler (``models/sampling.generate``) vs HF ``generate`` on
    the same weights (our network's parameters copied into a ``GPT2LMHeadModel`` whose vocabulary has
    the extra BOS row; its logits match ours, checked), batch 32, BOS prompt, 128 new tokens, plain
@@ -39,16 +40,25 @@ def matmul_gflops(size: int = 2048, reps: int = 3) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def hf_config(vocab: int, positions: int) -> Any:
+def hf_config(vocab: int, positions: int, n_layer: int = ARCH["n_layer"],
+              n_head: int = ARCH["n_head"], d_model: int = ARCH["d_model"]) -> Any:  # fmt: skip
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=ARCH["d_model"],
-                      n_layer=ARCH["n_layer"], n_head=ARCH["n_head"], resid_pdrop=0.0,
-                      embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
-                      pad_token_id=0)  # fmt: skip
+    return GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=d_model, n_layer=n_layer,
+                      n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                      bos_token_id=None, eos_token_id=None, pad_token_id=0)  # fmt: skip
 
 
 # ---------------------------------------------------------------- 4. training
+
+
+def train_flops_per_token(net: GPTNet, block: int) -> int:
+    """Matmul FLOPs of a training step per token (PaLM's count, forward + backward): 6 x the
+    weights that multiply (the blocks' Linears and the tied output layer, not the embedding
+    lookups, biases or LayerNorms) + 12 x layers x d_model x block for attention's two matmuls."""
+    weights = sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Linear))
+    weights += net.vocab_size * net.d_model
+    return 6 * weights + 12 * net.n_layer * net.d_model * block
 
 
 def ours_train(data: np.ndarray) -> float:
@@ -80,7 +90,7 @@ def training(sizes: dict[str, Any], reps: int) -> tuple[list[Row], dict[str, Any
     data = np.random.default_rng(0).integers(0, VOCAB, (1, steps * BATCH, BLOCK), dtype=np.int32)
     tokens = steps * BATCH * BLOCK
     params = sum(p.numel() for p in GPTNet(VOCAB, BLOCK, **ARCH).parameters())
-    flops_per_token = 6 * params
+    flops_per_token = train_flops_per_token(GPTNet(VOCAB, BLOCK, **ARCH), BLOCK)
     ceilings: list[float] = []
 
     def ours() -> float:
@@ -120,17 +130,21 @@ def training(sizes: dict[str, Any], reps: int) -> tuple[list[Row], dict[str, Any
 # ---------------------------------------------------------------- 5. sampling
 
 
+# our block's modules -> GPT-2's (its Conv1D layers hold the transposed weights of our Linears)
+HF_NAMES = {"ln1": "ln_1", "ln2": "ln_2", "qkv": "attn.c_attn", "proj": "attn.c_proj",
+            "fc": "mlp.c_fc", "fc_out": "mlp.c_proj"}  # fmt: skip
+
+
 def hf_copy(net: GPTNet) -> Any:
     """A ``GPT2LMHeadModel`` holding ``net``'s weights (HF's Conv1D stores weights transposed)."""
     from transformers import GPT2LMHeadModel
 
-    hf = GPT2LMHeadModel(hf_config(net.vocab_size + 1, net.context_len)).eval()
+    cfg = hf_config(net.vocab_size + 1, net.context_len, net.n_layer, net.n_head, net.d_model)
+    hf = GPT2LMHeadModel(cfg).eval()
     sd = {"transformer.wte.weight": net.wte.weight, "transformer.wpe.weight": net.wpe.weight,
           "transformer.ln_f.weight": net.ln_f.weight, "transformer.ln_f.bias": net.ln_f.bias}
-    pairs = {"ln1": "ln_1", "ln2": "ln_2", "qkv": "attn.c_attn", "proj": "attn.c_proj",
-             "fc": "mlp.c_fc", "fc_out": "mlp.c_proj"}  # fmt: skip
     for i, block in enumerate(net.blocks):
-        for ours, theirs in pairs.items():
+        for ours, theirs in HF_NAMES.items():
             mod = getattr(block, ours)
             linear = ours not in ("ln1", "ln2")
             sd[f"transformer.h.{i}.{theirs}.weight"] = mod.weight.T if linear else mod.weight

@@ -7,16 +7,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from collapselab import registry
 from collapselab.errors import ConfigError
-from collapselab.models import sampling
-from collapselab.models.gpt import GPT, pretrain_base
+from collapselab.models import gpt, sampling
+from collapselab.models.gpt import GPT, GPTNet, pretrain_base
 from collapselab.protocol import NotFittedError, clone
 from tests.models.torch_threads import one_torch_thread  # noqa: F401
 
 VOCAB, BLOCK = 10, 12
-DEFAULT_THREADS = torch.get_num_threads()  # before the module's one-thread fixture
 TINY = dict(n_layer=2, n_head=2, d_model=32, epochs=6, batch_size=16, lr=1e-2, device="cpu")
 
 
@@ -201,72 +201,64 @@ def test_unconditional_sampling_from_bos(corpus: np.ndarray) -> None:
     assert ((out[..., 1:] - out[..., :-1]) % 8 == 1).mean() > 0.9
 
 
-@pytest.mark.slow
-def test_benchmark_against_hugging_face_gpt2() -> None:
-    """Throughput vs HF GPT-2 of the same size (4 layers, 4 heads, d=256, vocab 16k), CPU.
+def tiny_net(vocab: int = 50, context: int = 16) -> GPTNet:
+    net = GPTNet(vocab, context, n_layer=2, n_head=2, d_model=32)
+    net.init_weights(torch.Generator().manual_seed(0))
+    return net
 
-    Run: ``pytest -m slow -s tests/models/test_gpt.py -k benchmark`` (``BENCH_THREADS=n`` sets
-    torch's thread count; default: torch's). Training: batch 32x128, AdamW,
-    a plain HF loop (``model(input_ids, labels=...)``) against ``GPT.fit``. Sampling: batch 32, one
-    prompt token, 128 new tokens, multinomial sampling, against HF ``generate``. Rounds alternate
-    and the best of each is kept, so a busy machine hurts both sides alike."""
-    import os
-    import time
 
-    transformers = pytest.importorskip("transformers")
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", DEFAULT_THREADS)))
-    vocab, batch, block, new, steps, rounds = 16_000, 32, 128, 128, 3, 3
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, vocab, size=(1, batch * steps, block))
-    arch = dict(n_layer=4, n_head=4, d_model=256, vocab_size=vocab, context_len=block + 2)
-    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=block + 2, n_embd=256, n_layer=4,
-                                  n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                  bos_token_id=0, eos_token_id=0)  # fmt: skip
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(cfg)
-    hf_opt = torch.optim.AdamW(hf.parameters(), lr=3e-4)
-    x = torch.from_numpy(data[0])
+def bos_blocks(net: GPTNet, n: int, length: int) -> torch.Tensor:
+    x = torch.randint(0, net.vocab_size, (n, length), generator=torch.Generator().manual_seed(1))
+    x[:, 0] = net.vocab_size  # BOS
+    return x
 
-    def hf_train() -> None:
-        hf.train()
-        for s in range(steps):
-            xb = x[s * batch : (s + 1) * batch]
-            loss = hf(input_ids=xb, labels=xb).loss
-            hf_opt.zero_grad()
-            loss.backward()
-            hf_opt.step()
 
-    ours = GPT(**arch, batch_size=batch, device="cpu", lr_schedule="constant")
-    prompts = data[0, :batch, :1]
-    hf_prompts = torch.from_numpy(prompts)
+def test_same_logits_loss_and_gradients_as_hugging_face_gpt2() -> None:
+    """Our network and HF's GPT2LMHeadModel holding the same weights: same logits, and the training
+    loss (ours by the chunked LinearCrossEntropy) with the same gradient for every weight."""
+    pytest.importorskip("transformers")
+    from benchmarks.gpt import HF_NAMES, hf_copy
 
-    def hf_sample() -> None:
-        hf.eval()
-        with torch.no_grad():
-            out = hf.generate(hf_prompts, attention_mask=torch.ones_like(hf_prompts),
-                              do_sample=True, top_k=0, max_new_tokens=new, min_new_tokens=new,
-                              pad_token_id=0)  # fmt: skip
-        assert out.shape == (batch, 1 + new)
+    net = tiny_net().train()
+    hf = hf_copy(net).train()
+    x = bos_blocks(net, 6, 17)
+    v = net.vocab_size
+    theirs = hf(input_ids=x[:, :-1]).logits[..., :v]
+    assert torch.allclose(net(x[:, :-1]), theirs, atol=1e-5)
+    ours_loss = net(x[:, :-1], targets=x[:, 1:])
+    hf_loss = F.cross_entropy(theirs.reshape(-1, v), x[:, 1:].reshape(-1))
+    assert torch.allclose(ours_loss, hf_loss, atol=1e-6)
+    ours_loss.backward()
+    hf_loss.backward()
+    hf_params = dict(hf.named_parameters())
+    grads = [(net.wte.weight.grad, hf_params["transformer.wte.weight"].grad),
+             (net.wpe.weight.grad, hf_params["transformer.wpe.weight"].grad),
+             (net.ln_f.weight.grad, hf_params["transformer.ln_f.weight"].grad),
+             (net.ln_f.bias.grad, hf_params["transformer.ln_f.bias"].grad)]  # fmt: skip
+    for i, block in enumerate(net.blocks):
+        for ours, theirs_name in HF_NAMES.items():
+            mod = getattr(block, ours)
+            hf_weight = hf_params[f"transformer.h.{i}.{theirs_name}.weight"].grad
+            grads.append((mod.weight.grad, hf_weight if ours.startswith("ln") else hf_weight.T))
+            grads.append((mod.bias.grad, hf_params[f"transformer.h.{i}.{theirs_name}.bias"].grad))
+    assert len(grads) == len(list(net.parameters()))
+    for ours_g, hf_g in grads:
+        assert torch.allclose(ours_g, hf_g, atol=1e-6, rtol=1e-4)
 
-    def timed(fn) -> float:
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
 
-    best: dict[str, float] = {}
-    for r in range(rounds):
-        res = {
-            "train ours": timed(lambda: ours.fit(data, rng=rng)),
-            "train hf": timed(hf_train),
-            "sample ours": timed(lambda: ours.complete(prompts, new, rng)),
-            "sample hf": timed(hf_sample),
-        }
-        if r:  # the first round warms up
-            best = {k: min(v, best.get(k, np.inf)) for k, v in res.items()}
-    train = {k: batch * block * steps / v for k, v in best.items() if k.startswith("train")}
-    samp = {k: batch * new / v for k, v in best.items() if k.startswith("sample")}
-    print(f"\ntorch threads {torch.get_num_threads()}; tokens/s: ")
-    for k, v in {**train, **samp}.items():
-        print(f"  {k:12s} {v:10,.0f}")
-    assert train["train ours"] > 0.8 * train["train hf"]
-    assert samp["sample ours"] > samp["sample hf"]
+@pytest.mark.parametrize("rows", [1, 7, 96, 10_000])
+def test_chunked_loss_equals_the_plain_cross_entropy(rows: int, monkeypatch) -> None:
+    """The training loss in chunks of ``rows`` rows (a partial last chunk too) gives the loss and
+    gradients of ``F.cross_entropy`` on the full logits; without gradients, the same loss."""
+    net = tiny_net()
+    x = bos_blocks(net, 6, 17)
+    monkeypatch.setattr(gpt, "LOSS_CHUNK", rows * net.vocab_size)
+    plain = F.cross_entropy(net(x[:, :-1]).reshape(-1, net.vocab_size), x[:, 1:].reshape(-1))
+    want = torch.autograd.grad(plain, list(net.parameters()))
+    fused = net(x[:, :-1], targets=x[:, 1:])
+    got = torch.autograd.grad(fused, list(net.parameters()))
+    assert torch.allclose(fused, plain, atol=1e-6)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(net(x[:, :-1], targets=x[:, 1:]), plain, atol=1e-6)

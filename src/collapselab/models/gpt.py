@@ -34,9 +34,50 @@ from collapselab.models.distributed import DistributedOption
 from collapselab.models.torch_lm import Device, NeonOption, TorchLM, Training, resolve_device
 
 CHECKPOINT_FORMAT = "collapselab.gpt/1"
-ARCH_FIELDS = ("n_layer", "n_head", "d_model", "vocab_size", "context_len")
+LOSS_CHUNK = 2**23  # logits per chunk of the training loss (32 MB; 524 rows of a 16k vocabulary)
 
 # ---------------------------------------------------------------- the network
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits ``x @ w.T`` against ``targets``, ``rows`` rows at a time, so
+    the ``(N, vocab)`` logits are never held: at batch 32 x 128 and vocab 16k they are 262 MB, and
+    ``F.cross_entropy`` adds their log-softmax, its gradient and the logits' gradient, ~1 GB of fresh
+    pages a step, each streamed through memory. Here each chunk's gradient (``softmax - onehot``, one
+    ``exp`` pass in place) becomes those of ``x`` and ``w`` in the forward pass; the backward pass
+    scales them by the incoming gradient. The same three matmuls as the plain loss."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor,
+                rows: int) -> torch.Tensor:  # fmt: skip
+        n = x.shape[0]
+        grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        gx = torch.empty_like(x) if grads else None
+        gw = torch.zeros_like(w) if grads else None
+        buf = x.new_empty(min(rows, n), w.shape[0])
+        total = x.new_zeros(())
+        for s in range(0, n, rows):
+            xc, t = x[s : s + rows], targets[s : s + rows, None]
+            logits = torch.mm(xc, w.t(), out=buf[: len(xc)])
+            picked = logits.gather(1, t)
+            top = logits.amax(dim=1, keepdim=True)
+            exp = logits.sub_(top).exp_()  # in place: one pass, one exp
+            norm = exp.sum(dim=1, keepdim=True)
+            total += (norm.log() + top - picked).sum()  # logsumexp - target logit
+            if grads:
+                probs = exp.div_(norm)  # d loss_i / d logits_i = softmax - onehot
+                probs.scatter_add_(1, t, probs.new_full(t.shape, -1.0))
+                torch.mm(probs, w, out=gx[s : s + rows])  # type: ignore[index]
+                gw.addmm_(probs.t(), xc)  # type: ignore[union-attr]
+        ctx.save_for_backward(gx, gw)
+        ctx.n = n
+        return total / n
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        gx, gw = ctx.saved_tensors
+        scale = grad / ctx.n
+        return gx * scale, gw * scale, None, None
 
 
 class KVCache:
@@ -130,9 +171,11 @@ class GPTNet(nn.Module):
                     std = resid_std if name.endswith(("proj.weight", "fc_out.weight")) else 0.02
                     nn.init.normal_(p, 0.0, std, generator=gen)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:  # fmt: skip
-        """``idx`` (B, t) -> logits (B, t, vocab) (or (B, 1, vocab) with ``last_only``)."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False,
+                targets: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``idx`` (B, t) -> logits (B, t, vocab) (or (B, 1, vocab) with ``last_only``); with
+        ``targets`` (B, t), the mean next-token cross-entropy instead (by :class:`LinearCrossEntropy`:
+        the logits are never held)."""
         t = idx.shape[1]
         start = cache.pos if cache is not None else 0
         if start + t > self.context_len:
@@ -150,9 +193,11 @@ class GPTNet(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln_f(x)
-        return F.linear(
-            x, self.wte.weight[: self.vocab_size]
-        )  # tied embeddings, BOS never predicted
+        head = self.wte.weight[: self.vocab_size]  # tied embeddings, BOS never predicted
+        if targets is not None:
+            rows = max(1, LOSS_CHUNK // self.vocab_size)
+            return LinearCrossEntropy.apply(x.flatten(0, 1), head, targets.flatten(), rows)  # type: ignore[no-any-return]
+        return F.linear(x, head)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         w = self.wte.weight
@@ -314,6 +359,11 @@ class GPT(TorchLM):
 
     def _forward(self, net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return net(ids)  # type: ignore[no-any-return]
+
+    def _loss(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of ``x`` (B, L), the logits never held (through the net's
+        call, so DDP and FSDP see it)."""
+        return net(x[:, :-1], targets=x[:, 1:])  # type: ignore[no-any-return]
 
     def _make_step(self, net: torch.nn.Module, *, use_cache: bool = True) -> sampling.StepFn:
         return make_step(net, use_cache=use_cache)  # type: ignore[arg-type]
