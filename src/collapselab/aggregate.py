@@ -29,6 +29,7 @@ from collapselab.report.draw import (
     ROW,
     figure,
     legend_below,
+    log_axis,
     png_bytes,
     series_style,
     styled,
@@ -190,7 +191,7 @@ def band_figure(metric: str, stats: Any, frame: Any | None = None, theory: Any |
     from matplotlib.ticker import MaxNLocator
 
     declared = declared or Declared()
-    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.9))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW))
     sub = stats[stats["metric"] == metric]
     n_seeds, handles, labels = set(), [], []
     banded = pointed = predicted = False
@@ -223,6 +224,7 @@ def band_figure(metric: str, stats: Any, frame: Any | None = None, theory: Any |
     finite = finite[np.isfinite(finite)]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         ax.set_yscale("log")
+        log_axis(ax.yaxis)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel(ylabel(axis_label(metric, declared)))

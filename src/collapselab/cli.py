@@ -224,11 +224,12 @@ def report(
 
             for _, store in sweep_runs(run_dirs[0]):
                 store.check()
-            console.print(f"report: {write_sweep_report(run_dirs[0], out)}")
             written = write_sweep_figures(run_dirs[0], figures) if figures is not None else None
+            page = write_sweep_report(run_dirs[0], out)
         else:
-            console.print(f"report: {write_report(list(run_dirs), out)}")
             written = write_figures(list(run_dirs), figures) if figures is not None else None
+            page = write_report(list(run_dirs), out)
+        console.print(f"report: {page}")
         if written is not None:
             console.print(f"figures: {len(written)} files in {figures} "
                           f"({', '.join(sorted({p.suffix[1:] for p in written}))})")

@@ -90,15 +90,38 @@ def styled(draw: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def wrap(text: str, inches: float) -> str:
+    """``text`` in lines that fit ``inches`` at 8 pt (about 11 characters an inch)."""
+    return "\n".join(textwrap.wrap(text, max(16, int(11 * inches))))
+
+
 def ylabel(text: str, height: float = ROW) -> str:
-    """A y-axis label wrapped to the axis' height (about 12 characters an inch at 8 pt)."""
-    return "\n".join(textwrap.wrap(text, max(16, int(11 * height))))
+    """A y-axis label wrapped to the axis' height."""
+    return wrap(text, height)
 
 
 def legend_below(fig: Any, handles: list[Any], labels: list[str]) -> Any:
-    """One legend for the whole figure, under its axes (never over the data)."""
-    ncol = max(1, min(len(labels), 4 if fig.get_figwidth() > COLUMN + 0.5 else 2))
+    """One legend for the whole figure, under its axes (never over the data), in as many columns
+    as its longest label lets fit the figure's width (a longer label is wrapped); the figure
+    grows by the legend's height, so the axes keep theirs."""
+    width = fig.get_figwidth()
+    labels = [wrap(text, (width - 0.6) * 1.15) for text in labels]  # 7 pt: 13 characters an inch
+    longest = max((len(line) for text in labels for line in text.split("\n")), default=1)
+    per_column = 0.45 + longest / 13  # inches: the handle and the text
+    ncol = max(1, min(len(labels), 4, int(width // per_column)))
+    rows = [labels[i:i + ncol] for i in range(0, len(labels), ncol)]
+    lines = sum(max(text.count("\n") + 1 for text in row) for row in rows)
+    fig.set_figheight(fig.get_figheight() + 0.08 + 0.135 * lines)
     return fig.legend(handles, labels, loc="outside lower center", ncol=ncol)
+
+
+def log_axis(axis: Any) -> None:
+    """A log axis labelled 1, 2, 5, 10, 20, ... in plain numbers (no overlapping 2×10¹)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def encode(fig: Any, formats: tuple[str, ...] = ("png",), dpi: int = PAGE_DPI

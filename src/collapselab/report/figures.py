@@ -21,9 +21,11 @@ from collapselab.report.draw import (
     Figure,
     figure,
     legend_below,
+    log_axis,
     ordered,
     series_style,
     styled,
+    wrap,
     ylabel,
 )
 from collapselab.report.view import (
@@ -110,6 +112,7 @@ def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
     finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         ax.set_yscale("log")
+        log_axis(ax.yaxis)
 
 
 def style_keys(theory: bool, real: bool) -> tuple[list[Any], list[str]]:
@@ -131,7 +134,7 @@ def panels(count: int, height: float = ROW, **kwargs: Any) -> tuple[Any, list[An
     cols = min(count, 3)
     rows = -(-count // cols)
     width = COLUMN if count == 1 else FULL
-    fig, grid = plt.subplots(rows, cols, figsize=(width, height * rows + 0.5), squeeze=False,
+    fig, grid = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False,
                              **kwargs)
     axes = list(grid.ravel())
     for ax in axes[count:]:
@@ -169,8 +172,8 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
                                       declared)
             legend.setdefault(label if single else key, line)
             theory, real = theory or t, real or r
-        if not single:
-            ax.set_title(label)
+        if not single:  # a panel per run: a third of the page's width at most
+            ax.set_title(wrap(label, 1.2 * (FULL / min(len(runs), 3) - 0.3)))
     for ax in axes:
         _log_scale(ax, values)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -198,7 +201,7 @@ def distribution_figure(view: RunView, paper: bool = False) -> Figure | None:
         return None
     first, final = store.samples(0), store.samples(last)
     cfg = view.config
-    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.5))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW))
     early, late = PALETTE[0], PALETTE[1]
     if first.ndim == 3 and first.shape[-1] == 1 and first.dtype.kind == "f":  # 1-D continuous
         x0, x1 = first[..., 0].ravel(), final[..., 0].ravel()
@@ -253,12 +256,13 @@ def artifact_histogram(view: RunView, key: str, title: str, paper: bool = False
     finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values])
     if finite.size == 0:
         return None
-    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.7))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW))
     bins = np.geomspace(finite.min(), finite.max(), 60)
     for i, (g, v) in enumerate(zip(gens, values, strict=True)):
         ax.hist(v, bins=bins, density=True, histtype="step", lw=1.2, color=ordered(i, len(gens)),
                 label=f"generation {g}")
     ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel(key)
     ax.set_ylabel("density")
     legend_below(fig, *ax.get_legend_handles_labels())
@@ -383,7 +387,7 @@ def composition_figure(frame: Any, shares: Shares, prefix: str, label: str,
     np.add.at(stacked, (position[shares.rows[take]], band[shares.codes[take]]),
               np.nan_to_num(shares.values[take]))
     gens = column(frame.iloc[idx], "generation")
-    fig, ax = plt.subplots(figsize=(COLUMN, ROW + 0.7))
+    fig, ax = plt.subplots(figsize=(COLUMN, ROW))
     bottom = np.zeros(idx.size)
     for i, (origin, _) in enumerate(groups):
         share = stacked[:, i]
