@@ -24,13 +24,14 @@ from threadpoolctl import ThreadpoolController
 
 from collapselab import capabilities, provenance, registry, theory, watermark, workarea
 from collapselab.config import ExperimentConfig
-from collapselab.curation import Curated, CurationContext, curate
+from collapselab.curation import Curated, CurationContext, Filter, curate
 from collapselab.errors import Interrupted, NumericalError, RunError
 from collapselab.metrics import declare
-from collapselab.metrics.base import GenerationContext
-from collapselab.protocol import NUMBERS, checked_samples, clone
+from collapselab.metrics.base import GenerationContext, Metric
+from collapselab.policies import Policy
+from collapselab.protocol import NUMBERS, GenerativeModel, checked_samples, clone
 from collapselab.provenance import FRESH, Part, Plan, Pool
-from collapselab.sources.base import checked
+from collapselab.sources.base import Source, checked
 from collapselab.store import SINGLE, RunStore, RunWriter
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class Producer:
     ``trains_on`` the shares of producers (by position) in the pool it learns from."""
 
     name: str | None
-    prototype: Any
+    prototype: GenerativeModel
     trains_on: dict[int, float]
 
     def key(self, metric: str) -> str:
@@ -129,11 +130,11 @@ class Experiment:
     """A config turned into objects: what the loop needs, built (and checked) before any writing."""
 
     config: ExperimentConfig
-    source: Any
+    source: Source
     producers: list[Producer]
-    policy: Any
-    filters: list[tuple[str, Any]]
-    metrics: list[tuple[str, Any]]
+    policy: Policy
+    filters: list[tuple[str, Filter]]
+    metrics: list[tuple[str, Metric]]
     predictions: dict[str, theory.Prediction]
 
     @functools.cached_property
@@ -322,8 +323,8 @@ def setup_data(exp: Experiment) -> tuple[Pool, np.ndarray]:
     no generation trains on, ``(1, n_heldout, ...)``."""
     cfg = exp.config
     real_rng, heldout_rng = setup_rngs(cfg.seed)
-    real = exp.source.real(cfg.data.size, cfg.chains, real_rng)
-    real = Pool.real(checked(exp.source, "real", real, cfg.chains, cfg.data.size))
+    data = exp.source.real(cfg.data.size, cfg.chains, real_rng)
+    real = Pool.real(checked(exp.source, "real", data, cfg.chains, cfg.data.size))
     heldout = checked(exp.source, "heldout", exp.source.heldout(heldout_rng), cfg.chains)
     return real, heldout
 

@@ -592,8 +592,8 @@ def _metric_checks() -> Iterator[Check]:
     yield kinds
     yield _needs_check(MetricBase)
 
-    @_rule("declarations", "describe and worse map keys to words ('higher'/'lower' for worse); "
-                           "plots are Plots")
+    @_rule("declarations", "describe and worse map keys to words ('higher'/'lower' for worse), "
+                           "plots are Plots, bounds (low, high) pairs")
     def declarations(metric: Any, rule: str) -> None:
         describe = capabilities.declared(metric, "describe", MetricBase)
         worse = capabilities.declared(metric, "worse", MetricBase)
@@ -606,6 +606,12 @@ def _metric_checks() -> Iterator[Check]:
         bad = [p for p in plots if Plot.of(p) is None]
         if bad:
             raise _fail(metric, rule, f"plots the report cannot draw: {bad!r}")
+        bounds = capabilities.declared(metric, "bounds", MetricBase)
+        if not isinstance(bounds, dict) or not all(
+                isinstance(b, tuple) and len(b) == 2
+                and all(v is None or isinstance(v, (int, float)) for v in b)
+                for b in bounds.values()):
+            raise _fail(metric, rule, f"got bounds={bounds!r}")
     yield declarations
 
     @_rule("values", "returns a dict of numbers, each a scalar or one per chain (chains, ...)")

@@ -11,8 +11,9 @@ same ``records/`` chunk (``artifacts.<producer>.<key>``), read back with ``RunSt
 :class:`Metric` is that protocol as a ``typing.Protocol``; :class:`MetricBase` the base class with
 the defaults of what a metric may declare: ``needs`` (capabilities of the source or the model
 family, ``collapselab.capabilities``), ``default_kinds`` (where it is a default metric), and for the
-report ``describe``, ``worse`` and ``plots`` (``metrics/declare.py``). A metric that does not
-subclass it gets the same defaults. ``collapselab.testing.check_component`` checks a metric.
+report ``describe``, ``worse``, ``plots`` and ``bounds`` (``metrics/declare.py``). A metric that
+does not subclass it gets the same defaults. ``collapselab.testing.check_component`` checks a
+metric.
 """
 
 from __future__ import annotations
@@ -67,3 +68,5 @@ class MetricBase:
     describe: ClassVar[dict[str, str]] = {}  # key or pattern -> what the value means
     worse: ClassVar[dict[str, str]] = {}  # key or pattern -> "higher" | "lower" under collapse
     plots: ClassVar[tuple[Any, ...]] = ()  # metrics.declare.Plot (or dicts): how the report draws
+    # key or pattern -> (low, high) the values can take (None: open): the report clips bands there
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {}

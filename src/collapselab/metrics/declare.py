@@ -23,6 +23,9 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from collapselab.capabilities import declared
+from collapselab.metrics.base import MetricBase
+
 Kind = Literal["curves", "histogram", "text", "grid", "table"]
 WORSE_ARROW = {"higher": "↑ worse", "lower": "↓ worse"}
 
@@ -112,8 +115,9 @@ def lookup(table: dict[str, T], key: str) -> T | None:
 
 def declarations(metric: Any) -> tuple[dict[str, str], dict[str, str], tuple[Plot, ...]]:
     """``(describe, worse, plots)`` of a metric class (empty where it declares none)."""
-    plots = (Plot.of(p) for p in getattr(metric, "plots", ()) or ())
-    return (dict(getattr(metric, "describe", {}) or {}), dict(getattr(metric, "worse", {}) or {}),
+    plots = (Plot.of(p) for p in declared(metric, "plots", MetricBase) or ())
+    return (dict(declared(metric, "describe", MetricBase) or {}),
+            dict(declared(metric, "worse", MetricBase) or {}),
             tuple(p for p in plots if p is not None))
 
 
@@ -122,4 +126,5 @@ Bounds = tuple[float | None, float | None]
 
 def declared_bounds(metric: Any) -> dict[str, Bounds]:
     """The ``bounds`` a metric class declares (empty where it declares none)."""
-    return {k: (lo, hi) for k, (lo, hi) in dict(getattr(metric, "bounds", {}) or {}).items()}
+    bounds = dict(declared(metric, "bounds", MetricBase) or {})
+    return {k: (lo, hi) for k, (lo, hi) in bounds.items()}
