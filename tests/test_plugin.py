@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import textwrap
 import tomllib
@@ -255,3 +257,17 @@ def test_window_plans_the_last_generations():
     assert (recent.rows < 20).all()
     only = Window(window=5).plan([10, 10], 10, 3, rng)  # fewer generations than the window
     assert [p.pools for p in only.parts] == [(1,)] and only.parts[0].rows is None
+
+
+def test_the_plugins_own_conformance_tests_pass_one_per_rule():
+    """examples/plugin/tests: what a plugin author writes (docs/how-to/conformance.md)."""
+    env = {**os.environ, "PYTHONPATH": str(PLUGIN / "src")}
+    done = subprocess.run([sys.executable, "-m", "pytest", str(PLUGIN / "tests"), "-q", "-rA",
+                           "-p", "no:cacheprovider"], capture_output=True, text=True, env=env,
+                          cwd=PLUGIN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = {line.split("::")[-1] for line in done.stdout.splitlines()
+              if line.startswith("PASSED")}
+    assert {"test_conforms[Laplace-sample_shape]", "test_conforms[Window-plan_within_pools]",
+            "test_conforms[Kurtosis-values]"} <= passed
+    assert len(passed) == 12 + 4 + 6  # the rules of a family, a policy and a metric
