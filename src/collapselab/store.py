@@ -390,6 +390,7 @@ class RunWriter:
         self._keep: KeepSamples = "all"  # the config's keep_samples (``start``)
         self._needed: set[int] = set()  # generations whose samples the loop's pools hold
         self._on_disk = self._committed_samples()  # generation -> its committed samples files
+        self._newest = max(self._on_disk, default=0)  # the newest generation that had samples
 
     def _read_committed(self) -> Checksum:
         """The size and CRC-32 of ``metrics.jsonl``'s committed rows (its first lines), read
@@ -477,6 +478,8 @@ class RunWriter:
         staged samples that neither it nor ``keep_samples`` wants are dropped, never written."""
         self._staged.append(Staged(gen, row, record, dict(samples), models, per_chain or {}))
         self._held += sum(a.nbytes for a in samples.values())
+        if samples:
+            self._newest = max(self._newest, gen)
         self._needed = set(needed)
         self._release(final=False)
 
@@ -574,23 +577,17 @@ class RunWriter:
             return gen % keep == 0 or gen == newest
         return gen in (0, newest) if keep == "last" else keep == "all"
 
-    def _newest(self) -> int:
-        """The newest generation with samples, staged or committed."""
-        return max([st.gen for st in self._staged if st.samples] + list(self._on_disk), default=0)
-
     def _leftovers(self) -> bool:
         """Whether committed samples await deletion when the run ends (kept until then for a
         resume, not by ``keep_samples``)."""
-        newest = self._newest()
-        return any(not self._kept(g, newest) for g in self._on_disk)
+        return any(not self._kept(g, self._newest) for g in self._on_disk)
 
     def _release(self, *, final: bool, disk: bool = False) -> None:
         """Drop the samples that neither ``keep_samples`` nor, until the run ends (``final``), a
         resume (the ``needed`` generations) asks for: those staged for the next commit and, with
         ``disk``, the committed ones, deleted once the manifest stops listing them (a crash in
         between leaves a file unlisted, never a listed file missing)."""
-        newest = self._newest()
-        needed = set() if final else self._needed
+        newest, needed = self._newest, set() if final else self._needed
         for st in self._staged:
             if st.samples and st.gen not in needed and not self._kept(st.gen, newest):
                 self._held -= sum(a.nbytes for a in st.samples.values())
