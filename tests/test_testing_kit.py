@@ -170,3 +170,18 @@ def test_the_protocols_ask_what_registration_checks():
                           "filter": Filter, "metric": Metric}.items():
         methods, attributes = registry.PROTOCOLS[key]
         assert members(protocol) == set(methods) | set(attributes), key
+
+
+def test_sources_declare_what_the_loop_and_metrics_ask_of_them():
+    from collapselab import capabilities
+
+    normal = registry.sources.build("normal", {"dim": 2, "heldout_size": 30})
+    builtin = registry.sources.build("builtin", {"vocab_size": 40, "block_len": 12,
+                                                 "train_blocks": 20})
+    assert set(capabilities.truth(normal)) >= {"weights", "means", "covs"}
+    assert capabilities.truth(builtin) and capabilities.truth(object()) == {}
+    assert [capabilities.block_len(s) for s in (normal, builtin)] == [None, 12]
+    assert capabilities.heldout_rows(normal) == 30 and capabilities.heldout_rows(builtin) == 0
+    assert capabilities.provides(builtin, capabilities.HasTrainCounts)
+    assert capabilities.provides(builtin, capabilities.HasValidSplit)
+    assert not capabilities.provides(normal, capabilities.HasImageSplit)
