@@ -1,6 +1,6 @@
 """collapselab: run, measure and prevent model collapse.
 
-The Python API (``collapselab.api``; README: "Python API")::
+The Python API (``collapselab.api``; docs/how-to/python-api.md)::
 
     import collapselab
     run = collapselab.run("configs/gaussian/replace.yaml", **{"policy.name": "accumulate"})

