@@ -34,7 +34,7 @@ def headline_figures(pages: list[RunView]) -> list[Figure]:
     for _, group in kind_groups(pages):
         runs = [curve for v in group for curve in v.curves]
         declared = Declared.of([v.config for v in group])
-        out += [chart_figure(c, runs, declared, name=f"metric-{c.keys[0]}", paper=True)
+        out += [chart_figure(c, runs, declared, paper=True)  # metric-<key>, chart-<title>
                 for c in charts(runs, declared) if c.keys and c.plot.headline]
     for v in pages:
         hists = [artifact_histogram(v, p.keys[0], p.title, paper=True)
