@@ -55,7 +55,8 @@ class GenerativeModel(Protocol):
 @functools.cache
 def _param_names(cls: type) -> tuple[str, ...]:
     """A family's hyperparameters: its ``__init__`` keywords (read once per class)."""
-    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+    return tuple(p for p in inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+                 if p != "self")  # (mypy: __init__ read, not called, on the class itself)
 
 
 _IMMUTABLE = frozenset({int, float, str, bool, type(None)})  # hyperparameters a clone may share
@@ -84,7 +85,8 @@ class Model:
 
     def get_params(self) -> dict[str, Any]:
         # a family's own hyperparameters, kept under their __init__ names (scikit-learn's rule)
-        return {name: getattr(self, name) for name in _param_names(type(self))}
+        return {name: getattr(self, name)  # (mypy: a class is hashable)
+                for name in _param_names(type(self))}  # type: ignore[arg-type]
 
     def clone(self) -> Model:
         """A fresh, unfitted copy with the same hyperparameters (containers copied, not shared)."""
@@ -102,7 +104,8 @@ class Model:
 
     def score(self, data: np.ndarray) -> np.ndarray:
         """Mean log-likelihood per sample, one value per chain: ``(chains,)``."""
-        return np.asarray(self.score_samples(data)).mean(axis=1)
+        # score_samples is each family's own (GenerativeModel), not the base class's
+        return np.asarray(self.score_samples(data)).mean(axis=1)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
