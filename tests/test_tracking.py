@@ -1,7 +1,9 @@
 """Runs logged to MLflow: against a real ``mlflow server`` on localhost and against the local
 file store: the resolved config as params, every generation's metrics at step = generation,
 the report and the run directory as artifacts; sweeps one run per point, tagged; a tracker that
-is down costs one warning, never the run."""
+is down costs one warning, never the run. And to Weights & Biases offline: the run read back from
+its ``.wandb`` file holds the config and every generation's metrics; W&B-only fields are refused
+for MLflow, naming the field."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ class MLflowTracker(Tracker):
         self.cfg, self.spec = cfg, spec
         self.where = spec.uri or os.environ.get("MLFLOW_TRACKING_URI") or "./mlruns"
         self.alive = True
-        self.run_id: str | None = None
+        self.run_id = ""  # set by _start; nothing is logged unless it succeeded
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         if "://" not in self.where or self.where.startswith("file:"):
