@@ -315,3 +315,37 @@ def make_step_recompute(model) -> sampling.StepFn:
             return model(input_ids=seq).logits[:, -1], seq
 
     return step
+
+
+def test_beam_search_matches_hf_generate_beams_and_scores() -> None:
+    """Five beams, no length penalty: HF ``generate``'s best beam and its score (the sum of its
+    tokens' log-probabilities) are ours."""
+    model = tiny_hf_gpt2()
+    prompts = torch.randint(1, 30, (3, 4), generator=torch.Generator().manual_seed(0))
+    ours = generate(sampling.hf_step(model), prompts, 6, num_beams=5)
+    with torch.no_grad():
+        theirs = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
+                                num_beams=5, max_new_tokens=6, eos_token_id=None, pad_token_id=0,
+                                length_penalty=0.0, early_stopping=False, output_scores=True,
+                                return_dict_in_generate=True)  # fmt: skip
+    assert torch.equal(ours, theirs.sequences)
+    score = sampling.sequence_logprob(sampling.hf_step(model), ours, 4)
+    torch.testing.assert_close(score.float(), theirs.sequences_scores, atol=1e-4, rtol=0)
+
+
+def test_gpt_beams_through_our_cache_are_hf_gpt2s_on_the_same_weights() -> None:
+    """Our network's beam search (its KV cache, the prompt run once and spread over its beams)
+    writes what the same weights in HF's GPT2LMHeadModel and its cache write."""
+    pytest.importorskip("transformers")
+    from benchmarks.gpt import hf_copy
+
+    net = tiny_net(seed=3)
+    hf = sampling.hf_step(hf_copy(net))
+
+    def hf_without_bos(ids: torch.Tensor, cache: object) -> tuple[torch.Tensor, object]:
+        logits, cache = hf(ids, cache)
+        return logits[:, : net.vocab_size], cache  # the BOS row is never predicted
+
+    prompts = torch.randint(0, 20, (3, 2), generator=torch.Generator().manual_seed(3))
+    ours = generate(make_step(net), prompts, 10, num_beams=5)
+    assert torch.equal(ours, generate(hf_without_bos, prompts, 10, num_beams=5))

@@ -81,20 +81,29 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 class KVCache:
-    """Static key/value buffers ``(n_layer, B, H, max_len, head_dim)`` filled up to ``pos``."""
+    """What decoding keeps between tokens: static key/value buffers ``(n_layer, B, H, max_len,
+    head_dim)`` filled up to ``pos``, and the output layer transposed, ``(d_model, vocab)``: decoding
+    multiplies a few rows by it every token, which MKL does ~1.4x faster with this layout than with the
+    ``(vocab, d_model)`` embedding (one 16 MB copy per call at vocab 16k, against one a token saved)."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
-                 device: Any, dtype: torch.dtype) -> None:  # fmt: skip
+                 head: torch.Tensor) -> None:  # fmt: skip
         shape = (n_layer, batch, n_head, max_len, head_dim)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.k = head.new_empty(shape)
+        self.v = head.new_empty(shape)
+        self.head = head.t().contiguous()
         self.pos = 0
 
     def reorder_cache(self, index: torch.Tensor) -> KVCache:
-        """Keep batch rows ``index`` (beam search); only the filled positions are copied."""
+        """Keep batch rows ``index`` (beam search; more rows than before spread a prompt over its
+        beams); only the filled positions are copied."""
         filled = slice(0, self.pos)
-        self.k[:, :, :, filled] = self.k[:, index, :, filled]
-        self.v[:, :, :, filled] = self.v[:, index, :, filled]
+        k, v = self.k, self.v
+        if len(index) != k.shape[1]:
+            self.k = k.new_empty((k.shape[0], len(index), *k.shape[2:]))
+            self.v = v.new_empty(self.k.shape)
+        self.k[:, :, :, filled] = k[:, index, :, filled]
+        self.v[:, :, :, filled] = v[:, index, :, filled]
         return self
 
 
@@ -193,6 +202,8 @@ class GPTNet(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln_f(x)
+        if cache is not None:  # decoding: the output layer as the cache holds it
+            return x @ cache.head
         head = self.wte.weight[: self.vocab_size]  # tied embeddings, BOS never predicted
         if targets is not None:
             rows = max(1, LOSS_CHUNK // self.vocab_size)
@@ -200,10 +211,9 @@ class GPTNet(nn.Module):
         return F.linear(x, head)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
-        w = self.wte.weight
         hd = self.d_model // self.n_head
         return KVCache(self.n_layer, batch, self.n_head, max_len or self.context_len, hd,
-                       w.device, w.dtype)  # fmt: skip
+                       self.wte.weight[: self.vocab_size].detach())  # fmt: skip
 
 
 def make_step(net: GPTNet, *, use_cache: bool = True) -> sampling.StepFn:

@@ -279,7 +279,8 @@ def beam_search(
     dev = prompts.device
     ids = torch.empty(b * k, p + max_new_tokens, dtype=torch.long, device=dev)
     ids[:, :p] = prompts.repeat_interleave(k, dim=0)
-    logits, cache = step(ids[:, :p], None)
+    logits, cache = step(prompts, None)  # each prompt once: its beams are the same so far
+    logits = logits.repeat_interleave(k, dim=0)
     vocab = logits.shape[-1]
     # only beam 0 is live at the start, so the first step picks k distinct tokens
     beam_scores = torch.full((b, k), float("-inf"), device=dev)
@@ -302,8 +303,8 @@ def beam_search(
         ids[:, p + i] = tok
         if done is not None:
             done = done.index_select(0, rows) | (tok == eos)
-        if i + 1 < max_new_tokens:
-            cache = reorder_cache(cache, rows)
+        if i + 1 < max_new_tokens:  # the first reorder also spreads each prompt over its beams
+            cache = reorder_cache(cache, rows if i else torch.div(rows, k, rounding_mode="floor"))
             logits, cache = step(tok.unsqueeze(1), cache)
     return ids.view(b, k, -1)[:, 0]
 
