@@ -54,6 +54,39 @@ def test_generations_to_collapse_is_the_first_alarm_in_every_row_after_it(tmp_pa
         [None] * first + [first] * (len(rows) - first)
 
 
+def test_generations_to_collapse_is_read_back_from_the_committed_rows_on_resume(
+        tmp_path, monkeypatch):
+    """Interrupted after the alarm fired, then resumed: every row as in one uninterrupted run
+    (the resumed rows learn the first alarm from the committed ones)."""
+    from collapselab.errors import Interrupted
+    from collapselab.metrics.alarm import generations_to_collapse
+
+    args = [f"out_dir={tmp_path}", "chains=200", "data.size=10", "generations=12",
+            "metrics=[collapse_alarm]"]
+    whole = run(load_config(None, [*args, "name=whole"])).metrics()
+    first = generations_to_collapse(whole)
+    assert first is not None and first < 10
+    monkeypatch.setattr(store_module, "COMMIT_EVERY_S", 0.0)  # a commit every generation
+    calls, fit = {"n": 0}, Gaussian.fit
+
+    def interrupted_fit(self, data, *, rng=None):
+        calls["n"] += 1
+        if calls["n"] == first + 2:  # generation first + 1: rows 0..first are committed
+            raise KeyboardInterrupt
+        return fit(self, data, rng=rng)
+
+    cfg = load_config(None, [*args, "name=resumed"])
+    with monkeypatch.context() as mp:
+        mp.setattr(Gaussian, "fit", interrupted_fit)
+        with pytest.raises(Interrupted):
+            run(cfg)
+    assert RunStore(cfg.run_dir).completed() == first + 1
+    rows = run(cfg, resume=True).metrics()
+    assert [{k: v for k, v in r.items() if k != "wall_s"} for r in rows] == \
+        [{k: v for k, v in r.items() if k != "wall_s"} for r in whole]
+    assert rows[-1]["generations_to_collapse"] == first
+
+
 def test_commit_writes_numpys_mean_and_standard_error_and_keeps_the_chain_values(tmp_path):
     rng = np.random.default_rng(0)
     values = {"ratio": rng.normal(size=50), "states": rng.integers(0, 300, 50),
