@@ -164,8 +164,7 @@ def _protocol_check(kind: str) -> Check:
             registry.REGISTRIES[kind].check(type(component), _name(component))
         except registry.ComponentError as exc:
             raise _fail(component, rule, str(exc)) from None
-    methods, attributes = registry.PROTOCOLS[kind]
-    return _rule("protocol", f"a {kind} defines {', '.join(methods + attributes)}")(run)
+    return _rule("protocol", _protocol(kind))(run)
 
 
 def _same(a: Any, b: Any) -> bool:
