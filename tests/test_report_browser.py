@@ -1,8 +1,9 @@
 """The report as a person sees it, in a real browser (headless Chromium over the DevTools
-protocol, ``tests/browser.py``): every image decodes, nothing is logged as an error, the table
-of contents links to sections that exist, the page fits the window's width, the continuation table has one row per generation,
-and the screenshot is not blank. Skipped, with the reason, only where no Chromium is installed
-(``.ci/run`` installs Debian's ``chromium`` when absent)."""
+protocol, ``tests/browser.py``): every image decodes and is shown at its own size, nothing is
+logged as an error, the table of contents links to sections that exist, the page fits the
+window's width, the continuation table has one row per generation, and the screenshot is not
+blank. Skipped, with the reason, only where no Chromium is installed (``.ci/run`` installs
+Debian's ``chromium`` when absent)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.skipif(
 
 SEEN = """JSON.stringify({
   images: Array.from(document.images).map(i => ({id: i.id, complete: i.complete,
-                                                 width: i.naturalWidth})),
+                                                 width: i.naturalWidth, shown: i.width,
+                                                 wide: i.parentElement.className === 'wide'})),
   rows: Array.from(document.querySelectorAll('table.text tr.gen')).map(r => r.cells[0].innerText),
   prompts: document.querySelectorAll('table.text mark.prompt').length,
   toc: Array.from(document.querySelectorAll('nav#toc a')).map(
@@ -50,6 +52,9 @@ def test_a_language_run_report_renders_in_chromium(run_config, tmp_path):
     got = json.loads(seen.value)
     assert len(got["images"]) >= 8
     assert all(i["complete"] and i["width"] > 0 for i in got["images"]), got["images"]
+    # figures at their own size (150 dpi), never stretched or squeezed (one run: no small
+    # multiples, every chart a column's width)
+    assert all(i["shown"] == i["width"] and not i["wide"] for i in got["images"]), got["images"]
     assert got["rows"] == [f"gen {g}" for g in range(gens)]  # one row per generation
     assert got["prompts"] == 2 * gens
     assert got["toc"] and all(found for _, found in got["toc"]), got["toc"]

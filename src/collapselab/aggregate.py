@@ -26,6 +26,7 @@ from collapselab import capabilities
 from collapselab.report import Declared, Figure, figures_html, html_page, metric_keys
 from collapselab.report.draw import (
     COLUMN,
+    PALETTE,
     ROW,
     figure,
     legend_below,
@@ -33,6 +34,7 @@ from collapselab.report.draw import (
     png_bytes,
     series_style,
     styled,
+    wrap,
     ylabel,
 )
 from collapselab.report.export import check_folder, save_figures
@@ -452,31 +454,28 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Any:
         records, columns=["generation", "metric", "a", "b", "diff", "diff_se"])
 
 
+@styled
 def compare_figure(table: Any, label_a: str, label_b: str) -> bytes:
+    """Small multiples at full width: each shared metric's difference B − A per generation,
+    with its ±1.96 SE band."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from collapselab.report.figures import panels
 
-    metrics = list(dict.fromkeys(table["metric"]))
-    cols = min(3, max(len(metrics), 1))
-    rows = max(1, -(-len(metrics) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    for ax, m in zip(axes.ravel(), metrics, strict=False):
+    metrics = list(dict.fromkeys(table["metric"])) or ["(no shared metric)"]
+    fig, axes = panels(len(metrics), sharex=True)
+    for ax, m in zip(axes, metrics, strict=True):
         t = table[table["metric"] == m]
-        ax.plot(t["generation"], t["diff"], color="C0", lw=1.5)
+        ax.plot(t["generation"], t["diff"], color=PALETTE[0])
         if t["diff_se"].notna().any():
             ax.fill_between(t["generation"], t["diff"] - 1.96 * t["diff_se"],
-                            t["diff"] + 1.96 * t["diff_se"], color="C0", alpha=0.2, lw=0)
+                            t["diff"] + 1.96 * t["diff_se"], color=PALETTE[0], alpha=0.2, lw=0)
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_title(m, fontsize=9)
-        ax.set_xlabel("generation", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(metrics):]:
-        ax.axis("off")
-    fig.suptitle(f"{label_b} − {label_a} per generation (band: ±1.96 SE of the difference)",
-                 fontsize=10)
-    fig.tight_layout()
+        ax.set_ylabel(wrap(f"{m}: B − A", ROW))
+        ax.set_xlabel("generation")
+    fig.suptitle(wrap(f"{label_b} − {label_a} per generation (band: ±1.96 SE of the difference)",
+                      fig.get_figwidth() * 1.1))
     return png_bytes(fig)
 
 
