@@ -135,16 +135,18 @@ def progress_bar(label: str) -> Iterator[callable]:  # type: ignore[valid-type]
         yield update
 
 
-def _run_one(cfg, resume: bool, takeover: bool, **recipe) -> tuple[Path, Path | None]:  # type: ignore[no-untyped-def]
+def _run_one(cfg, resume: bool, takeover: bool, *, check_resources: bool = False,  # type: ignore[no-untyped-def]
+             report: bool | None = None) -> tuple[Path, Path | None]:
     """The run recipe (``collapselab.recipe``) under a progress bar; says how the run ended."""
     from collapselab.recipe import run_experiment
 
     with progress_bar(cfg.name) as update:
-        store, report = run_experiment(cfg, resume=resume, takeover=takeover, progress=update,
-                                       **recipe)
+        store, report_path = run_experiment(cfg, resume=resume, takeover=takeover,
+                                            progress=update, check_resources=check_resources,
+                                            report=report)
     status = store.manifest()["status"]
     console.print(f"{cfg.name}: {status}, {store.completed()} generations in {store.root}")
-    return store.root, report
+    return store.root, report_path
 
 
 @app.command()
