@@ -23,6 +23,8 @@ from mkdocs.structure.files import File, Files
 from pydantic.fields import FieldInfo
 
 GENERATED = ("reference/cli.md", "reference/config.md", "reference/components.md")
+HEADINGS = {"family": "Model families", "source": "Data sources", "policy": "Policies",
+            "filter": "Filters", "metric": "Metrics"}
 
 
 def on_files(files: Files, config: Any) -> Files:
@@ -165,8 +167,7 @@ def components_page() -> str:
     where = {"family": "model", "source": "data", "policy": "policy", "filter": "curation",
              "metric": "metrics"}
     for key, reg in registry.REGISTRIES.items():
-        parts += ["", f"## {reg.kind.capitalize()}s".replace("familys", "families"), "",
-                  f"Chosen by `{where[key]}:` in a config.", ""]
+        parts += ["", f"## {HEADINGS[key]}", "", f"Chosen by `{where[key]}:` in a config.", ""]
         for name in reg.names(origin=registry.BUILTIN):
             target = reg.get(name)
             parts += [f"### `{name}`", "", escape(first_paragraph(target)), ""]
