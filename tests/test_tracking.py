@@ -247,3 +247,26 @@ def gauss_yaml(folder: Path) -> Path:
     path = folder / "g.yaml"
     path.write_text(yaml.safe_dump(GAUSS))
     return path
+
+
+def test_each_point_of_a_sweep_is_one_wandb_run_grouped_by_the_sweep(tmp_path):
+    import json
+
+    pytest.importorskip("wandb", reason="wandb not installed (pip install -e '.[track]')")
+    spec = {"base": {**GAUSS, "generations": 2,
+                     "tracking": {"backend": "wandb", "dir": str(tmp_path / "wb"),
+                                  "artifacts": False}},
+            "grid": {"policy.name": ["replace", "accumulate"]}, "backend": "local",
+            "workers": 1, "out_dir": str(tmp_path / "sw")}
+    result = collapselab.sweep(spec, progress=False)
+    assert len(result.runs) == 2 and not result.failed
+    found = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    started = [r.run for path in found for r in wandb_records(path) if r.HasField("run")]
+    assert len(started) == 2 and {s.run_group for s in started} == {"sw"}
+    points = set()
+    for s in started:
+        config = {item_key(i): json.loads(i.value_json) for i in s.config.update}
+        assert config["collapselab"]["collapselab.sweep_name"] == "sw"
+        assert config["collapselab"]["collapselab.point.policy.name"] == config["policy"]["name"]
+        points.add(config["policy"]["name"])
+    assert points == {"replace", "accumulate"}
