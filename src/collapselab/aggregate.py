@@ -232,8 +232,8 @@ def band_figure(metric: str, stats: Any, frame: Any | None = None, theory: Any |
     ax.set_ylabel(ylabel(axis_label(metric, declared)))
     keys = _style_keys(banded, pointed, predicted)
     legend_below(fig, [*handles, *keys[0]], [*labels, *keys[1]])
-    n = ", ".join(str(int(v)) for v in sorted(n_seeds))
-    caption = (f"{metric}: mean across seeds (n = {n} seeds per group); band: 95% t-interval "
+    counts = ", ".join(str(int(v)) for v in sorted(n_seeds))
+    caption = (f"{metric}: mean across seeds (n = {counts} seeds per group); band: 95% t-interval "
                f"(mean ± t(0.975, n−1)·s/√n) where a group has at least {MIN_BAND_SEEDS} seeds, "
                f"clipped to the metric's range; with fewer, each seed's value as a point")
     if predicted:
@@ -246,7 +246,7 @@ def _style_keys(band: bool, points: bool, theory: bool) -> tuple[list[Any], list
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    entries = []
+    entries: list[tuple[Any, str]] = []
     if band:
         entries.append((Patch(color="0.35", alpha=0.3, lw=0), "95% t-interval"))
     if points:

@@ -29,7 +29,7 @@ FULL, COLUMN = 6.75, 3.25  # inches: a page's text width, a column's
 ROW = 2.3  # inches: the height of one row of panels
 PAGE_DPI, PAPER_DPI = 150, 300
 
-RC = {
+RC: dict[str, Any] = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -84,7 +84,7 @@ def styled(draw: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import matplotlib
 
-        with matplotlib.rc_context(RC):
+        with matplotlib.rc_context(RC):  # type: ignore[arg-type]
             return draw(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

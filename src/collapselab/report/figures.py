@@ -206,21 +206,21 @@ def distribution_figure(view: RunView, paper: bool = False) -> Figure | None:
     if first.ndim == 3 and first.shape[-1] == 1 and first.dtype.kind == "f":  # 1-D continuous
         x0, x1 = first[..., 0].ravel(), final[..., 0].ravel()
         lo, hi = np.percentile(np.concatenate([x0, x1]), [0.5, 99.5])
-        bins = np.linspace(min(lo, -4), max(hi, 4), 80)
+        bins = np.linspace(min(lo, -4), max(hi, 4), 80).tolist()
         ax.hist(x0, bins=bins, density=True, histtype="step", lw=1.2, color=early,
                 label="generation 0")
         ax.hist(x1, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=late,
                 label=f"generation {last}")
-        pdf = truth_density(cfg, bins)
+        pdf = truth_density(cfg, np.asarray(bins))
         if pdf is not None:
             ax.plot(bins, pdf, color="k", lw=1, ls="--", label="real distribution")
         ax.set_xlabel("x (all chains pooled)")
         ax.set_ylabel("density")
     elif first.ndim == 3 and first.dtype.kind == "f":  # multivariate: first two coordinates
-        ax.scatter(*first[0, :, :2].T, s=3, alpha=0.5, color=early,
-                   label="generation 0 (chain 0)")
-        ax.scatter(*final[0, :, :2].T, s=3, alpha=0.5, color=late, marker="s",
-                   label=f"generation {last} (chain 0)")
+        for data, color, marker, name in ((first, early, "o", "generation 0"),
+                                          (final, late, "s", f"generation {last}")):
+            ax.scatter(data[0, :, 0], data[0, :, 1], s=3, alpha=0.5, color=color,
+                       marker=marker, label=f"{name} (chain 0)")
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xlabel("x₁")
         ax.set_ylabel("x₂")
@@ -257,7 +257,7 @@ def artifact_histogram(view: RunView, key: str, title: str, paper: bool = False
     if finite.size == 0:
         return None
     fig, ax = plt.subplots(figsize=(COLUMN, ROW))
-    bins = np.geomspace(finite.min(), finite.max(), 60)
+    bins = np.geomspace(finite.min(), finite.max(), 60).tolist()
     for i, (g, v) in enumerate(zip(gens, values, strict=True)):
         ax.hist(v, bins=bins, density=True, histtype="step", lw=1.2, color=ordered(i, len(gens)),
                 label=f"generation {g}")
@@ -309,10 +309,10 @@ def truth_density(cfg: Any, x: np.ndarray) -> np.ndarray | None:
     """The density at ``x`` of the first coordinate of a source whose ``truth`` is a Gaussian
     mixture (``weights``, ``means``, ``covs``), or None: the source is built from the run's config
     (cheap: sources load their data on first use)."""
-    from collapselab import registry
+    from collapselab import capabilities, registry
 
     try:
-        truth = registry.sources.build(cfg.data.source, cfg.data.params).truth
+        truth = capabilities.truth(registry.sources.build(cfg.data.source, cfg.data.params))
         w, mu, cov = (np.asarray(truth[k], dtype=float) for k in ("weights", "means", "covs"))
         sd = np.sqrt(cov[:, 0, 0])
         z = (x[:, None] - mu[None, :, 0]) / sd[None]

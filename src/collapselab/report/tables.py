@@ -93,7 +93,7 @@ def value_table(view: RunView, plot: Plot) -> str:
                 np.flatnonzero(np.isin(gens, plot.generations)))
         body = ""
         for i in rows:
-            flagged = plot.flag in frame.columns and column(frame, plot.flag)[i] == 0
+            flagged = plot.flag in frame.columns and column(frame, str(plot.flag))[i] == 0
             cells = "".join(_cell(column(frame, k)[i]) for k in keys)
             body += (f'<tr{" class=warn" if flagged else ""}><td>{int(gens[i])}</td>{cells}</tr>')
         head = "".join(f"<th>{esc(k)}</th>" for k in keys)
@@ -216,7 +216,7 @@ def final_table(pages: list[RunView]) -> str:
             if v is None or not np.isfinite(v):
                 cells += "<td>–</td>"
                 continue
-            sem = se is not None and np.isfinite(se)
-            cells += f"<td>{v:.4g}" + (f" ± {1.96 * se:.2g}" if sem else "") + "</td>"
+            band = f" ± {1.96 * se:.2g}" if se is not None and np.isfinite(se) else ""
+            cells += f"<td>{v:.4g}{band}</td>"
         body += f"<tr><td>{html.escape(lab)}</td>{cells}</tr>"
     return f"<table><tr><th>run</th>{head}</tr>{body}</table>"
