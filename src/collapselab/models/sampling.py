@@ -155,10 +155,17 @@ def process_logits(
     sampling: bool,
 ) -> torch.Tensor:
     """Apply the controls to next-token ``logits`` (B, V) given the sequences so far ``ids`` (B, L),
-    of which ``n_new`` tokens were generated. Returns float32 logits (a new tensor)."""
-    logits = logits.float().clone()
-    logits = apply_repetition_penalty(logits, ids, settings.repetition_penalty)
+    of which ``n_new`` tokens were generated. Returns float32 logits: a new tensor where a control
+    changes them, else ``logits`` themselves (float32 already; callers only read them)."""
     marker = watermark.current()  # a green-list watermark (Kirchenbauer et al.): + delta on green
+    changes = (settings.repetition_penalty != 1.0 or marker is not None
+               or (settings.eos_id is not None and n_new < settings.min_new_tokens)
+               or (sampling and (settings.temperature != 1.0 or settings.top_k > 0
+                                 or settings.top_p < 1.0)))  # fmt: skip
+    logits = logits.float()  # a copy unless float32 already
+    if changes:  # the processors below work in place: not on the step's tensor
+        logits = logits.clone()
+    logits = apply_repetition_penalty(logits, ids, settings.repetition_penalty)
     if marker is not None:
         logits = marker.bias_logits(logits, ids[:, -1])
     if settings.eos_id is not None and n_new < settings.min_new_tokens:
