@@ -11,6 +11,10 @@ protocol (Shumailov et al. 2024: 64-token blocks, OPT-125m fine-tuned from one b
 5-way beam search). ``init_from`` points at such a base, written once by :func:`pretrain_base` on a
 separate slice of the corpus.
 
+The training loss multiplies by the tied output layer and takes the cross-entropy in row chunks
+(:class:`LinearCrossEntropy`), so a batch's ``(tokens, vocab)`` logits are never held; decoding
+multiplies by a transposed copy of that layer kept in the KV cache.
+
 Training, scoring and decoding are the torch LM base's (:mod:`collapselab.models.torch_lm`, shared with
 ``hf``); this module holds the network, its KV cache, its initialisation and its checkpoints.
 """
