@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 RETRIES = 1  # a point whose worker died is run once more
 RAY_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}  # option -> node resource
 
+
 # --- the worker's side -------------------------------------------------------------------------
 
 

@@ -260,7 +260,6 @@ def _describe_sweep(err: Any) -> str:
     return f"{loc}: {err['msg']}; got {err['input']!r}"
 
 
-
 # --- the sweep directory -----------------------------------------------------------------------
 
 
