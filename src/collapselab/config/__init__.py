@@ -34,14 +34,15 @@ from collapselab.config.validation import COMPONENTS, SECTION_FIELDS, Setup, val
 from collapselab.errors import ConfigError
 
 __all__ = [
-    "COMPONENTS", "MAX_CONFIG_BYTES", "MAX_YAML_NODES", "ConfigError", "DataSpec",
-    "ExperimentConfig", "ModelSpec", "NamedSpec", "PolicySpec", "ProducerSpec", "RefusedYAML",
-    "SECTION_FIELDS", "Setup", "Spec", "StrictLoader", "TrackingSpec", "apply_override", "load_config",
-    "parse_yaml", "read_yaml", "validate",
+    "COMPONENTS", "MAX_CONFIG_BYTES", "MAX_YAML_NODES", "SECTION_FIELDS", "ConfigError",
+    "DataSpec", "ExperimentConfig", "ModelSpec", "NamedSpec", "PolicySpec", "ProducerSpec",
+    "RefusedYAML", "Setup", "Spec", "StrictLoader", "TrackingSpec", "apply_override",
+    "load_config", "parse_yaml", "read_yaml", "validate",
 ]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def load_config(path: str | Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Defaults, then the YAML file at ``path``, then ``key.sub=value`` overrides; validated."""
     raw: dict[str, Any] = {}
     if path is not None:
