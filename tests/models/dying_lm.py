@@ -37,13 +37,13 @@ class Dying:
         finally:
             del os.environ[KILL]
 
-    def _forward(self, net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    def _loss(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         global _steps
         if torch.is_grad_enabled() and os.environ.get(KILL) == os.environ.get("RANK", "-"):
             _steps += 1
             if _steps == KILL_AT_STEP:
                 os.kill(os.getpid(), signal.SIGKILL)
-        return super()._forward(net, ids)  # type: ignore[misc,no-any-return]
+        return super()._loss(net, x)  # type: ignore[misc,no-any-return]
 
 
 class DyingGPT(Dying, GPT):
