@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import pydantic
@@ -423,7 +423,7 @@ def pretrain_base(
 ) -> Path:
     """Train ``model``'s architecture from scratch on ``data`` (use a slice of the corpus that the
     experiment never trains on; only chain 0 is used) and save it for ``GPT(init_from=path)``."""
-    base = copy.copy(model.clone())
+    base = cast(GPT, copy.copy(model.clone()))
     base.init_from = None
     data = np.asarray(data)
     base.fit(data[:1], rng=rng)

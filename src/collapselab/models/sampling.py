@@ -261,7 +261,7 @@ def _decode(
             nxt = scores.argmax(dim=-1)
         else:
             nxt = draw(scores.softmax(dim=-1), gen)
-        if done is not None:
+        if done is not None and eos is not None:
             nxt = nxt.masked_fill_(done, eos)
             done |= nxt == eos
         ids[:, p + i] = nxt

@@ -359,7 +359,7 @@ class TorchLM(NetworkCache, Model, ScoresTokens, CompletesPrompts):
         self.best_epoch_: list[int] = []  # per chain, the epoch whose weights are kept
         self.train_tokens_per_s_: list[float] = []
         cfg = self._training()
-        seeds = rng.integers(0, 2**63 - 1, size=data.shape[0])
+        seeds = np.asarray(rng.integers(0, 2**63 - 1, size=data.shape[0]))
         across = self._distributed()
         fitted = distributed.fit_across(self, data, seeds, across) if across else None
         for c in range(data.shape[0]):
