@@ -7,7 +7,8 @@ over the peer (> 1: faster), medians of alternated pairs (see ``harness.py``).
 The full run (no ``--quick``) keeps the sizes a ratio depends on (all of WikiText-2, 10 training
 steps, 128 sampled tokens, 1000 chains, a report on 2000 generations x 1000 chains ...) but runs
 fewer generations where each costs the same at any depth, so that it takes about half an hour on
-2 busy cores rather than about 80 minutes (each workload timed at load 4-10, December 2026):
+2 busy cores rather than about 80 minutes (each workload timed at load 4-10, December 2026; on
+idle cores it took 7 minutes):
 ``chains`` 200 generations, not 1000 (the 1000-generation point stays on the scaling curve; the
 curve over chain counts runs 20 generations, not 100) and ``gmm`` 200 generations of 8 seeds, not
 the paper's 2000 (the scikit-learn side alone would take ~10 minutes a rep; the paper's scale runs
