@@ -156,3 +156,11 @@ def test_linreg_fresh_matches_a_direct_simulation(run_config):
     store = run_config(CONFIGS / "linreg_fresh.yaml", "chains=500")
     for a in theory.agreement(store.metrics(), [0, 10, -1]):
         assert a.passed, a
+
+
+def test_the_report_shows_the_w2_bound_as_a_bound(run_config, tmp_path):
+    from collapselab.report import write_report
+
+    store = run_config(CONFIGS / "gaussian_real_fraction.yaml", "chains=50", "generations=4")
+    page = write_report([store.root], tmp_path / "page.html").read_text()
+    assert "<td>&lt;= " in page and "(upper bound)</td>" in page

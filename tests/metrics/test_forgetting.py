@@ -58,3 +58,18 @@ def test_a_run_without_the_metric_is_a_clear_error(run_config):
     store = run_config(None, *CATEGORICAL, "generations=2", "metrics=[support]")
     with pytest.raises(DataError, match=r"has no forgetting record: add 'forgetting' to metrics"):
         first_absence(store)
+
+
+def test_the_report_draws_when_each_state_was_forgotten(run_config, tmp_path):
+    """The chart: runs overlaid, the exact Wright-Fisher expectation beside the replace run, the
+    seed's point in the caption; a page without the metric has no such chart."""
+    from collapselab.report import write_report
+
+    stores = [run_config(None, *CATEGORICAL, "generations=8", f"name=f-{policy}",
+                         f"policy.name={policy}", "metrics=[support, forgetting]")
+              for policy in ("replace", "accumulate")]
+    page = write_report([s.root for s in stores], tmp_path / "page.html").read_text()
+    assert 'id="forgetting-categorical"' in page and "Minority data vanish first" in page
+    assert "Wright-Fisher, exact" in page and "0% from the training set" in page  # accumulate
+    plain = run_config(None, *CATEGORICAL, "generations=2", "name=plain", "metrics=[support]")
+    assert "forgetting-" not in write_report([plain.root], tmp_path / "plain.html").read_text()

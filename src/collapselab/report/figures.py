@@ -80,10 +80,11 @@ def slug(text: str) -> str:
 
 
 def _draw_series(ax: Any, frame: Any, key: str, style: dict[str, Any], idx: np.ndarray,
-                 declared: Declared) -> tuple[Any, bool, bool]:
+                 declared: Declared) -> tuple[Any, bool, bool, bool]:
     """One metric of one run: the chain mean with its ±1.96 SE band, the theory dashed with its
-    band, the real data's value dotted; bands clipped to the key's declared range. Returns the
-    mean's line and whether a theory and a real-data line were drawn."""
+    band, the real data's value dotted; bands clipped to the key's declared range; a theory that
+    only bounds the expectation (``<key>.theory_bound``) dash-dotted. Returns the mean's line and
+    whether an exact theory, a real-data line and a bound were drawn."""
     part = frame.iloc[idx]
     gens, y = column(part, "generation"), column(frame, key)[idx]
     (line,) = ax.plot(gens, y, **style)
@@ -94,8 +95,9 @@ def _draw_series(ax: Any, frame: Any, key: str, style: dict[str, Any], idx: np.n
                         declared.clip(key, y + 1.96 * sem), color=color, alpha=0.18, lw=0)
     theory = column(part, f"{key}.theory")
     has_theory = bool(np.isfinite(theory).any())
+    has_bound = has_theory and bool(np.isfinite(column(part, f"{key}.theory_bound")).any())
     if has_theory:
-        ax.plot(gens, theory, color=color, ls="--", lw=1.1)
+        ax.plot(gens, theory, color=color, ls="-." if has_bound else "--", lw=1.1)
         se = column(part, f"{key}.theory_se")
         if np.isfinite(se).any():
             ax.fill_between(gens, declared.clip(key, theory - 1.96 * se),
@@ -105,7 +107,7 @@ def _draw_series(ax: Any, frame: Any, key: str, style: dict[str, Any], idx: np.n
     has_real = bool(np.isfinite(real).any())
     if has_real:
         ax.axhline(np.nanmean(real), color=color, ls=":", lw=1.1)
-    return line, has_theory, has_real
+    return line, has_theory and not has_bound, has_real, has_bound
 
 
 def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
@@ -115,13 +117,13 @@ def _log_scale(ax: Any, values: list[np.ndarray]) -> None:
         log_axis(ax.yaxis)
 
 
-def style_keys(theory: bool, real: bool) -> tuple[list[Any], list[str]]:
+def style_keys(theory: bool, real: bool, bound: bool = False) -> tuple[list[Any], list[str]]:
     """Legend entries for what a line's style means (grey: it holds for every colour)."""
     from matplotlib.lines import Line2D
 
     entries = [("-", "mean over chains, ±1.96 SE band"), ("--", "theory (exact)"),
-               (":", "real data")]
-    shown = [e for e, on in zip(entries, (True, theory, real), strict=True) if on]
+               (":", "real data"), ("-.", "theory: a bound (no closed form)")]
+    shown = [e for e, on in zip(entries, (True, theory, real, bound), strict=True) if on]
     return ([Line2D([], [], color="0.35", ls=ls, lw=1.2) for ls, _ in shown],
             [text for _, text in shown])
 
@@ -159,7 +161,7 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
     single = len(keys) == 1
     fig, axes = panels(1 if single else len(runs), sharex=True, sharey=True)
     legend: dict[str, Any] = {}
-    theory = real = False
+    theory = real = bound = False
     values = []
     for i, (label, frame) in enumerate(runs):
         ax = axes[0 if single else i]
@@ -168,10 +170,10 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
             if key not in frame.columns:
                 continue
             values.append(column(frame, key))
-            line, t, r = _draw_series(ax, frame, key, series_style(i if single else j), idx,
-                                      declared)
+            line, t, r, b = _draw_series(ax, frame, key, series_style(i if single else j), idx,
+                                         declared)
             legend.setdefault(label if single else key, line)
-            theory, real = theory or t, real or r
+            theory, real, bound = theory or t, real or r, bound or b
         if not single:  # a panel per run: a third of the page's width at most
             ax.set_title(wrap(label, 1.2 * (FULL / min(len(runs), 3) - 0.3)))
     for ax in axes:
@@ -179,7 +181,7 @@ def chart_figure(chart: Chart, runs: list[tuple[str, Any]], declared: Declared,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("generation")
     axes[0].set_ylabel(ylabel(chart.plot.title))
-    handles, labels = style_keys(theory, real)
+    handles, labels = style_keys(theory, real, bound)
     legend_below(fig, [*legend.values(), *handles], [*legend, *labels])
     caption = chart.plot.title + thinned_note(drawn, total)
     lines = declared.lines(keys)

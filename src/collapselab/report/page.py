@@ -17,6 +17,7 @@ from collapselab.report.figures import (
     sample_grid_figure,
     slug,
 )
+from collapselab.report.forgetting import forgetting_figures
 from collapselab.report.tables import (
     detail_table,
     final_table,
@@ -49,6 +50,8 @@ def sections(pages: list[RunView]) -> list[Section]:
     headline, others = headline_sections(pages)
     parts = [Section("runs", "Runs", runs_table(pages)), *headline, theory_section(pages),
              text_section(pages), distribution_section(pages), composition_section(pages),
+             figure_section("forgetting", "When each category was forgotten",
+                            "", forgetting_figures(pages)),
              figure_section("metrics", "Every other metric", "", others),
              final_section(pages), details_section(pages),
              Section("glossary", "Metrics: what each means, and which way is worse",

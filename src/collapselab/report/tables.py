@@ -194,7 +194,7 @@ def theory_table(view: RunView) -> str:
     for a in theory.agreement([last]):
         se = f"{a.se:.3g}" + (" (chains)" if a.se_from == "chains" else "")
         rows += (f"<tr><td>{html.escape(a.metric)}</td><td>{a.generation}</td>"
-                 f"<td>{a.measured:.5g}</td><td>{a.theory:.5g}</td><td>{se}</td>"
+                 f"<td>{a.measured:.5g}</td><td>{html.escape(a.theory_text)}</td><td>{se}</td>"
                  f"<td>{a.z:+.2f}</td><td>{'pass' if a.passed else 'FAIL'}</td></tr>")
     return (f"<h3>{html.escape(view.label)}</h3><table><tr><th>metric</th><th>generation</th>"
             "<th>measured</th><th>theory</th><th>se</th><th>z</th><th>|z| &lt; 4</th></tr>"
