@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from collapselab.errors import DataError
-from collapselab.metrics.forgetting import counts_per_chain, first_absence
+from collapselab.metrics.forgetting import counts_per_chain, first_absence, presence
 
 CATEGORICAL = ["model.family=categorical", "data.source=categorical", "data.size=12",
                "data.probs=[0.4, 0.3, 0.2, 0.06, 0.04]", "chains=40"]
@@ -73,3 +73,8 @@ def test_the_report_draws_when_each_state_was_forgotten(run_config, tmp_path):
     assert "Wright-Fisher, exact" in page and "0% from the training set" in page  # accumulate
     plain = run_config(None, *CATEGORICAL, "generations=2", "name=plain", "metrics=[support]")
     assert "forgetting-" not in write_report([plain.root], tmp_path / "plain.html").read_text()
+
+
+def test_presence_is_a_count_above_zero():
+    data = np.random.default_rng(3).integers(0, 12, (7, 30, 1))  # ids 10, 11: beyond the types
+    np.testing.assert_array_equal(presence(data, 10), counts_per_chain(np.minimum(data, 10), 11)[:, :10] > 0)

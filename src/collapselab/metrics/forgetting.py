@@ -34,6 +34,15 @@ def counts_per_chain(data: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=data.shape[0] * size).reshape(data.shape[0], size)
 
 
+def presence(data: np.ndarray, size: int) -> np.ndarray:
+    """``(C, size)`` bool: which states occur in each chain's rows; ids >= size (not real types)
+    land in one extra column, dropped."""
+    flat = np.minimum(np.asarray(data).reshape(data.shape[0], -1), size)
+    marks = np.zeros((data.shape[0], size + 1), dtype=bool)
+    marks[np.arange(data.shape[0])[:, None], flat] = True
+    return marks[:, :size]
+
+
 @metrics.register("forgetting")
 class Forgetting:
     """Real types (states, words) absent from the training set and from the generated data; the
@@ -46,14 +55,18 @@ class Forgetting:
     worse = {"forgotten_train": "higher", "forgotten_generated": "higher"}
     plots = (Plot.group("forgotten_*", title="real types forgotten"),)
 
+    _counted: tuple[Any, np.ndarray] | None = None  # (the real pool counted, its counts)
+
     def __call__(self, ctx: GenerationContext) -> dict[str, Any]:
-        real = self.real_counts(ctx)  # (1 or C, V)
+        # the real pool is one array for the whole run: count it once, not every generation
+        if self._counted is None or self._counted[0] is not ctx.real:
+            self._counted = (ctx.real, self.real_counts(ctx))
+        real = self._counted[1]  # (1 or C, V)
         size = real.shape[1]
         seen = real > 0
         out = {}
         for key, data in zip(KEYS, (ctx.train, ctx.synthetic), strict=True):
-            # ids beyond the real vocabulary are not real types: one extra bin, dropped
-            present = counts_per_chain(np.minimum(data, size), size + 1)[:, :size] > 0  # (C, V)
+            present = presence(data, size)  # (C, V)
             ctx.artifacts[key] = np.packbits(present, axis=1)
             out[key.replace("forgetting", "forgotten")] = (seen & ~present).sum(axis=1)
         if ctx.gen == 0:
