@@ -161,6 +161,8 @@ def data_kinds(component: Component) -> list[str]:
     """The data kinds the component accepts (its ``kinds``, or a source's ``kind``), if declared
     on the class: imports the component."""
     cls = registry.REGISTRIES[component.key].get(component.name)
+    # a probe by design: listing reads any kind's class (families/metrics/filters declare
+    # ``kinds``, sources ``kind``) and shows nothing where a plugin declares neither
     kinds = getattr(cls, "kinds", None) or getattr(cls, "kind", None)
     if isinstance(kinds, str):
         return [kinds]
