@@ -145,6 +145,18 @@ def test_every_example_on_a_page_runs_and_prints_what_the_page_shows(page, tmp_p
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     namespace: dict = {"__name__": "__docs__"}
+    # a page's python may put a package on sys.path (the plugin tutorial does): not for later tests
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    try:
+        run_page(page, cwd, env, namespace)
+    finally:
+        for name in set(sys.modules) - before:
+            if name.startswith("collapselab_"):  # the plugin's modules, imported by the page
+                del sys.modules[name]
+
+
+def run_page(page: Path, cwd: Path, env: dict, namespace: dict) -> None:
     for i, (language, attributes, body) in enumerate(blocks(page)):
         where = f"{page_id(page)} block {i + 1}"
         if title(attributes):

@@ -243,8 +243,9 @@ def test_a_changed_sweep_is_refused_before_anything_runs(reference, tmp_path):
     assert _snapshot(reference) == before
 
 
-LONG = {  # 4 points, ~2 s each: long enough to be interrupted mid-run
-    "base": {**SPEC["base"], "generations": 800, "metrics": ["variance_ratio"],
+LONG_GENS = 3000  # ~3 s a point here: still running when both have committed once (a commit a second)
+LONG = {  # 4 points, long enough to be interrupted mid-run
+    "base": {**SPEC["base"], "generations": LONG_GENS, "metrics": ["variance_ratio"],
              "policy": {"name": "real_fraction", "real_fraction": 0.5}},
     "grid": {"seed": [0, 1, 2, 3]}, "workers": 2,
 }
@@ -285,7 +286,7 @@ def test_ctrl_c_stops_a_local_sweep_and_a_rerun_resumes_it(tmp_path, to):
     assert {d.name for d in out.glob("seed-*")} == started  # no queued point started
     kept = {n: RunStore(out / n).manifest() for n in started}
     assert {m["status"] for m in kept.values()} == {"interrupted"}
-    assert all(0 < m["completed_generations"] < 800 for m in kept.values())
+    assert all(0 < m["completed_generations"] < LONG_GENS for m in kept.values())
     text = " ".join(output.split())
     assert "sweep interrupted; 2 points not started" in text and "Traceback" not in output
     for name, m in kept.items():
