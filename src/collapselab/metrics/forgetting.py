@@ -37,10 +37,12 @@ def counts_per_chain(data: np.ndarray, size: int) -> np.ndarray:
 def presence(data: np.ndarray, size: int) -> np.ndarray:
     """``(C, size)`` bool: which states occur in each chain's rows; ids >= size (not real types)
     land in one extra column, dropped."""
-    flat = np.minimum(np.asarray(data).reshape(data.shape[0], -1), size)
-    marks = np.zeros((data.shape[0], size + 1), dtype=bool)
-    marks[np.arange(data.shape[0])[:, None], flat] = True
-    return marks[:, :size]
+    chains = data.shape[0]
+    flat = np.minimum(np.asarray(data).reshape(chains, -1), size).astype(np.intp)
+    flat += np.arange(0, chains * (size + 1), size + 1)[:, None]  # each chain its own row
+    marks = np.zeros(chains * (size + 1), dtype=bool)
+    marks[flat.ravel()] = True  # one flat scatter: ~2x a 2-D fancy index
+    return marks.reshape(chains, size + 1)[:, :size]
 
 
 @metrics.register("forgetting")
