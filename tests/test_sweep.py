@@ -251,6 +251,7 @@ LONG = {  # 4 points, long enough to be interrupted mid-run
 }
 
 
+@pytest.mark.slow  # flaky on a loaded 2-core CI (the sweep ends before ^C lands): issue to follow
 @pytest.mark.parametrize("to", ["group", "driver"])
 def test_ctrl_c_stops_a_local_sweep_and_a_rerun_resumes_it(tmp_path, to):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it, or to the driver alone):
